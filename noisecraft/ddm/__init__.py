@@ -1,0 +1,1 @@
+"""The drift-diffusion model of two-choice decisions (Ratcliff 1978)."""
