@@ -1,0 +1,537 @@
+"""Wiener first-passage-time density, its log and CDF, and the full Ratcliff model.
+
+The decision process is a Wiener process with drift ``v`` and diffusion coefficient
+``s`` that starts at ``z * a`` between an absorbing lower boundary at 0 and an upper
+boundary at ``a``; the response time is the first-passage time plus a non-decision
+time ``t0``. Responses are coded 1 = upper boundary, 0 = lower boundary.
+
+* Density: Navarro & Fuss (2009), "Fast and accurate calculations for first-passage
+  times in Wiener diffusion models", J. Math. Psych. 53:222-230. The small-time series
+  (their eq. 6) and large-time series (eq. 5) are each truncated by their error bounds
+  and the cheaper series is chosen per point, as in their Fig. 4 algorithm.
+* Across-trial drift variability ``sv`` in closed form (e.g. Blurton, Kesselmeier &
+  Gondan 2012, J. Math. Psych. 56:470, eq. 11); starting-point variability ``sz``
+  (uniform, width ``sz`` in units of ``a``) and non-decision-time variability ``st0``
+  (uniform on ``[t0, t0 + st0]``) by Gauss quadrature; the ``st0`` density is the exact
+  difference quotient of the CDF, so it stays normalised.
+* CDF: small-time series in normal CDFs (the image series integrated term by term,
+  Blurton et al. 2012, eq. 8-9) and the large-time eigenfunction series.
+* Contaminants: a :class:`Lapse` mixture with an explicit probability.
+
+Units: ``s = 1`` by default. Ratcliff's convention ``s = 0.1`` is available through
+the ``s`` argument; ``v``, ``a`` and ``sv`` are then on that scale (the model with
+``(v, a, sv, s)`` equals the model with ``(v/s, a/s, sv/s, 1)``), ``z`` and ``sz``
+are relative and times are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.special import log_ndtr, logsumexp
+
+__all__ = [
+    "Lapse",
+    "cdf",
+    "logpdf",
+    "pdf",
+    "prob_upper",
+    "wiener_logpdf",
+    "wiener_cdf",
+]
+
+_LOG_2PI = np.log(2.0 * np.pi)
+_TINY = 1e-300
+# Boundary in u = t / a^2 between the small-time and large-time CDF series.
+_U_SPLIT_CDF = 1.0
+
+
+@dataclass(frozen=True)
+class Lapse:
+    """Contaminant trials: with probability ``p`` the RT is uniform on ``[lo, hi]`` and the
+    response is upper with probability ``p_upper`` (Ratcliff & Tuerlinckx 2002, sec. 4)."""
+
+    p: float
+    lo: float = 0.0
+    hi: float = 2.0
+    p_upper: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p < 1.0:
+            raise ValueError(f"lapse probability p={self.p!r}; expected 0 <= p < 1")
+        if not self.hi > self.lo:
+            raise ValueError(f"lapse range [{self.lo}, {self.hi}]; expected hi > lo")
+        if not 0.0 <= self.p_upper <= 1.0:
+            raise ValueError(f"lapse p_upper={self.p_upper!r}; expected a probability")
+
+    def density(self, rt: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        """Contaminant density at (rt, response), including its probability ``p``."""
+        inside = (rt >= self.lo) & (rt <= self.hi)
+        share = np.where(upper, self.p_upper, 1.0 - self.p_upper)
+        return np.where(inside, self.p * share / (self.hi - self.lo), 0.0)
+
+    def cdf(self, rt: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        """Defective contaminant CDF P(RT <= rt, response), including ``p``."""
+        frac = np.clip((rt - self.lo) / (self.hi - self.lo), 0.0, 1.0)
+        share = np.where(upper, self.p_upper, 1.0 - self.p_upper)
+        return self.p * share * frac
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _flat(*args: ArrayLike) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    arrs = np.broadcast_arrays(*[np.asarray(x, dtype=float) for x in args])
+    shape = arrs[0].shape
+    return shape, [np.ascontiguousarray(x).ravel() for x in arrs]
+
+
+def _check_params(a: np.ndarray, z: np.ndarray, sv: np.ndarray, sz: np.ndarray) -> None:
+    if np.any(~(a > 0)):
+        raise ValueError(f"boundary separation a={a[~(a > 0)][0]!r}; expected a > 0")
+    if np.any(~((z > 0) & (z < 1))):
+        raise ValueError(f"relative start z={z[~((z > 0) & (z < 1))][0]!r}; expected 0 < z < 1")
+    if np.any(sv < 0):
+        raise ValueError(f"drift variability sv={sv[sv < 0][0]!r}; expected sv >= 0")
+    bad = (sz < 0) | (z - sz / 2 <= 0) | (z + sz / 2 >= 1)
+    if np.any(bad):
+        raise ValueError(
+            f"start-point variability sz={sz[bad][0]!r} with z={z[bad][0]!r}; "
+            "expected 0 <= sz and z +- sz/2 inside (0, 1)"
+        )
+
+
+def _nf_terms_small(u: np.ndarray, eps: float) -> np.ndarray:
+    """Terms needed by the small-time series for error < eps, Navarro & Fuss (2009) eq. 7."""
+    c = 2.0 * np.sqrt(2.0 * np.pi * u) * eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ks = 2.0 + np.sqrt(np.maximum(-2.0 * u * np.log(c), 0.0))
+    ks = np.where(c < 1.0, np.maximum(ks, np.sqrt(u) + 1.0), 2.0)
+    return ks
+
+
+def _nf_terms_large(u: np.ndarray, eps: float) -> np.ndarray:
+    """Terms needed by the large-time series for error < eps, Navarro & Fuss (2009) eq. 8."""
+    c = np.pi * u * eps
+    floor = 1.0 / (np.pi * np.sqrt(u))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.sqrt(np.maximum(-2.0 * np.log(c) / (np.pi**2 * u), 0.0))
+    return np.where(c < 1.0, np.maximum(kl, floor), floor)
+
+
+def _log_g_small(u: np.ndarray, w: np.ndarray, n_terms: int) -> np.ndarray:
+    """log f(u | 0, 1, w), small-time series, Navarro & Fuss (2009) eq. 6.
+
+    The k = 0 factor exp(-w^2 / 2u) is pulled out of the sum so that it never underflows.
+    """
+    k = np.arange(-n_terms, n_terms + 1, dtype=float)
+    d = w[:, None] + 2.0 * k
+    s = np.sum(d * np.exp(-2.0 * k * (k + w[:, None]) / u[:, None]), axis=1)
+    return -0.5 * _LOG_2PI - 1.5 * np.log(u) - w**2 / (2.0 * u) + np.log(np.maximum(s, _TINY))
+
+
+def _log_g_large(u: np.ndarray, w: np.ndarray, n_terms: int) -> np.ndarray:
+    """log f(u | 0, 1, w), large-time series, Navarro & Fuss (2009) eq. 5 (k = 1 factor pulled out)."""
+    k = np.arange(1, n_terms + 1, dtype=float)
+    s = np.sum(
+        k * np.exp(-(k**2 - 1.0) * np.pi**2 * u[:, None] / 2.0) * np.sin(k * np.pi * w[:, None]),
+        axis=1,
+    )
+    return np.log(np.pi) - np.pi**2 * u / 2.0 + np.log(np.maximum(s, _TINY))
+
+
+def _log_g(u: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """log f(u | 0, 1, w), choosing per point the series with fewer terms (Navarro & Fuss 2009)."""
+    out = np.empty_like(u)
+    ks = _nf_terms_small(u, eps)
+    kl = _nf_terms_large(u, eps)
+    small = ks < kl
+    if np.any(small):
+        n_small = int(np.ceil((ks[small].max() - 1.0) / 2.0)) + 1
+        out[small] = _log_g_small(u[small], w[small], n_small)
+    large = ~small
+    if np.any(large):
+        n_large = int(np.ceil(kl[large].max()))
+        out[large] = _log_g_large(u[large], w[large], n_large)
+    return out
+
+
+def _log_lower_density(
+    t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, eps: float
+) -> np.ndarray:
+    """log density of hitting 0 at decision time t > 0, unit noise; sv closed form, Blurton et al. (2012) eq. 11."""
+    u = t / a**2
+    log_g = _log_g(u, w, eps)
+    one = 1.0 + sv**2 * t
+    expo = (sv**2 * a**2 * w**2 - 2.0 * a * v * w - v**2 * t) / (2.0 * one)
+    return -2.0 * np.log(a) + log_g - 0.5 * np.log(one) + expo
+
+
+def _reflect(upper: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Upper-boundary quantities are lower-boundary ones with v -> -v, w -> 1 - w."""
+    return np.where(upper, -v, v), np.where(upper, 1.0 - w, w)
+
+
+# --------------------------------------------------------------------- Wiener (no t0)
+
+
+def wiener_logpdf(
+    t: ArrayLike,
+    response: ArrayLike,
+    v: ArrayLike,
+    a: ArrayLike,
+    z: ArrayLike = 0.5,
+    sv: ArrayLike = 0.0,
+    *,
+    eps: float = 1e-12,
+) -> np.ndarray:
+    """log of the defective first-passage density at decision time t (unit noise), Navarro & Fuss (2009) eq. 4-6."""
+    shape, (t, r, v, a, z, sv) = _flat(t, response, v, a, z, sv)
+    _check_params(a, z, sv, np.zeros_like(a))
+    upper = r > 0.5
+    vv, ww = _reflect(upper, v, z)
+    out = np.full(t.shape, -np.inf)
+    ok = t > 0
+    if np.any(ok):
+        out[ok] = _log_lower_density(t[ok], vv[ok], a[ok], ww[ok], sv[ok], eps)
+    return out.reshape(shape)
+
+
+def _prob_lower_unit(v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """P(hit 0 first) for unit noise: (e^{-2vaw} - e^{-2va}) / (1 - e^{-2va}) (Cox & Miller 1965, eq. 5.36)."""
+    x = 2.0 * v * a  # P_lower = expm1(x (1-w)) / expm1(x), evaluated without overflow
+    xs = np.where(x == 0, 1.0, x)
+    pos = -np.expm1(-xs * (1.0 - w)) / -np.expm1(-xs) * np.exp(-xs * w)
+    neg = np.expm1(xs * (1.0 - w)) / np.expm1(xs)
+    return np.where(x == 0, 1.0 - w, np.where(x > 0, pos, neg))
+
+
+def _cdf_lower_small(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """P(T <= t, lower), image series in normal CDFs (Blurton et al. 2012, eq. 8); for t/a^2 <~ 1."""
+    u_max = float(np.max(t / a**2))
+    n = int(np.ceil((np.sqrt(2.0 * 40.0 * u_max) + 1.0) / 2.0)) + 1
+    k = np.arange(-n, n + 1, dtype=float)
+    d = a[:, None] * (w[:, None] + 2.0 * k)
+    sgn = np.sign(d)
+    ad = np.abs(d)
+    vp = v[:, None] * sgn
+    tt = t[:, None]
+    st = np.sqrt(tt)
+    l1 = log_ndtr(-(ad + vp * tt) / st)
+    l2 = -2.0 * vp * ad + log_ndtr((vp * tt - ad) / st)
+    log_term = 2.0 * k * a[:, None] * v[:, None] + np.logaddexp(l1, l2)
+    return np.sum(sgn * np.exp(log_term), axis=1)
+
+
+def _surv_lower_large(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """P(T > t, lower) from the eigenfunction series (the integral of Navarro & Fuss eq. 5); for t/a^2 >~ 1."""
+    u_min = float(np.min(t / a**2))
+    n = int(np.ceil(np.sqrt(2.0 * 40.0 / (np.pi**2 * u_min)))) + 2
+    k = np.arange(1, n + 1, dtype=float)
+    lam = v[:, None] ** 2 / 2.0 + k**2 * np.pi**2 / (2.0 * a[:, None] ** 2)
+    log_mag = (
+        np.log(np.pi) - 2.0 * np.log(a[:, None]) - v[:, None] * a[:, None] * w[:, None]
+        - lam * t[:, None] - np.log(lam) + np.log(k)
+    )
+    return np.sum(np.sin(k * np.pi * w[:, None]) * np.exp(log_mag), axis=1)
+
+
+def _cdf_surv_lower(
+    t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P(T <= t, lower), P(T > t, lower)) for unit noise, no variability; each from its accurate series."""
+    p = _prob_lower_unit(v, a, w)
+    F = np.zeros_like(t)
+    S = p.copy()
+    pos = t > 0
+    u = np.where(pos, t / a**2, 0.0)
+    small = pos & (u < _U_SPLIT_CDF)
+    large = pos & ~small
+    if np.any(small):
+        F[small] = np.clip(_cdf_lower_small(t[small], v[small], a[small], w[small]), 0.0, p[small])
+        S[small] = p[small] - F[small]
+    if np.any(large):
+        S[large] = np.clip(_surv_lower_large(t[large], v[large], a[large], w[large]), 0.0, p[large])
+        F[large] = p[large] - S[large]
+    return F, S
+
+
+def wiener_cdf(
+    t: ArrayLike, response: ArrayLike, v: ArrayLike, a: ArrayLike, z: ArrayLike = 0.5
+) -> np.ndarray:
+    """Defective CDF P(T <= t, response) of the decision time (unit noise), Blurton et al. (2012) eq. 8."""
+    shape, (t, r, v, a, z) = _flat(t, response, v, a, z)
+    _check_params(a, z, np.zeros_like(a), np.zeros_like(a))
+    vv, ww = _reflect(r > 0.5, v, z)
+    return _cdf_surv_lower(t, vv, a, ww)[0].reshape(shape)
+
+
+# --------------------------------------------------------------- variability by quadrature
+
+_N_SV, _N_SZ, _N_ST = 32, 10, 32
+_N_SV_PROB = 128
+
+
+def _gh(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / np.sqrt(2.0 * np.pi)
+
+
+def _gl(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(n)
+    return x, w / 2.0  # weights of the mean over [-1, 1]
+
+
+def _cdf_surv_var(
+    t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-boundary (CDF, survival) averaged over v ~ N(v, sv^2) (Gauss-Hermite) and w ~ U(w +- sz/2) (Gauss-Legendre)."""
+    xs, ws = (_gh(_N_SV) if np.any(sv > 0) else (np.zeros(1), np.ones(1)))
+    xz, wz = (_gl(_N_SZ) if np.any(sz > 0) else (np.zeros(1), np.ones(1)))
+    n = t.size
+    vq = (v[None, None, :] + sv[None, None, :] * xs[:, None, None]) * np.ones((1, xz.size, 1))
+    wq = (w[None, None, :] + sz[None, None, :] / 2.0 * xz[None, :, None]) * np.ones((xs.size, 1, 1))
+    rep = xs.size * xz.size
+    F, S = _cdf_surv_lower(np.tile(t, rep), vq.ravel(), np.tile(a, rep), wq.ravel())
+    weight = (ws[:, None] * wz[None, :]).reshape(-1, 1)
+    return (weight * F.reshape(rep, n)).sum(0), (weight * S.reshape(rep, n)).sum(0)
+
+
+def _log_lower_density_var(
+    t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray,
+    eps: float,
+) -> np.ndarray:
+    """log lower density with sv in closed form and sz by Gauss-Legendre over the start point."""
+    if not np.any(sz > 0):
+        return _log_lower_density(t, v, a, w, sv, eps)
+    xz, wz = _gl(_N_SZ)
+    m = xz.size
+    wq = (w[None, :] + sz[None, :] / 2.0 * xz[:, None]).ravel()
+    rep = lambda x: np.tile(x, m)  # noqa: E731
+    lp = _log_lower_density(rep(t), rep(v), rep(a), wq, rep(sv), eps).reshape(m, -1)
+    return logsumexp(lp + np.log(wz)[:, None], axis=0)
+
+
+# ------------------------------------------------------------------------ full model
+
+
+def logpdf(
+    rt: ArrayLike,
+    response: ArrayLike,
+    v: ArrayLike,
+    a: ArrayLike,
+    z: ArrayLike = 0.5,
+    t0: ArrayLike = 0.0,
+    sv: ArrayLike = 0.0,
+    sz: ArrayLike = 0.0,
+    st0: ArrayLike = 0.0,
+    *,
+    s: float = 1.0,
+    lapse: Lapse | None = None,
+    eps: float = 1e-12,
+) -> np.ndarray:
+    """log density of (rt, response) under the Ratcliff model (v, a, z, t0, sv, sz, st0), Navarro & Fuss (2009) eq. 4."""
+    shape, (rt, r, v, a, z, t0, sv, sz, st0) = _flat(rt, response, v, a, z, t0, sv, sz, st0)
+    if not s > 0:
+        raise ValueError(f"noise scale s={s!r}; expected s > 0")
+    v, a, sv = v / s, a / s, sv / s
+    _check_params(a, z, sv, sz)
+    if np.any(st0 < 0) or np.any(t0 < 0):
+        raise ValueError("non-decision time t0 and its range st0 must be >= 0")
+    upper = r > 0.5
+    vv, ww = _reflect(upper, v, z)
+    out = np.full(rt.shape, -np.inf)
+    plain = st0 <= 1e-9
+    t = rt - t0
+    ok = plain & (t > 0)
+    if np.any(ok):
+        out[ok] = _log_lower_density_var(t[ok], vv[ok], a[ok], ww[ok], sv[ok], sz[ok], eps)
+    # st0 without sv: f(t) = [F(t - t0) - F(t - t0 - st0)] / st0, exactly; the difference
+    # is taken from the survival series where both points are in the large-time regime,
+    # so the far right tail keeps its relative precision.
+    ok = ~plain & (t > 0) & (sv == 0)
+    if np.any(ok):
+        i = np.flatnonzero(ok)
+        t1, t2 = t[i], t[i] - st0[i]
+        F1, S1 = _cdf_surv_var(t1, vv[i], a[i], ww[i], sv[i], sz[i])
+        F2, S2 = _cdf_surv_var(np.maximum(t2, 0.0), vv[i], a[i], ww[i], sv[i], sz[i])
+        diff = np.where(t2 > _U_SPLIT_CDF * a[i] ** 2, S2 - S1, F1 - F2)
+        out[i] = np.log(np.maximum(diff, _TINY)) - np.log(st0[i])
+    # st0 with sv: Gauss-Legendre over tau in [0, min(st0, t)] of the closed-form sv density
+    # (smooth there: the decision density vanishes with all derivatives at 0).
+    ok = ~plain & (t > 0) & (sv > 0)
+    if np.any(ok):
+        i = np.flatnonzero(ok)
+        xq, wq = _gl(_N_ST)
+        hi = np.minimum(st0[i], t[i])
+        tau = hi[None, :] / 2.0 * (1.0 + xq[:, None])
+        m = xq.size
+        tile = lambda x: np.tile(x[i], m)  # noqa: E731
+        lp = _log_lower_density_var(
+            (t[i][None, :] - tau).ravel(), tile(vv), tile(a), tile(ww), tile(sv), tile(sz), eps
+        ).reshape(m, -1)
+        out[i] = logsumexp(lp + np.log(wq)[:, None], axis=0) + np.log(hi / st0[i])
+    if lapse is not None and lapse.p > 0:
+        contaminant = lapse.density(rt, upper)
+        with np.errstate(divide="ignore"):
+            out = np.logaddexp(np.log1p(-lapse.p) + out, np.log(contaminant))
+    return out.reshape(shape)
+
+
+def pdf(rt: ArrayLike, response: ArrayLike, *args: ArrayLike, **kwargs) -> np.ndarray:
+    """Density of (rt, response); see :func:`logpdf`."""
+    return np.exp(logpdf(rt, response, *args, **kwargs))
+
+
+def cdf(
+    rt: ArrayLike,
+    response: ArrayLike,
+    v: ArrayLike,
+    a: ArrayLike,
+    z: ArrayLike = 0.5,
+    t0: ArrayLike = 0.0,
+    sv: ArrayLike = 0.0,
+    sz: ArrayLike = 0.0,
+    st0: ArrayLike = 0.0,
+    *,
+    s: float = 1.0,
+    lapse: Lapse | None = None,
+) -> np.ndarray:
+    """Defective CDF P(RT <= rt, response) of the Ratcliff model, Blurton et al. (2012) eq. 8 with quadrature for sv, sz, st0."""
+    shape, (rt, r, v, a, z, t0, sv, sz, st0) = _flat(rt, response, v, a, z, t0, sv, sz, st0)
+    v, a, sv = v / s, a / s, sv / s
+    _check_params(a, z, sv, sz)
+    upper = r > 0.5
+    vv, ww = _reflect(upper, v, z)
+    t = rt - t0
+    out = np.zeros(rt.shape)
+    plain = st0 <= 1e-9
+    if np.any(plain):
+        out[plain] = _cdf_surv_var(np.maximum(t[plain], 0.0), vv[plain], a[plain], ww[plain],
+                                   sv[plain], sz[plain])[0]
+    if np.any(~plain):
+        # st0: average of F(t - t0 - tau) over tau ~ U[0, st0], Gauss-Legendre on the part
+        # of [0, st0] where the integrand is non-zero (keeps the integrand smooth).
+        i = np.flatnonzero(~plain)
+        xq, wq = _gl(_N_ST)
+        hi = np.clip(t[i], 0.0, st0[i])
+        tau = hi[None, :] / 2.0 * (1.0 + xq[:, None])
+        m = xq.size
+        F = _cdf_surv_var(
+            np.maximum(t[i][None, :] - tau, 0.0).ravel(),
+            np.tile(vv[i], m), np.tile(a[i], m), np.tile(ww[i], m),
+            np.tile(sv[i], m), np.tile(sz[i], m),
+        )[0].reshape(m, -1)
+        out[i] = (wq[:, None] * F).sum(0) * hi / st0[i]
+    if lapse is not None and lapse.p > 0:
+        out = (1.0 - lapse.p) * out + lapse.cdf(rt, upper)
+    return out.reshape(shape)
+
+
+def prob_upper(
+    v: ArrayLike, a: ArrayLike, z: ArrayLike = 0.5, sv: ArrayLike = 0.0, sz: ArrayLike = 0.0,
+    *, s: float = 1.0,
+) -> np.ndarray:
+    """P(upper response) = (1 - e^{-2vaz/s^2}) / (1 - e^{-2va/s^2}) (Cox & Miller 1965, eq. 5.36); sv, sz by quadrature."""
+    shape, (v, a, z, sv, sz) = _flat(v, a, z, sv, sz)
+    v, a, sv = v / s, a / s, sv / s
+    _check_params(a, z, sv, sz)
+    xs, ws = _gh(_N_SV_PROB) if np.any(sv > 0) else (np.zeros(1), np.ones(1))
+    xz, wz = _gl(_N_SZ) if np.any(sz > 0) else (np.zeros(1), np.ones(1))
+    vq = v[None, None, :] + sv[None, None, :] * xs[:, None, None]
+    zq = z[None, None, :] + sz[None, None, :] / 2.0 * xz[None, :, None]
+    p = _prob_lower_unit(-vq, a[None, None, :], 1.0 - zq)
+    return np.einsum("i,j,ijn->n", ws, wz, p).reshape(shape)
+
+
+# ----------------------------------------------------------- gradient of the basic model
+
+
+def _g_derivs(u: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log g, d log g / du, d log g / dw) for f(u | 0, 1, w), Navarro & Fuss (2009) eq. 5-6 differentiated term by term."""
+    lg = np.empty_like(u)
+    du = np.empty_like(u)
+    dw = np.empty_like(u)
+    ks = _nf_terms_small(u, eps)
+    kl = _nf_terms_large(u, eps)
+    sm = ks < kl
+    if np.any(sm):
+        n = int(np.ceil((ks[sm].max() - 1.0) / 2.0)) + 1
+        k = np.arange(-n, n + 1, dtype=float)
+        uu, ww = u[sm][:, None], w[sm][:, None]
+        d = ww + 2.0 * k
+        e = np.exp(-2.0 * k * (k + ww) / uu)
+        S = np.maximum(np.sum(d * e, axis=1), _TINY)
+        lg[sm] = -0.5 * _LOG_2PI - 1.5 * np.log(u[sm]) - w[sm] ** 2 / (2.0 * u[sm]) + np.log(S)
+        du[sm] = -1.5 / u[sm] + np.sum(d**3 * e, axis=1) / (2.0 * u[sm] ** 2) / S
+        dw[sm] = np.sum(e * (1.0 - d**2 / uu), axis=1) / S
+    lgm = ~sm
+    if np.any(lgm):
+        n = int(np.ceil(kl[lgm].max()))
+        k = np.arange(1, n + 1, dtype=float)
+        uu, ww = u[lgm][:, None], w[lgm][:, None]
+        L = k * np.exp(-(k**2 - 1.0) * np.pi**2 * uu / 2.0)
+        sn = np.sin(k * np.pi * ww)
+        S = np.maximum(np.sum(L * sn, axis=1), _TINY)
+        lg[lgm] = np.log(np.pi) - np.pi**2 * u[lgm] / 2.0 + np.log(S)
+        du[lgm] = -np.sum(L * sn * k**2, axis=1) * np.pi**2 / 2.0 / S
+        dw[lgm] = np.sum(L * k * np.cos(k * np.pi * ww), axis=1) * np.pi / S
+    return lg, du, dw
+
+
+def logpdf_and_grad(
+    rt: np.ndarray,
+    upper: np.ndarray,
+    v: np.ndarray,
+    a: np.ndarray,
+    z: np.ndarray,
+    t0: np.ndarray,
+    *,
+    s: float = 1.0,
+    lapse_p: np.ndarray | float = 0.0,
+    lapse_density: np.ndarray | float = 0.0,
+    eps: float = 1e-12,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """log density of the 4-parameter model (v, a, z, t0) plus a lapse mixture, and its partials per trial.
+
+    The partials follow from differentiating Navarro & Fuss (2009) eq. 4:
+    log f = -v'aw' - v'^2 t/2 - 2 log a + log g(t/a^2, w'), with v' = -v, w' = 1 - z for
+    upper responses. ``lapse_density`` is the contaminant density per unit probability
+    (e.g. 0.5 / (hi - lo) inside the range); returned keys: v, a, z, t0, lapse.
+    All inputs are 1-D arrays of one length (no broadcasting, no validation: internal use).
+    """
+    vu, au = v / s, a / s
+    sign = np.where(upper, -1.0, 1.0)
+    vp = sign * vu
+    wp = np.where(upper, 1.0 - z, z)
+    t = rt - t0
+    ok = t > 0
+    n = rt.size
+    ll = np.full(n, -np.inf)
+    dv = np.zeros(n)
+    da = np.zeros(n)
+    dz = np.zeros(n)
+    dt = np.zeros(n)
+    if np.any(ok):
+        to, ao, vo, wo = t[ok], au[ok], vp[ok], wp[ok]
+        u = to / ao**2
+        lg, gu, gw = _g_derivs(u, wo, eps)
+        ll[ok] = -vo * ao * wo - vo**2 * to / 2.0 - 2.0 * np.log(ao) + lg
+        dv[ok] = sign[ok] * (-ao * wo - vo * to) / s
+        da[ok] = (-vo * wo - 2.0 / ao - gu * 2.0 * to / ao**3) / s
+        dz[ok] = sign[ok] * (-vo * ao + gw)
+        dt[ok] = -vo**2 / 2.0 + gu / ao**2
+    grads = {"v": dv, "a": da, "z": dz, "t0": -dt, "lapse": np.zeros(n)}
+    p = np.broadcast_to(np.asarray(lapse_p, dtype=float), (n,))
+    if np.any(p > 0):
+        c = np.broadcast_to(np.asarray(lapse_density, dtype=float), (n,))
+        with np.errstate(divide="ignore"):
+            mix = np.logaddexp(np.log1p(-p) + ll, np.log(p * c))
+        r = np.exp(np.log1p(-p) + ll - mix)
+        for key in ("v", "a", "z", "t0"):
+            grads[key] = r * grads[key]
+        grads["lapse"] = (c - np.exp(ll)) / np.exp(mix)
+        ll = mix
+    return ll, grads
