@@ -1,0 +1,61 @@
+"""Random draws with per-sample seeding (DESIGN.md section 4).
+
+`SampleNoise` gives each sample of a batch its own torch.Generator seeded from (seed, i), so sample i
+depends only on (seed, i) and the same seed gives the same samples at any batch size. Draws are
+buffered in blocks so a long chain costs a few generator calls per sample, not one per step.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+_SEED_STRIDE = 1_000_003  # a prime, so (seed, i) pairs map to distinct generator seeds
+
+
+class SampleNoise:
+    """Standard normal draws of shape (batch, *sample_shape), sample i from its own stream."""
+
+    def __init__(self, seed: int, batch: int, block: int = 16) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.seed = int(seed)
+        self.batch = batch
+        self.block = block
+        self._generators = [
+            torch.Generator().manual_seed((self.seed * _SEED_STRIDE + i) % (2**63 - 1)) for i in range(batch)
+        ]
+        self._buffers: dict[tuple, tuple[Tensor, int]] = {}
+
+    @classmethod
+    def from_generator(cls, generator: torch.Generator | None, batch: int) -> "SampleNoise":
+        """Draw one base seed from `generator` (so successive calls differ) and split it per sample."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        return cls(seed, batch)
+
+    def randn(self, sample_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
+        key = tuple(sample_shape)
+        buffer, used = self._buffers.get(key, (None, self.block))
+        if buffer is None or used >= self.block:
+            buffer = torch.stack(
+                [torch.randn((self.block, *key), generator=g, dtype=torch.float64) for g in self._generators],
+                dim=1,
+            )
+            used = 0
+        self._buffers[key] = (buffer, used + 1)
+        return buffer[used].to(dtype=dtype, device=device)
+
+
+Generator = Union[torch.Generator, SampleNoise, None]
+
+
+def randn_like(x: Tensor, generator: Generator) -> Tensor:
+    """N(0, I) noise shaped like x, from a torch.Generator or a per-sample `SampleNoise`."""
+    if isinstance(generator, SampleNoise):
+        if generator.batch != x.shape[0]:
+            raise ValueError(f"noise source was built for batch {generator.batch}, got x of batch {x.shape[0]}")
+        return generator.randn(tuple(x.shape[1:]), x.dtype, x.device)
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu" if generator is not None else x.device)
+    return noise.to(x.device)

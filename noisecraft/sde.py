@@ -1,0 +1,61 @@
+"""The forward process and its SDE calculus, all from a schedule's alpha(t) and sigma(t).
+
+Forward marginal q(x_t | x_0) = N(alpha x_0, sigma^2 I); the discrete Markov chain
+q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n I) (Ho et al. 2020, eq. 2); the reverse SDE
+dx = [f x - g^2 score] dt + g dW and the probability-flow ODE dx/dt = f x - g^2 score / 2
+(Song et al. 2021, eq. 6 and 13).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from noisecraft._tensor import as_time, expand_like
+from noisecraft.noise import Generator, randn_like
+from noisecraft.parameterization import score_from_x0
+from noisecraft.schedules import DiscreteVP, Schedule
+
+
+def q_sample(schedule: Schedule, x0: Tensor, t: float | Tensor, generator: Generator = None) -> tuple[Tensor, Tensor]:
+    """Draw x_t ~ q(x_t | x_0); returns (x_t, eps)."""
+    t = as_time(t, x0.shape[0])
+    eps = randn_like(x0, generator)
+    alpha, sigma = expand_like(schedule.alpha(t), x0), expand_like(schedule.sigma(t), x0)
+    return alpha * x0 + sigma * eps, eps
+
+
+def chain_step(schedule: DiscreteVP, x_prev: Tensor, n: int, generator: Generator = None) -> Tensor:
+    """One step of the discrete chain: x_n = sqrt(1 - beta_n) x_{n-1} + sqrt(beta_n) z (Ho et al. 2020, eq. 2)."""
+    if not isinstance(schedule, DiscreteVP):
+        raise ValueError(f"the Markov chain needs a DiscreteVP schedule, got {type(schedule).__name__}")
+    if not 0 <= n < schedule.N:
+        raise ValueError(f"timestep must be in [0, {schedule.N - 1}], got {n}")
+    beta = float(schedule.beta_table()[n])
+    return (1.0 - beta) ** 0.5 * x_prev + beta**0.5 * randn_like(x_prev, generator)
+
+
+def run_chain(schedule: DiscreteVP, x0: Tensor, n_last: int, generator: Generator = None) -> Tensor:
+    """x_{n_last} by running the chain from x_0 through timesteps 0..n_last."""
+    x = x0
+    for n in range(n_last + 1):
+        x = chain_step(schedule, x, n, generator)
+    return x
+
+
+def pf_ode_drift(schedule: Schedule, denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: float | Tensor) -> Tensor:
+    """dx/dt = f x - g^2/2 score (Song et al. 2021, eq. 13)."""
+    t = as_time(t, x.shape[0])
+    alpha, sigma = expand_like(schedule.alpha(t), x), expand_like(schedule.sigma(t), x)
+    score = score_from_x0(x, denoise(x, t), alpha, sigma)
+    return expand_like(schedule.f(t), x) * x - 0.5 * expand_like(schedule.g2(t), x) * score
+
+
+def reverse_sde_drift(schedule: Schedule, denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: float | Tensor) -> Tensor:
+    """Drift of the reverse SDE, f x - g^2 score (Anderson 1982; Song et al. 2021, eq. 6)."""
+    t = as_time(t, x.shape[0])
+    alpha, sigma = expand_like(schedule.alpha(t), x), expand_like(schedule.sigma(t), x)
+    score = score_from_x0(x, denoise(x, t), alpha, sigma)
+    return expand_like(schedule.f(t), x) * x - expand_like(schedule.g2(t), x) * score

@@ -1,0 +1,89 @@
+"""DPM-Solver family: exponential integrators of the probability-flow ODE in eta = log(alpha / sigma).
+
+Data prediction (DPM-Solver++, Lu et al. 2022b):
+x_t = (sigma_t / sigma_s) x_s + alpha_t [phi_1 x0 + phi_2 x0' + phi_3 x0''] with h = eta_t - eta_s,
+the derivatives of x0_hat in eta taken from the interpolating polynomial through the last 1-3 points
+(multistep, Lu et al. 2022b Alg. 2 in its Taylor form; order 2 equals diffusers' solver_type="heun").
+Singlestep DPM-Solver-2 (noise prediction, Lu et al. 2022a Alg. 1, r = 1/2) and DPM-Solver++(2S)
+(Lu et al. 2022b Alg. 1) take an intermediate evaluation instead of history.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from torch import Tensor
+
+from noisecraft.noise import Generator
+from noisecraft.schedules import Schedule
+from noisecraft.solvers._steps import Point, eps_of, exponential_step, phi, point
+
+
+def _taylor_terms(history: list[tuple[float, Tensor]]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(x0, dx0/deta, d2x0/deta2) at the newest point from Newton divided differences of the history."""
+    (eta0, d0) = history[-1]
+    if len(history) == 1:
+        return d0, None, None
+    (eta1, d1) = history[-2]
+    f01 = (d0 - d1) / (eta0 - eta1)
+    if len(history) == 2:
+        return d0, f01, None
+    (eta2, d2) = history[-3]
+    f12 = (d1 - d2) / (eta1 - eta2)
+    f012 = (f01 - f12) / (eta0 - eta2)
+    return d0, f01 + f012 * (eta0 - eta1), 2.0 * f012
+
+
+def multistep(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None, order: int = 2) -> Tensor:
+    """DPM-Solver++(kM), k = order in {1, 2, 3}; one evaluation per step; warms up with lower orders."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    history: list[tuple[float, Tensor]] = []
+    for s_time, t_time in zip(times[:-1], times[1:]):
+        s, t = point(schedule, s_time), point(schedule, t_time)
+        history.append((s.eta, denoise(x, s.t)))
+        history = history[-order:]
+        x0, d1, d2 = _taylor_terms(history)
+        phi1, phi2, phi3 = phi(t.eta - s.eta)
+        terms = phi1 * x0
+        if d1 is not None:
+            terms = terms + phi2 * d1
+        if d2 is not None:
+            terms = terms + phi3 * d2
+        x = exponential_step(x, s, t, terms)
+    return x
+
+
+def _midpoint(schedule: Schedule, s: Point, t: Point, r: float) -> Point:
+    lam = 2.0 * (s.eta + r * (t.eta - s.eta))
+    return point(schedule, schedule.t_from_log_snr(lam))
+
+
+def singlestep_2s(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None, r: float = 0.5) -> Tensor:
+    """DPM-Solver-2 with noise prediction (Lu et al. 2022a, Alg. 1); two evaluations per step."""
+    if not 0.0 < r < 1.0:
+        raise ValueError(f"r must be in (0, 1), got {r}")
+    for s_time, t_time in zip(times[:-1], times[1:]):
+        s, t = point(schedule, s_time), point(schedule, t_time)
+        m = _midpoint(schedule, s, t, r)
+        h = t.eta - s.eta
+        eps_s = eps_of(x, denoise(x, s.t), s)
+        u = (m.alpha / s.alpha) * x - m.sigma * math.expm1(r * h) * eps_s
+        eps_m = eps_of(u, denoise(u, m.t), m)
+        x = (t.alpha / s.alpha) * x - t.sigma * math.expm1(h) * (eps_s + (eps_m - eps_s) / (2.0 * r))
+    return x
+
+
+def singlestep_pp2s(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None, r: float = 0.5) -> Tensor:
+    """DPM-Solver++(2S) with data prediction (Lu et al. 2022b, Alg. 1); two evaluations per step."""
+    if not 0.0 < r < 1.0:
+        raise ValueError(f"r must be in (0, 1), got {r}")
+    for s_time, t_time in zip(times[:-1], times[1:]):
+        s, t = point(schedule, s_time), point(schedule, t_time)
+        m = _midpoint(schedule, s, t, r)
+        x0_s = denoise(x, s.t)
+        u = exponential_step(x, s, m, phi(m.eta - s.eta)[0] * x0_s)
+        x0_m = denoise(u, m.t)
+        x = exponential_step(x, s, t, phi(t.eta - s.eta)[0] * (x0_s + (x0_m - x0_s) / (2.0 * r)))
+    return x

@@ -1,0 +1,97 @@
+"""Time grids for sampling, separate from the solvers (STYLE.md: a grid is an argument, not a flag).
+
+A grid is a strictly decreasing float64 tensor t_0 = t_max > ... > t_N = t_min in [0, 1]; `steps` = N
+intervals. Uniform in t, uniform in log-SNR (Lu et al. 2022 recommend it for DPM-Solver), or the
+Karras rho-grid, uniform in sigma~^(1/rho) with sigma~ = sigma/alpha (Karras et al. 2022, eq. 5).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from noisecraft._tensor import FLOAT64
+from noisecraft.schedules import Schedule
+
+GRIDS = ("uniform", "log_snr", "karras")
+
+
+def _range(schedule: Schedule, t_min: float | None, t_max: float | None) -> tuple[float, float]:
+    t_min = schedule.t_min if t_min is None else float(t_min)
+    t_max = schedule.t_max if t_max is None else float(t_max)
+    if not 0.0 <= t_min < t_max <= 1.0:
+        raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    return t_min, t_max
+
+
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return steps
+
+
+def uniform_t(schedule: Schedule, steps: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+    """t_i = t_max + i/N (t_min - t_max)."""
+    t_min, t_max = _range(schedule, t_min, t_max)
+    return torch.linspace(t_max, t_min, _check_steps(steps) + 1, dtype=FLOAT64)
+
+
+def uniform_log_snr(schedule: Schedule, steps: int, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+    """Equal steps in lambda (Lu et al. 2022, sec. 3.4)."""
+    t_min, t_max = _range(schedule, t_min, t_max)
+    lam = torch.linspace(float(schedule.log_snr(t_max)), float(schedule.log_snr(t_min)), _check_steps(steps) + 1, dtype=FLOAT64)
+    times = schedule.t_from_log_snr(lam)
+    times[0], times[-1] = t_max, t_min  # exact endpoints, free of the inverse's rounding
+    return times
+
+
+def karras(schedule: Schedule, steps: int, rho: float = 7.0, t_min: float | None = None, t_max: float | None = None) -> Tensor:
+    """sigma~_i = (sigma~_max^(1/rho) + i/N (sigma~_min^(1/rho) - sigma~_max^(1/rho)))^rho (Karras et al. 2022, eq. 5)."""
+    t_min, t_max = _range(schedule, t_min, t_max)
+    hi = float(schedule.sigma_tilde(t_max)) ** (1 / rho)
+    lo = float(schedule.sigma_tilde(t_min)) ** (1 / rho)
+    sigma = torch.linspace(hi, lo, _check_steps(steps) + 1, dtype=FLOAT64) ** rho
+    times = schedule.t_from_sigma_tilde(sigma)
+    times[0], times[-1] = t_max, t_min
+    return times
+
+
+def validate_times(schedule: Schedule, times: Sequence[float] | Tensor) -> Tensor:
+    """Check a user grid: at least two points, strictly decreasing, inside [0, 1], finite log-SNR."""
+    times = torch.as_tensor(times, dtype=FLOAT64).reshape(-1)
+    if times.numel() < 2:
+        raise ValueError(f"a time grid needs at least 2 points, got {times.numel()}")
+    if not torch.isfinite(times).all() or times.min() < 0.0 or times.max() > 1.0:
+        raise ValueError(f"time grid must lie in [0, 1], got values from {times.min().item()} to {times.max().item()}")
+    if not (times[1:] < times[:-1]).all():
+        i = int(torch.nonzero(times[1:] >= times[:-1])[0])
+        raise ValueError(f"time grid must be strictly decreasing, but t[{i}]={times[i].item()} <= t[{i + 1}]={times[i + 1].item()}")
+    lam = schedule.log_snr(times)
+    if not torch.isfinite(lam).all():
+        bad = times[~torch.isfinite(lam)].tolist()
+        raise ValueError(f"log-SNR is not finite at t={bad} for this schedule; keep the grid inside (t where alpha > 0 and sigma > 0)")
+    return times
+
+
+def make_grid(
+    schedule: Schedule,
+    steps: int,
+    grid: str | Sequence[float] | Tensor = "log_snr",
+    t_min: float | None = None,
+    t_max: float | None = None,
+    rho: float = 7.0,
+) -> Tensor:
+    """A named grid with `steps` intervals, or a user list of times (validated)."""
+    if not isinstance(grid, str):
+        return validate_times(schedule, grid)
+    if grid == "uniform":
+        times = uniform_t(schedule, steps, t_min, t_max)
+    elif grid == "log_snr":
+        times = uniform_log_snr(schedule, steps, t_min, t_max)
+    elif grid == "karras":
+        times = karras(schedule, steps, rho, t_min, t_max)
+    else:
+        raise ValueError(f"unknown grid {grid!r}; expected one of {GRIDS} or a list of times")
+    return validate_times(schedule, times)
