@@ -1,1 +1,45 @@
-"""The drift-diffusion model of two-choice decisions (Ratcliff 1978)."""
+"""The drift-diffusion model of two-choice decisions (Ratcliff 1978), self-contained in numpy/scipy.
+
+Ratcliff, R. (1978). A theory of memory retrieval. Psychological Review 85:59-108.
+
+* :mod:`~noisecraft.ddm.density`: exact first-passage density, log-density and CDF
+  (Navarro & Fuss 2009), the full model (v, a, z, t0, sv, sz, st0) and a lapse mixture.
+* :mod:`~noisecraft.ddm.simulate`: exact and Euler/Brownian-bridge samplers.
+* :mod:`~noisecraft.ddm.ez`: EZ-diffusion (Wagenmakers et al. 2007).
+* :mod:`~noisecraft.ddm.fit`: maximum likelihood, quantile chi-square / G^2
+  (Ratcliff & Tuerlinckx 2002) and EZ, with conditions declared in a :class:`ModelSpec`.
+* :mod:`~noisecraft.ddm.recovery`, :mod:`~noisecraft.ddm.report`: parameter recovery
+  and the side-by-side method comparison.
+"""
+
+from __future__ import annotations
+
+from noisecraft.ddm.data import RTData, load_cavanagh, load_roitman, prepare
+from noisecraft.ddm.density import Lapse, cdf, logpdf, pdf, prob_upper, wiener_cdf, wiener_logpdf
+from noisecraft.ddm.ez import EZResult, ez, ez_from_data
+from noisecraft.ddm.fit import FitResult, fit, negloglik
+from noisecraft.ddm.simulate import simulate
+from noisecraft.ddm.spec import ModelSpec, Rule
+
+__all__ = [
+    "EZResult",
+    "FitResult",
+    "Lapse",
+    "ModelSpec",
+    "RTData",
+    "Rule",
+    "cdf",
+    "ez",
+    "ez_from_data",
+    "fit",
+    "load_cavanagh",
+    "load_roitman",
+    "logpdf",
+    "negloglik",
+    "pdf",
+    "prepare",
+    "prob_upper",
+    "simulate",
+    "wiener_cdf",
+    "wiener_logpdf",
+]

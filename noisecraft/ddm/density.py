@@ -272,6 +272,7 @@ def wiener_cdf(
 
 _N_SV, _N_SZ, _N_ST = 32, 10, 32
 _N_SV_PROB = 128
+_N_ST_CDF = 16
 
 
 def _gh(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,13 +291,15 @@ def _cdf_surv_var(
     """Lower-boundary (CDF, survival) averaged over v ~ N(v, sv^2) (Gauss-Hermite) and w ~ U(w +- sz/2) (Gauss-Legendre)."""
     xs, ws = (_gh(_N_SV) if np.any(sv > 0) else (np.zeros(1), np.ones(1)))
     xz, wz = (_gl(_N_SZ) if np.any(sz > 0) else (np.zeros(1), np.ones(1)))
-    n = t.size
-    vq = (v[None, None, :] + sv[None, None, :] * xs[:, None, None]) * np.ones((1, xz.size, 1))
-    wq = (w[None, None, :] + sz[None, None, :] / 2.0 * xz[None, :, None]) * np.ones((xs.size, 1, 1))
-    rep = xs.size * xz.size
-    F, S = _cdf_surv_lower(np.tile(t, rep), vq.ravel(), np.tile(a, rep), wq.ravel())
-    weight = (ws[:, None] * wz[None, :]).reshape(-1, 1)
-    return (weight * F.reshape(rep, n)).sum(0), (weight * S.reshape(rep, n)).sum(0)
+    F = np.zeros_like(t)
+    S = np.zeros_like(t)
+    # A loop over nodes keeps memory at O(len(t)); the series inside are vectorised.
+    for x1, w1 in zip(xs, ws):
+        for x2, w2 in zip(xz, wz):
+            f, sv_ = _cdf_surv_lower(t, v + sv * x1, a, w + sz / 2.0 * x2)
+            F += w1 * w2 * f
+            S += w1 * w2 * sv_
+    return F, S
 
 
 def _log_lower_density_var(
@@ -415,16 +418,13 @@ def cdf(
         # st0: average of F(t - t0 - tau) over tau ~ U[0, st0], Gauss-Legendre on the part
         # of [0, st0] where the integrand is non-zero (keeps the integrand smooth).
         i = np.flatnonzero(~plain)
-        xq, wq = _gl(_N_ST)
+        xq, wq = _gl(_N_ST_CDF)
         hi = np.clip(t[i], 0.0, st0[i])
-        tau = hi[None, :] / 2.0 * (1.0 + xq[:, None])
-        m = xq.size
-        F = _cdf_surv_var(
-            np.maximum(t[i][None, :] - tau, 0.0).ravel(),
-            np.tile(vv[i], m), np.tile(a[i], m), np.tile(ww[i], m),
-            np.tile(sv[i], m), np.tile(sz[i], m),
-        )[0].reshape(m, -1)
-        out[i] = (wq[:, None] * F).sum(0) * hi / st0[i]
+        acc = np.zeros(i.size)
+        for xk, wk in zip(xq, wq):
+            tau = hi / 2.0 * (1.0 + xk)
+            acc += wk * _cdf_surv_var(t[i] - tau, vv[i], a[i], ww[i], sv[i], sz[i])[0]
+        out[i] = acc * hi / st0[i]
     if lapse is not None and lapse.p > 0:
         out = (1.0 - lapse.p) * out + lapse.cdf(rt, upper)
     return out.reshape(shape)

@@ -1,0 +1,505 @@
+"""Fitting the DDM: full-distribution maximum likelihood, quantile chi-square / G^2, and EZ.
+
+* ``method="ml"``: minimise the negative log-likelihood of every trial under the exact
+  density (Navarro & Fuss 2009) with L-BFGS-B (analytic gradient when sv = sz = st0 = 0),
+  from several starts: EZ-diffusion (Wagenmakers et al. 2007), a default, and the best
+  point of a scrambled Sobol design over the parameter box, which doubles as a global
+  check. Standard errors come from the inverse Hessian; AIC = 2k + 2 NLL,
+  BIC = k ln n + 2 NLL.
+* ``method="chisq"``: Ratcliff & Tuerlinckx (2002), Psychon. Bull. Rev. 9:438, eq. 1: per
+  condition and response, bins at the .1/.3/.5/.7/.9 quantiles of the observed RTs
+  (only the median when a response has fewer than 11 trials, one bin when it has none);
+  the statistic is sum N (o - p)^2 / p or G^2 = 2 sum N o log(o / p).
+* ``method="ez"``: EZ per condition, mapped onto the spec (shared -> trial-weighted mean,
+  linear/affine -> least squares over conditions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.stats import qmc
+
+from noisecraft.ddm.data import RTData, prepare
+from noisecraft.ddm.density import cdf, logpdf, logpdf_and_grad
+from noisecraft.ddm.ez import ez_from_data
+from noisecraft.ddm.spec import PARAMS, Design, ModelSpec
+
+__all__ = ["FitResult", "fit", "negloglik", "QUANTILES"]
+
+QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+_PENALTY = 1e10
+
+
+@dataclass
+class FitResult:
+    """A fitted model: estimates, uncertainty, fit statistics and how the optimiser got there."""
+
+    method: str
+    spec: ModelSpec
+    design: Design
+    theta: np.ndarray
+    se: np.ndarray | None
+    nll: float
+    n: int
+    statistic: float | None = None
+    statistic_name: str | None = None
+    starts: list[float] = field(default_factory=list)
+    converged: bool = True
+    time_s: float = 0.0
+    lapse_range: tuple[float, float] = (0.0, 2.0)
+    ez_per_condition: pd.DataFrame | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return self.design.names
+
+    @property
+    def k(self) -> int:
+        return len(self.theta)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return dict(zip(self.names, map(float, self.theta)))
+
+    @property
+    def aic(self) -> float:
+        return 2 * self.k + 2 * self.nll
+
+    @property
+    def bic(self) -> float:
+        return self.k * np.log(self.n) + 2 * self.nll
+
+    def per_condition(self) -> pd.DataFrame:
+        """Values of every model parameter in every condition."""
+        vals = self.design.values(self.theta)
+        df = pd.DataFrame({p: vals[p] for p in PARAMS})
+        df.insert(0, "condition", self.design.levels)
+        return df
+
+    def table(self) -> pd.DataFrame:
+        se = self.se if self.se is not None else np.full(self.k, np.nan)
+        at = (np.isclose(self.theta, self.design.lower, atol=1e-6)
+              | np.isclose(self.theta, self.design.upper, atol=1e-6))
+        return pd.DataFrame({"parameter": self.names, "estimate": self.theta, "se": se,
+                             "at_bound": at})
+
+    def summary(self) -> str:
+        lines = [f"method={self.method}  spec: {self.spec}", self.table().to_string(index=False,
+                 float_format=lambda x: f"{x:.4f}")]
+        stat = f"  {self.statistic_name}={self.statistic:.3f}" if self.statistic is not None else ""
+        lines.append(
+            f"n={self.n}  k={self.k}  NLL={self.nll:.3f}  AIC={self.aic:.2f}  BIC={self.bic:.2f}{stat}"
+            f"  converged={self.converged}  time={self.time_s:.3f}s"
+        )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _blas_one_thread():
+    """L-BFGS-B's small BLAS calls slow down ~10x when OpenBLAS threads contend for cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: scikit-learn brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+# --------------------------------------------------------------------------- problem
+
+
+class _Problem:
+    """Data + design: per-trial parameters, the likelihood and its gradient."""
+
+    def __init__(self, data: RTData, spec: ModelSpec, lapse_range: tuple[float, float]):
+        self.data = data
+        self.spec = spec
+        self.upper = data.response == 1
+        self.lapse_range = lapse_range
+        lo, hi = lapse_range
+        self.lapse_c = np.where((data.rt >= lo) & (data.rt <= hi), 0.5 / (hi - lo), 0.0)
+        lapse_possible = not (spec.rules["lapse"].kind == "fixed" and spec.rules["lapse"].value == 0)
+        m = len(data.levels)
+        mins = np.array([data.rt[data.cond == k].min() for k in range(m)])
+        t0_max = float(np.median(data.rt)) if lapse_possible else float(mins.min()) - 1e-4
+        self.design = Design.build(spec, data.levels, max(t0_max, 1e-3))
+        if spec.rules["t0"].kind == "free" and not lapse_possible:
+            self.design.upper[self.design.slices["t0"]] = mins - 1e-4
+        self.basic = spec.is_basic
+
+    def trial_values(self, theta: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        vals = self.design.values(theta)
+        return vals, {p: vals[p][self.data.cond] for p in PARAMS}
+
+    def loglik_trials(self, theta: np.ndarray) -> np.ndarray:
+        vals, tv = self.trial_values(theta)
+        if self.design.valid(vals) > 0:
+            return np.full(self.data.n, -np.inf)
+        ll = logpdf(self.data.rt, self.data.response, tv["v"], tv["a"], tv["z"], tv["t0"],
+                    tv["sv"], tv["sz"], tv["st0"], s=self.spec.s)
+        p = tv["lapse"]
+        if np.any(p > 0):
+            with np.errstate(divide="ignore"):
+                ll = np.logaddexp(np.log1p(-p) + ll, np.log(p * self.lapse_c))
+        return ll
+
+    def nll(self, theta: np.ndarray) -> float:
+        vals = self.design.values(theta)
+        bad = self.design.valid(vals)
+        if bad > 0:
+            return _PENALTY * (1.0 + bad)
+        if self.basic:
+            return self.nll_grad(theta)[0]
+        val = -float(np.sum(self.loglik_trials(theta)))
+        return val if np.isfinite(val) else _PENALTY
+
+    def nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        vals, tv = self.trial_values(theta)
+        bad = self.design.valid(vals)
+        if bad > 0:
+            return _PENALTY * (1.0 + bad), np.zeros_like(theta)
+        ll, g = logpdf_and_grad(self.data.rt, self.upper, tv["v"], tv["a"], tv["z"], tv["t0"],
+                                s=self.spec.s, lapse_p=tv["lapse"], lapse_density=self.lapse_c)
+        val = -float(np.sum(ll))
+        if not np.isfinite(val):
+            return _PENALTY, np.zeros_like(theta)
+        m = len(self.data.levels)
+        grad = np.zeros_like(theta)
+        for p in ("v", "a", "z", "t0", "lapse"):
+            sl = self.design.slices[p]
+            if sl.stop > sl.start:
+                gc = np.bincount(self.data.cond, weights=g[p], minlength=m)
+                grad[sl] = -self.design.chain(p, gc)
+        return val, grad
+
+
+    def nll_many(self, thetas: np.ndarray) -> np.ndarray:
+        """NLL at many parameter vectors in one vectorised density call (for the Sobol check)."""
+        n = self.data.n
+        out = np.full(len(thetas), _PENALTY)
+        ok, cols = [], {p: [] for p in PARAMS}
+        for j, th in enumerate(thetas):
+            vals, tv = self.trial_values(th)
+            if self.design.valid(vals) == 0:
+                ok.append(j)
+                for p in PARAMS:
+                    cols[p].append(tv[p])
+        if not ok:
+            return out
+        J = len(ok)
+        tv = {p: np.concatenate(cols[p]) for p in PARAMS}
+        rt = np.tile(self.data.rt, J)
+        resp = np.tile(self.data.response, J)
+        if self.basic:
+            ll = logpdf_and_grad(rt, resp == 1, tv["v"], tv["a"], tv["z"], tv["t0"], s=self.spec.s,
+                                 lapse_p=tv["lapse"], lapse_density=np.tile(self.lapse_c, J))[0]
+        else:
+            ll = logpdf(rt, resp, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], tv["sz"],
+                        tv["st0"], s=self.spec.s)
+            p = tv["lapse"]
+            if np.any(p > 0):
+                with np.errstate(divide="ignore"):
+                    ll = np.logaddexp(np.log1p(-p) + ll, np.log(p * np.tile(self.lapse_c, J)))
+        vals = -ll.reshape(J, n).sum(1)
+        out[ok] = np.where(np.isfinite(vals), vals, _PENALTY)
+        return out
+
+def negloglik(
+    data: RTData, spec: ModelSpec, params: dict[str, float], lapse_range: tuple[float, float] | None = None
+) -> float:
+    """Negative log-likelihood of validated data at named parameters (names as in FitResult.names)."""
+    prob = _Problem(data, spec, lapse_range or (0.0, float(data.rt.max())))
+    theta = np.array([params[n] for n in prob.design.names])
+    return -float(np.sum(prob.loglik_trials(theta)))
+
+
+# ---------------------------------------------------------------------------- starts
+
+
+def _ez_theta(prob: _Problem) -> tuple[np.ndarray, pd.DataFrame]:
+    """Start values from EZ per condition, mapped onto the spec."""
+    d, s = prob.data, prob.spec.s
+    rows = []
+    for k, lev in enumerate(d.levels):
+        rt, resp = d.subset(k)
+        try:
+            e = ez_from_data(rt, resp, s=s)
+            rows.append({"condition": lev, "v": e.v, "a": e.a, "t0": e.t0, "pc": e.pc, "n": rt.size,
+                         "note": e.note})
+        except ValueError as err:
+            rows.append({"condition": lev, "v": np.nan, "a": np.nan, "t0": np.nan,
+                         "pc": float(np.mean(resp)), "n": rt.size, "note": str(err)})
+    table = pd.DataFrame(rows)
+    defaults = {"v": 1.0 * s, "a": 1.0 * s, "z": 0.5, "t0": 0.2, "sv": 0.3 * s, "sz": 0.1,
+                "st0": 0.05, "lapse": 0.02}
+    theta = np.zeros(len(prob.design.names))
+    w = table["n"].to_numpy(float)
+    for p in PARAMS:
+        sl = prob.design.slices[p]
+        rule = prob.spec.rules[p]
+        if sl.stop == sl.start:
+            continue
+        x = table[p].to_numpy(float) if p in ("v", "a", "t0") else np.full(len(table), defaults[p])
+        ok = np.isfinite(x)
+        if not ok.any():
+            x, ok = np.full(len(table), defaults[p]), np.ones(len(table), bool)
+        if rule.kind == "shared":
+            theta[sl] = np.average(x[ok], weights=w[ok])
+        elif rule.kind == "free":
+            theta[sl] = np.where(ok, x, np.nanmean(np.where(ok, x, np.nan)))
+        else:
+            c = d.levels.astype(float)[ok]
+            if rule.kind == "linear":
+                theta[sl] = np.dot(c, x[ok]) / max(np.dot(c, c), 1e-12)
+            else:
+                theta[sl] = np.polyfit(c, x[ok], 1)[::-1] if ok.sum() > 1 else [x[ok][0], 0.0]
+    return theta, table
+
+
+def _default_theta(prob: _Problem) -> np.ndarray:
+    s = prob.spec.s
+    base = {"v": 1.0 * s, "a": 1.0 * s, "z": 0.5, "t0": 0.0, "sv": 0.5 * s, "sz": 0.1,
+            "st0": 0.1, "lapse": 0.02}
+    theta = np.zeros(len(prob.design.names))
+    c = prob.data.levels
+    for p in PARAMS:
+        sl = prob.design.slices[p]
+        kind = prob.spec.rules[p].kind
+        if kind in ("shared", "free"):
+            theta[sl] = base[p]
+        elif kind == "linear":
+            theta[sl] = base[p] / max(float(np.max(np.abs(c.astype(float)))), 1e-12)
+        elif kind == "affine":
+            theta[sl] = [base[p], 0.0]
+    sl = prob.design.slices["t0"]
+    theta[sl] = 0.5 * prob.design.upper[sl]
+    return theta
+
+
+def _clip(prob: _Problem, theta: np.ndarray) -> np.ndarray:
+    lo, hi = prob.design.lower, prob.design.upper
+    span = hi - lo
+    return np.clip(np.nan_to_num(theta, nan=0.0), lo + 1e-3 * span, hi - 1e-3 * span)
+
+
+def _sobol(prob: _Problem, objective, seed: int, n_points: int = 32, many=None):
+    """Best point of a scrambled Sobol design over the parameter box: a start and a global check."""
+    k = len(prob.design.names)
+    sob = qmc.Sobol(k, scramble=True, seed=seed).random(n_points)
+    pts = prob.design.lower + sob * (prob.design.upper - prob.design.lower)
+    vals = many(pts) if many is not None else np.array([objective(p) for p in pts])
+    i = int(np.argmin(vals))
+    return _clip(prob, pts[i]), float(vals[i])
+
+
+def _hessian(f, x: np.ndarray, grad=None) -> np.ndarray:
+    """Central-difference Hessian (of the gradient when one is available)."""
+    k = x.size
+    h = 1e-4 * np.maximum(1.0, np.abs(x))
+    H = np.zeros((k, k))
+    if grad is not None:
+        for i in range(k):
+            e = np.zeros(k)
+            e[i] = h[i]
+            H[i] = (grad(x + e) - grad(x - e)) / (2 * h[i])
+        return 0.5 * (H + H.T)
+    f0 = f(x)
+    for i in range(k):
+        for j in range(i, k):
+            ei = np.zeros(k)
+            ej = np.zeros(k)
+            ei[i], ej[j] = h[i], h[j]
+            if i == j:
+                H[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / h[i] ** 2
+            else:
+                H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+    return H
+
+
+def _standard_errors(H: np.ndarray) -> np.ndarray:
+    try:
+        cov = np.linalg.inv(H)
+        d = np.diag(cov)
+        return np.where(d > 0, np.sqrt(np.abs(d)), np.nan)
+    except np.linalg.LinAlgError:
+        return np.full(H.shape[0], np.nan)
+
+
+# ------------------------------------------------------------------------ chi-square
+
+
+class _QuantileBins:
+    """Observed quantile bins per condition and response (Ratcliff & Tuerlinckx 2002)."""
+
+    def __init__(self, data: RTData, quantiles=QUANTILES):
+        self.edges_rt, self.edges_resp, self.edges_cond = [], [], []
+        self.groups = []  # (cond, resp, index into edge arrays, observed proportions)
+        q = np.asarray(quantiles)
+        for k in range(len(data.levels)):
+            rt, resp = data.subset(k)
+            N = rt.size
+            for r in (0, 1):
+                x = rt[resp == r]
+                if x.size >= 11:
+                    qs, probs = np.quantile(x, q), np.diff(np.concatenate([[0], q, [1]]))
+                elif x.size >= 1:
+                    qs, probs = np.array([np.median(x)]), np.array([0.5, 0.5])
+                else:
+                    qs, probs = np.zeros(0), np.array([1.0])
+                start = len(self.edges_rt)
+                self.edges_rt += list(qs)
+                self.edges_resp += [r] * qs.size
+                self.edges_cond += [k] * qs.size
+                self.groups.append((k, r, slice(start, start + qs.size), probs * x.size / N, N))
+        self.edges_rt = np.array(self.edges_rt)
+        self.edges_resp = np.array(self.edges_resp, dtype=int)
+        self.edges_cond = np.array(self.edges_cond, dtype=int)
+
+
+def _predicted(prob: _Problem, bins: _QuantileBins, theta: np.ndarray):
+    vals = prob.design.values(theta)
+    m = len(prob.data.levels)
+    rts = np.concatenate([bins.edges_rt, np.full(2 * m, 1e4)])
+    resp = np.concatenate([bins.edges_resp, np.tile([0, 1], m)])
+    cond = np.concatenate([bins.edges_cond, np.repeat(np.arange(m), 2)])
+    F = cdf(rts, resp, vals["v"][cond], vals["a"][cond], vals["z"][cond], vals["t0"][cond],
+            vals["sv"][cond], vals["sz"][cond], vals["st0"][cond], s=prob.spec.s)
+    p = vals["lapse"][cond]
+    lo, hi = prob.lapse_range
+    F = (1 - p) * F + p * 0.5 * np.clip((rts - lo) / (hi - lo), 0, 1)
+    ne = bins.edges_rt.size
+    return F[:ne], F[ne:].reshape(m, 2)
+
+
+def _chisq_objective(prob: _Problem, bins: _QuantileBins, statistic: str):
+    def f(theta: np.ndarray) -> float:
+        vals = prob.design.values(theta)
+        bad = prob.design.valid(vals)
+        if bad > 0:
+            return _PENALTY * (1.0 + bad)
+        Fe, Ptot = _predicted(prob, bins, theta)
+        total = 0.0
+        for k, r, sl, obs, N in bins.groups:
+            cum = np.concatenate([[0.0], Fe[sl], [Ptot[k, r]]])
+            pred = np.maximum(np.diff(cum), 1e-10)
+            if statistic == "g2":
+                o = obs[obs > 0]
+                total += 2 * N * float(np.sum(o * np.log(o / pred[obs > 0])))
+            else:
+                total += N * float(np.sum((obs - pred) ** 2 / pred))
+        return total if np.isfinite(total) else _PENALTY
+    return f
+
+
+# ------------------------------------------------------------------------------- fit
+
+
+def fit(
+    data: pd.DataFrame | RTData,
+    *,
+    rt: str = "rt",
+    response: str = "response",
+    condition: str | None = None,
+    spec: ModelSpec | str | dict | None = None,
+    method: str = "ml",
+    rt_min: float | None = None,
+    rt_max: float | None = None,
+    n_starts: int = 3,
+    se: bool = True,
+    statistic: str = "chisq",
+    seed: int = 0,
+) -> FitResult:
+    """Fit the DDM by maximum likelihood ("ml"), quantile chi-square/G^2 ("chisq", Ratcliff & Tuerlinckx 2002 eq. 1) or EZ ("ez")."""
+    with _blas_one_thread():
+        return _fit(data, rt=rt, response=response, condition=condition, spec=spec, method=method,
+                    rt_min=rt_min, rt_max=rt_max, n_starts=n_starts, se=se, statistic=statistic,
+                    seed=seed)
+
+
+def _fit(data, *, rt, response, condition, spec, method, rt_min, rt_max, n_starts, se, statistic,
+         seed) -> FitResult:
+    t_start = time.perf_counter()
+    if method not in ("ml", "chisq", "ez"):
+        raise ValueError(f"method={method!r}; expected 'ml', 'chisq' or 'ez'")
+    if statistic not in ("chisq", "g2"):
+        raise ValueError(f"statistic={statistic!r}; expected 'chisq' or 'g2'")
+    if spec is None:
+        spec = ModelSpec()
+    elif isinstance(spec, str):
+        spec = ModelSpec.load(spec)
+    elif isinstance(spec, dict):
+        spec = ModelSpec.from_dict(spec)
+    if not isinstance(data, RTData):
+        data = prepare(data, rt, response, condition, rt_min=rt_min, rt_max=rt_max, method=method)
+    if spec.needs_numeric_condition:
+        try:
+            data.levels.astype(float)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"spec {spec} has linear/affine rules but condition levels {list(data.levels)} are not numeric"
+            ) from None
+    lapse_range = spec.lapse_range or (0.0, float(data.rt.max()))
+    prob = _Problem(data, spec, lapse_range)
+
+    if method == "ez":
+        theta, table = _ez_theta(prob)
+        theta = _clip(prob, theta) if np.all(np.isfinite(theta)) else theta
+        nll = -float(np.sum(prob.loglik_trials(theta)))
+        return FitResult("ez", spec, prob.design, theta, None, nll, data.n, converged=True,
+                         time_s=time.perf_counter() - t_start, lapse_range=lapse_range,
+                         ez_per_condition=table)
+
+    bounds = list(zip(prob.design.lower, prob.design.upper))
+    if method == "ml":
+        objective = prob.nll
+        jac = prob.basic
+        fun = prob.nll_grad if jac else prob.nll
+    else:
+        bins = _QuantileBins(data)
+        objective = _chisq_objective(prob, bins, statistic)
+        jac, fun = False, objective
+
+    x_sobol, best_global = _sobol(prob, objective, seed, many=prob.nll_many if method == "ml" else None)
+    # Starts in order: EZ, the Sobol best, a default; stop after two that agree (the
+    # a/t0 bimodality of real data shows up as disagreeing starts).
+    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob))]
+    results = []
+    for x0 in starts[: max(n_starts, 1)]:
+        res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-7})
+        results.append(res)
+        f = sorted(float(r.fun) for r in results)
+        if len(f) >= 2 and f[1] - f[0] < 0.01 and len(results) >= min(2, n_starts):
+            break
+    best = min(results, key=lambda r: r.fun)
+    x, fval = best.x, float(best.fun)
+    if method == "chisq":
+        # The binned statistic has flat directions; a simplex polish is cheap here.
+        pol = minimize(objective, x, method="Nelder-Mead",
+                       options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
+        xp = np.clip(pol.x, prob.design.lower, prob.design.upper)
+        if objective(xp) < fval:
+            x, fval = xp, float(objective(xp))
+    finals = [float(r.fun) for r in results]
+    agree = sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
+    converged = bool(fval <= best_global + 1e-6 and agree)
+
+    se_vec = None
+    if se and method == "ml":
+        grad = (lambda th: prob.nll_grad(th)[1]) if prob.basic else None
+        se_vec = _standard_errors(_hessian(prob.nll, x, grad))
+    nll = fval if method == "ml" else -float(np.sum(prob.loglik_trials(x)))
+    return FitResult(
+        method, spec, prob.design, x, se_vec, nll, data.n,
+        statistic=None if method == "ml" else fval,
+        statistic_name=None if method == "ml" else statistic,
+        starts=finals, converged=converged, time_s=time.perf_counter() - t_start,
+        lapse_range=lapse_range,
+    )
