@@ -1,0 +1,124 @@
+"""A run's configuration: data, network, loss, training and sampling, as one pydantic model in YAML.
+
+Every section forbids unknown keys, so a mistyped key is an error that names it. `preset_config` gives
+the defaults for a dataset and a loss preset (noisecraft.losses.PRESETS).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from noisecraft.data import DataConfig
+from noisecraft.losses import PRESETS, DenoisingLoss, preset
+from noisecraft.nets import NetConfig
+
+
+class TrainConfig(BaseModel):
+    """Optimisation: AdamW with linear warm-up then cosine or constant learning rate (Loshchilov & Hutter 2019)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(128, ge=1, description="global batch per optimiser step, over all processes")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(100, ge=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_power: float = Field(2 / 3, ge=0)
+    max_steps: int | None = Field(None, ge=1)
+    minutes: float | None = Field(None, gt=0)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(25, ge=1)
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    num_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.max_steps is None and self.minutes is None:
+            raise ValueError("training needs a length: set max_steps, minutes, or both")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} must be divisible by grad_accum {self.grad_accum}")
+        return self
+
+
+class SampleConfig(BaseModel):
+    """How `noisecraft sample` draws by default; clip bounds x0_hat to [-clip, clip] (Ho et al. 2020, sec. 3.3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    solver: str = "dpm++2m"
+    steps: int = Field(20, ge=1)
+    grid: str = "log_snr"
+    clip: float | None = Field(None, gt=0)
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: NetConfig = Field(default_factory=NetConfig)
+    loss: DenoisingLoss = Field(default_factory=lambda: preset("edm"))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=1000))
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        from noisecraft.checkpoint import write_text_atomic
+
+        write_text_atomic(Path(path), self.to_yaml())
+
+
+def config_from_dict(raw: Any, source: str = "config") -> RunConfig:
+    """Validate a plain dict; errors name each bad key by its dotted path."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+            if e["type"] == "extra_forbidden":
+                lines.append(f"unknown key {where!r}")
+            else:
+                lines.append(f"{where or '(top)'}: {e['msg']} (got {e.get('input')!r})")
+        raise ValueError(f"invalid {source}: " + "; ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunConfig:
+    """Defaults for `data` (a built-in name, folder or .npy) trained with loss preset `loss`."""
+    if loss not in PRESETS:
+        raise ValueError(f"unknown preset {loss!r}; expected one of {list(PRESETS)}")
+    data_cfg = DataConfig(name=data)
+    is_toy = data in ("8gaussians", "moons", "swissroll", "checkerboard")
+    image_like = not is_toy and not data.endswith(".npy") or data == "digits"
+    train_defaults: dict[str, Any] = dict(batch_size=128 if image_like else 512, lr=2e-3 if image_like else 1e-3)
+    train_defaults.update({k: v for k, v in train.items() if v is not None})
+    if train_defaults.get("max_steps") is None and train_defaults.get("minutes") is None:
+        train_defaults["max_steps"] = 2000
+    return RunConfig(
+        data=data_cfg,
+        model=NetConfig(),
+        loss=preset(loss),
+        train=TrainConfig(**train_defaults),
+        sample=SampleConfig(clip=1.0 if image_like else None),
+    )

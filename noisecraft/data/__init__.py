@@ -1,0 +1,83 @@
+"""Training data: 2-D toys, scikit-learn's 8x8 digits, image folders and .npy arrays, behind one config.
+
+`DataConfig.load()` returns a `Dataset`: a float32 tensor of samples (finite, checked here, at the
+boundary), optional class labels, and whether the samples are images (for grids) or points (for plots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from noisecraft.data.digits import load_digits_split
+from noisecraft.data.files import load_image_folder, load_npy
+from noisecraft.data.toys import TOYS, toy_2d
+
+BUILTIN: tuple[str, ...] = ("digits",) + TOYS
+
+
+@dataclass
+class Dataset:
+    """Samples x (n, *shape) float32, labels (n,) or None, and whether x holds images."""
+
+    x: Tensor
+    labels: Tensor | None
+    name: str
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.ndim == 4
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.labels is None else int(self.labels.max()) + 1
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+class DataConfig(BaseModel):
+    """`name` is a built-in dataset (digits, 8gaussians, moons, swissroll, checkerboard), an image folder
+    or a .npy file; `n` is the number of toy points drawn (seed `seed`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "digits"
+    n: int = Field(20_000, ge=1)
+    seed: int = 0
+
+    def load(self) -> Dataset:
+        labels = None
+        if self.name == "digits":
+            x, y = load_digits_split("train")
+            labels = torch.from_numpy(y)
+        elif self.name in TOYS:
+            x = toy_2d(self.name, self.n, self.seed)
+        elif self.name.endswith(".npy"):
+            x = load_npy(self.name)
+        elif Path(self.name).is_dir():
+            x = load_image_folder(self.name)
+        else:
+            raise ValueError(f"unknown data {self.name!r}; expected one of {list(BUILTIN)}, "
+                             "a folder of PNG/JPEG images or a .npy file")
+        return Dataset(check_samples(x, self.name), labels, self.name)
+
+
+def check_samples(x: np.ndarray, name: str) -> Tensor:
+    """x as a float32 tensor, or a ValueError naming how many values are NaN or inf."""
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"data {name!r} holds {bad} non-finite values (NaN or inf); expected finite numbers")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+__all__ = ["BUILTIN", "DataConfig", "Dataset", "load_digits_split", "toy_2d"]

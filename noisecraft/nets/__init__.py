@@ -1,0 +1,61 @@
+"""Networks behind the denoiser contract `fn(x_in, noise_level[, class])`: an MLP for vectors and 2-D data,
+diffusers' UNet2DModel for images. `NetConfig` builds either from a plain config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from noisecraft.nets.mlp import MLP
+from noisecraft.nets.unet import UNet
+
+
+class NetConfig(BaseModel):
+    """Which network and its size; `kind="auto"` picks the UNet for images and the MLP for vectors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["auto", "mlp", "unet"] = "auto"
+    # MLP
+    width: int = Field(256, ge=1)
+    depth: int = Field(3, ge=1)
+    # UNet
+    block_channels: list[int] = Field(default_factory=lambda: [32, 64, 64])
+    attention: list[bool] = Field(default_factory=lambda: [False, False, True])
+    layers_per_block: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # both
+    num_classes: int | None = None
+    time_scale: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "NetConfig":
+        if len(self.attention) != len(self.block_channels):
+            raise ValueError(f"attention needs one flag per level of block_channels {self.block_channels}, "
+                             f"got {self.attention}")
+        return self
+
+    def build(self, sample_shape: tuple[int, ...], time_input: str = "t") -> nn.Module:
+        """The network for samples of `sample_shape` ((dim,) or (channels, height, width))."""
+        # t in [0, 1] is spread over 0 ... 1000 as DDPM's timesteps; c_noise = ln(sigma)/4 spans about
+        # -1.5 ... 1.1, spread by 250 to the same order; timesteps already have it.
+        default_scale = {"t": 1000.0, "c_noise": 250.0, "log_snr": 25.0, "timestep": 1.0}[time_input]
+        scale = default_scale if self.time_scale is None else self.time_scale
+        kind = self.kind if self.kind != "auto" else ("unet" if len(sample_shape) == 3 else "mlp")
+        if kind == "mlp":
+            if len(sample_shape) != 1:
+                raise ValueError(f"the MLP takes vectors, got samples of shape {sample_shape}; use kind 'unet'")
+            return MLP(sample_shape[0], self.width, self.depth, self.num_classes, scale)
+        if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+            raise ValueError(f"the UNet takes square images (channels, size, size), got {sample_shape}")
+        return UNet.build(sample_shape[1], sample_shape[0], self.block_channels, self.attention,
+                          self.layers_per_block, self.num_classes, dropout=self.dropout, time_scale=scale)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+__all__ = ["MLP", "NetConfig", "UNet", "count_parameters"]
