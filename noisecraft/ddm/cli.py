@@ -1,7 +1,147 @@
-"""`noisecraft ddm ...` commands."""
+"""`noisecraft ddm ...` commands: fit, simulate, compare (the drift-diffusion model, Ratcliff 1978)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+_DATA_HELP = "CSV file, or 'roitman' / 'cavanagh' for the shipped data sets."
+
+
+def _read(data: str, where: str | None):
+    import pandas as pd
+
+    from noisecraft.ddm.data import load_cavanagh, load_roitman
+
+    if data == "roitman":
+        df = load_roitman()
+    elif data == "cavanagh":
+        df = load_cavanagh()
+    else:
+        p = Path(data)
+        if not p.exists():
+            raise typer.BadParameter(f"data file {data!r} not found; expected a CSV path or 'roitman'/'cavanagh'")
+        df = pd.read_csv(p)
+    if where:
+        df = df.query(where)
+    return df
+
+
+def _spec(spec: str | None, lapse: float | None, lapse_range: str | None, s: float | None):
+    from noisecraft.ddm.spec import ModelSpec
+
+    d = ModelSpec.load(spec).to_dict() if spec else {}
+    if lapse is not None:
+        d["lapse"] = lapse
+    if lapse_range is not None:
+        d["lapse_range"] = lapse_range
+    if s is not None:
+        d["s"] = s
+    return ModelSpec.from_dict(d)
+
+
+@app.command("fit")
+def fit_cmd(
+    data: str = typer.Argument(..., help=_DATA_HELP),
+    rt: str = typer.Option("rt", help="RT column (seconds)."),
+    response: str = typer.Option("response", help="Response column: 1 = upper boundary (e.g. correct), 0 = lower."),
+    condition: str = typer.Option(None, help="Condition column (e.g. coh)."),
+    method: str = typer.Option("ml", help="ml | chisq | ez"),
+    spec: str = typer.Option(None, help="Spec text like 'v=linear, a=shared, t0=shared, z=0.5' or a .json/.yaml file."),
+    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
+    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
+    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
+    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s (default 0:max rt)."),
+    s: float = typer.Option(None, help="Within-trial noise (1 default; 0.1 is Ratcliff's convention)."),
+    statistic: str = typer.Option("chisq", help="For --method chisq: chisq | g2."),
+    where: str = typer.Option(None, help="pandas query to select rows, e.g. 'monkey == 1'."),
+    out: str = typer.Option(None, help="Also write the parameter table to this CSV."),
+) -> None:
+    """Fit the DDM and print a parameter table."""
+    from noisecraft.ddm.fit import fit
+
+    df = _read(data, where)
+    try:
+        res = fit(df, rt=rt, response=response, condition=condition, spec=_spec(spec, lapse, lapse_range, s),
+                  method=method, rt_min=rt_min, rt_max=rt_max, statistic=statistic)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(res.summary())
+    if res.ez_per_condition is not None:
+        typer.echo("\nEZ per condition:\n" + res.ez_per_condition.to_string(index=False))
+    if out:
+        res.table().to_csv(out, index=False)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    out: str = typer.Option("ddm_sim.csv", help="Output CSV."),
+    n: int = typer.Option(500, help="Trials per condition."),
+    v: float = typer.Option(1.0, help="Drift (or drift per unit condition with --conditions)."),
+    a: float = typer.Option(1.0, help="Boundary separation."),
+    z: float = typer.Option(0.5, help="Relative start point."),
+    t0: float = typer.Option(0.3, help="Non-decision time (s)."),
+    sv: float = typer.Option(0.0, help="Across-trial drift SD."),
+    sz: float = typer.Option(0.0, help="Across-trial start-point range (relative)."),
+    st0: float = typer.Option(0.0, help="Across-trial non-decision-time range (s)."),
+    s: float = typer.Option(1.0, help="Within-trial noise."),
+    conditions: str = typer.Option(None, help="Comma-separated condition values c; drift = v * c in each."),
+    lapse: float = typer.Option(0.0, help="Contaminant probability."),
+    lapse_range: str = typer.Option("0:2", help="Contaminant RT range lo:hi (s)."),
+    method: str = typer.Option("exact", help="exact | euler"),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Simulate trials and write a CSV (columns rt, response[, condition], contaminant)."""
+    import pandas as pd
+
+    from noisecraft.ddm.density import Lapse
+    from noisecraft.ddm.simulate import simulate
+
+    lo, hi = (float(x) for x in lapse_range.split(":"))
+    lap = Lapse(lapse, lo, hi) if lapse > 0 else None
+    levels = [float(x) for x in conditions.split(",")] if conditions else [None]
+    parts = []
+    for i, c in enumerate(levels):
+        d = simulate(n, v * (c if c is not None else 1.0), a, z, t0, sv, sz, st0, s=s, lapse=lap,
+                     method=method, seed=seed + 1000 * i)
+        if c is not None:
+            d.insert(2, "condition", c)
+        parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    df.to_csv(out, index=False)
+    typer.echo(f"wrote {len(df)} trials to {out}")
+
+
+@app.command("compare")
+def compare_cmd(
+    data: str = typer.Argument(..., help=_DATA_HELP),
+    out: str = typer.Option("runs/ddm_compare", help="Output directory for report.md and PNGs."),
+    rt: str = typer.Option("rt", help="RT column (seconds)."),
+    response: str = typer.Option("response", help="Response column (1 = upper, 0 = lower)."),
+    condition: str = typer.Option(None, help="Condition column."),
+    spec: str = typer.Option(None, help="Spec text or file (see `fit`)."),
+    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
+    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
+    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
+    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
+    s: float = typer.Option(None, help="Within-trial noise."),
+    where: str = typer.Option(None, help="pandas query to select rows."),
+    n_recovery: int = typer.Option(20, help="Simulated data sets in the recovery panel (0 to skip)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Fit by ML, chi-square and EZ; write a markdown report with plots."""
+    from noisecraft.ddm.report import compare
+
+    df = _read(data, where)
+    try:
+        path = compare(df, out, rt=rt, response=response, condition=condition,
+                       spec=_spec(spec, lapse, lapse_range, s), rt_min=rt_min, rt_max=rt_max,
+                       n_recovery=n_recovery, seed=seed)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path}")

@@ -544,6 +544,7 @@ def logpdf_and_grad(
         r = np.exp(np.log1p(-p) + ll - mix)
         for key in ("v", "a", "z", "t0"):
             grads[key] = r * grads[key]
-        grads["lapse"] = (c - np.exp(ll)) / np.exp(mix)
+        with np.errstate(invalid="ignore"):
+            grads["lapse"] = np.where(np.isfinite(mix), (c - np.exp(ll)) / np.exp(mix), 0.0)
         ll = mix
     return ll, grads

@@ -1,0 +1,151 @@
+"""Fitting: recovery of known parameters, the Roitman & Shadlen optimum, specs and bad data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from noisecraft.ddm import ModelSpec, fit, load_roitman, negloglik, prepare, simulate
+from noisecraft.ddm.density import Lapse
+
+
+@pytest.fixture(scope="module")
+def two_conditions() -> pd.DataFrame:
+    truth = {"easy": 2.0, "hard": 0.7}
+    parts = []
+    for i, (c, v) in enumerate(truth.items()):
+        d = simulate(1500, v, 1.3, 0.5, 0.3, seed=100 + i)
+        d["cond"] = c
+        parts.append(d)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_ml_recovers_known_parameters(two_conditions):
+    res = fit(two_conditions, condition="cond", spec="v=free, a=shared, t0=shared, z=0.5")
+    p, se = res.params, dict(zip(res.names, res.se))
+    truth = {"v[easy]": 2.0, "v[hard]": 0.7, "a": 1.3, "t0": 0.3}
+    for k, t in truth.items():
+        assert abs(p[k] - t) < 4 * se[k], (k, p[k], se[k])
+        assert 0 < se[k] < 0.1
+    assert res.converged and res.k == 4
+    assert res.aic == pytest.approx(2 * 4 + 2 * res.nll)
+    assert res.bic == pytest.approx(4 * np.log(3000) + 2 * res.nll)
+    # the reported NLL is the likelihood at the reported parameters
+    data = prepare(two_conditions, "rt", "response", "cond")
+    assert negloglik(data, res.spec, res.params) == pytest.approx(res.nll, abs=1e-8)
+
+
+def test_standard_errors_match_the_sampling_spread():
+    # Across replications, the spread of the ML estimate of v matches its Hessian SE.
+    est, ses = [], []
+    for i in range(6):
+        d = simulate(400, 1.5, 1.1, 0.5, 0.25, seed=500 + i)
+        r = fit(d, spec="v=shared", n_starts=2)
+        est.append(r.params["v"])
+        ses.append(dict(zip(r.names, r.se))["v"])
+    assert 0.4 < np.std(est, ddof=1) / np.mean(ses) < 2.5
+
+
+def test_chisq_and_g2_recover(two_conditions):
+    for stat in ("chisq", "g2"):
+        res = fit(two_conditions, condition="cond", spec="v=free, a=shared, t0=shared", method="chisq",
+                  statistic=stat)
+        p = res.params
+        assert p["v[easy]"] == pytest.approx(2.0, abs=0.2)
+        assert p["v[hard]"] == pytest.approx(0.7, abs=0.15)
+        assert p["a"] == pytest.approx(1.3, abs=0.1)
+        assert p["t0"] == pytest.approx(0.3, abs=0.03)
+        assert res.statistic_name == stat and res.statistic >= 0
+
+
+def test_linear_drift_and_free_lapse_recover():
+    parts = []
+    for i, c in enumerate((0.05, 0.1, 0.2, 0.4)):
+        d = simulate(400, 8.0 * c, 1.2, 0.5, 0.3, lapse=Lapse(0.05, 0.0, 2.0), seed=10 + i)
+        d["coh"] = c
+        parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    spec = ModelSpec.parse("v=linear, a=shared, t0=shared, z=0.5, lapse=shared, lapse_range=0:2")
+    res = fit(df, condition="coh", spec=spec)
+    p = res.params
+    assert res.names == ["v_slope", "a", "t0", "lapse"]
+    assert p["v_slope"] == pytest.approx(8.0, rel=0.1)
+    assert p["a"] == pytest.approx(1.2, abs=0.08)
+    assert p["t0"] == pytest.approx(0.3, abs=0.02)
+    assert p["lapse"] == pytest.approx(0.05, abs=0.025)
+    # Without the lapse term the contaminants drag t0 down (fast contaminants must be explained).
+    plain = fit(df, condition="coh", spec="v=linear, a=shared, t0=shared", se=False)
+    assert plain.params["t0"] < 0.2
+
+
+def test_sv_free_improves_the_likelihood_of_sv_data():
+    d = simulate(800, 1.5, 1.2, 0.5, 0.3, sv=1.2, seed=7)
+    base = fit(d, spec="v=shared", se=False, n_starts=2)
+    full = fit(d, spec="v=shared, sv=shared", se=False, n_starts=2)
+    assert full.nll < base.nll - 2
+    assert 0.4 < full.params["sv"] < 2.5
+
+
+def test_roitman_monkey1_reaches_the_published_optimum():
+    # Roitman & Shadlen (2002), monkey 1: drift linear in coherence, shared a and t0,
+    # 0.1 < rt < 1.65 s, 2 % uniform lapse on [0, 2] s, z = 1/2; optimum NLL ~205.5 at
+    # about (10.3, 1.49, 0.31) with the exact density.
+    df = load_roitman(monkey=1)
+    res = fit(df, response="correct", condition="coh", rt_min=0.1, rt_max=1.65,
+              spec="v=linear, a=shared, t0=shared, z=0.5, lapse=0.02, lapse_range=0:2")
+    assert res.n == 2611
+    assert res.nll <= 205.5
+    p = res.params
+    assert p["v_slope"] == pytest.approx(10.3, abs=0.1)
+    assert p["a"] == pytest.approx(1.49, abs=0.01)
+    assert p["t0"] == pytest.approx(0.31, abs=0.005)
+    assert res.converged
+
+
+def test_ez_method_per_condition(two_conditions):
+    res = fit(two_conditions, condition="cond", spec="v=free, a=shared, t0=shared", method="ez")
+    assert list(res.ez_per_condition["condition"]) == ["easy", "hard"]
+    assert res.params["v[easy]"] == pytest.approx(2.0, rel=0.15)
+    assert res.params["a"] == pytest.approx(1.3, rel=0.1)
+
+
+def test_spec_round_trip_and_errors(tmp_path):
+    spec = ModelSpec.parse("v=linear; a=shared\nt0=free, z=0.4, lapse=0.02, lapse_range=0:2, s=0.1")
+    assert spec.rules["v"].kind == "linear" and spec.rules["z"].value == 0.4
+    assert spec.lapse_range == (0.0, 2.0) and spec.s == 0.1
+    again = ModelSpec.from_dict(spec.to_dict())
+    assert again.to_dict() == spec.to_dict()
+    f = tmp_path / "spec.json"
+    f.write_text('{"v": "affine", "a": "free"}')
+    assert ModelSpec.load(f).rules["v"].kind == "affine"
+    with pytest.raises(ValueError, match="rule v='quadratic'"):
+        ModelSpec.parse("v=quadratic")
+    with pytest.raises(ValueError, match="unknown parameter 'b'"):
+        ModelSpec.parse("b=shared")
+    df = pd.DataFrame({"rt": [0.5, 0.6, 0.7], "response": [1, 0, 1], "c": ["x", "y", "x"]})
+    with pytest.raises(ValueError, match="not numeric"):
+        fit(df, condition="c", spec="v=linear")
+
+
+@pytest.mark.parametrize("column, values, match", [
+    ("rt", [0.5, -0.2, 0.6, 0.7], r"non-positive RTs at rows 1 "),
+    ("rt", [0.5, 0.4, np.nan, 0.7], r"missing/non-numeric RTs at rows 2;"),
+    ("response", [1, 0, 2, 1], r"'response' has values \['2'\] at rows 2;"),
+    ("response", [1, "left", 0, 1], r"values \['left'\] at rows 1;"),
+])
+def test_bad_data_names_the_rows(column, values, match):
+    df = pd.DataFrame({"rt": [0.5, 0.4, 0.6, 0.7], "response": [1, 0, 1, 1]})
+    df[column] = values
+    with pytest.raises(ValueError, match=match):
+        fit(df)
+
+
+def test_too_few_trials_names_the_condition():
+    df = simulate(60, 1.0, 1.0, t0=0.2, seed=1)
+    df["coh"] = 0.1
+    df.loc[[3, 7, 9], "coh"] = 0.5
+    with pytest.raises(ValueError, match=r"coh=0.5 has 3 trials \(rows 3, 7, 9\); method 'chisq' needs at least 20"):
+        fit(df, condition="coh", method="chisq")
+    with pytest.raises(ValueError, match="column 'coherence' not in data"):
+        fit(df, condition="coherence")
