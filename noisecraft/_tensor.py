@@ -16,6 +16,13 @@ def as_time(t: float | Tensor, batch: int | None = None) -> Tensor:
     return t
 
 
+def per_time(fn, t: Tensor) -> Tensor:
+    """fn(t) for a time tensor; a batch that repeats one time (stride 0, from `as_time`) is evaluated once."""
+    if t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0:
+        return fn(t[:1]).expand(t.shape)
+    return fn(t)
+
+
 def expand_like(coef: Tensor, x: Tensor) -> Tensor:
     """Reshape a per-sample coefficient of shape (batch,) or () so it broadcasts over x's trailing dims."""
     coef = coef.to(device=x.device, dtype=x.dtype)

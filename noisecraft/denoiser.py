@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import as_time, expand_like
+from noisecraft._tensor import as_time, expand_like, per_time
 from noisecraft.parameterization import (
     PARAMETERIZATIONS,
     edm_coefficients,
@@ -86,7 +86,8 @@ class Denoiser:
     def coefficients(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(t as (batch,) float64, alpha, sigma broadcast over x)."""
         t = as_time(t, x.shape[0])
-        return t, expand_like(self.schedule.alpha(t), x), expand_like(self.schedule.sigma(t), x)
+        alpha, sigma = per_time(self.schedule.alpha, t), per_time(self.schedule.sigma, t)
+        return t, expand_like(alpha, x), expand_like(sigma, x)
 
     def network_time(self, t: Tensor) -> Tensor:
         """The noise-level input the network was built for."""
@@ -95,8 +96,8 @@ class Denoiser:
         if self.time_input == "timestep":
             return self.schedule.timestep_of_t(t)  # type: ignore[attr-defined]
         if self.time_input == "log_snr":
-            return self.schedule.log_snr(t)
-        return 0.25 * torch.log(self.schedule.sigma_tilde(t))
+            return per_time(self.schedule.log_snr, t)
+        return 0.25 * torch.log(per_time(self.schedule.sigma_tilde, t))
 
     def network_input(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         if not self.scale_input:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time
+from noisecraft._tensor import FLOAT64, as_time, per_time
 from noisecraft.denoiser import Denoiser
 from noisecraft.noise import Generator, randn_like
 from noisecraft.schedules import Schedule
@@ -86,7 +86,7 @@ class GaussianMixture:
             if schedule is None:
                 raise ValueError("pass a schedule together with t")
             t = as_time(t, x.shape[0])
-            return schedule.alpha(t), schedule.sigma(t)
+            return per_time(schedule.alpha, t), per_time(schedule.sigma, t)
         alpha = torch.as_tensor(alpha, dtype=FLOAT64).expand(x.shape[0])
         sigma = torch.as_tensor(sigma, dtype=FLOAT64).expand(x.shape[0])
         return alpha, sigma
@@ -120,13 +120,13 @@ class GaussianMixture:
 
     def x0_hat(self, x: Tensor, t: float | Tensor, schedule: Schedule) -> Tensor:
         t = as_time(t, x.shape[0])
-        return self.posterior_mean(x, schedule.alpha(t), schedule.sigma(t))
+        return self.posterior_mean(x, per_time(schedule.alpha, t), per_time(schedule.sigma, t))
 
     def score(self, x: Tensor, t: float | Tensor, schedule: Schedule) -> Tensor:
         """grad_x log p_t(x), exact (via Tweedie from the exact denoiser)."""
         t = as_time(t, x.shape[0])
-        alpha = schedule.alpha(t).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        sigma = schedule.sigma(t).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        alpha = per_time(schedule.alpha, t).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        sigma = per_time(schedule.sigma, t).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         return (alpha * self.x0_hat(x, t, schedule) - x) / sigma**2
 
     def denoiser(self, schedule: Schedule) -> Denoiser:
@@ -136,6 +136,22 @@ class GaussianMixture:
             return self.x0_hat(x, t.to(FLOAT64), schedule)
 
         return Denoiser.from_x0(exact_x0, schedule)
+
+    def flow(self, x: Tensor, t_from: float, t_to: float, schedule: Schedule) -> Tensor:
+        """Exact probability-flow ODE map x_{t_from} -> x_{t_to} for a single Gaussian N(mu, U diag(d) U^T).
+
+        In x~ = x / alpha the ODE dx~/dsigma~ = (x~ - x0_hat) / sigma~ is linear, with solution
+        x~_to - mu = U diag(sqrt((d + sigma~_to^2) / (d + sigma~_from^2))) U^T (x~_from - mu).
+        """
+        if self.n_components != 1:
+            raise ValueError(f"the closed-form flow needs a single Gaussian, this mixture has {self.n_components} components")
+        a_from, a_to = float(schedule.alpha(t_from)), float(schedule.alpha(t_to))
+        s_from, s_to = float(schedule.sigma_tilde(t_from)), float(schedule.sigma_tilde(t_to))
+        d, U, mu = self.eigenvalues[0], self.eigenvectors[0], self.means[0]
+        flat = x.reshape(x.shape[0], -1).to(FLOAT64) / a_from - mu
+        ratio = torch.sqrt((d + s_to**2) / (d + s_from**2))
+        out = ((flat @ U) * ratio) @ U.T + mu
+        return (a_to * out).to(x.dtype).reshape(x.shape)
 
     def prior_mean(self) -> Tensor:
         return (self.weights.unsqueeze(1) * self.means).sum(0)

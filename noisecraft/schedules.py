@@ -106,6 +106,11 @@ class Schedule(BaseModel):
         """Std of the sampling prior N(0, sigma(t_max)^2 I)."""
         return float(self.sigma(self.t_max))
 
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.model_dump() == other.model_dump()  # type: ignore[union-attr]
+
+    __hash__ = BaseModel.__hash__
+
     def to_config(self) -> dict:
         """A plain dict that `schedule_from_config` turns back into this schedule."""
         return self.model_dump()
@@ -136,12 +141,15 @@ class VPLinear(Schedule):
     def log_sigma(self, t: Tensor) -> Tensor:
         return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
 
-    def t_from_log_snr(self, log_snr: float | Tensor) -> Tensor:
-        """Closed form: solve -2 log alpha = log(1 + e^-lambda), a quadratic in t."""
-        lam = torch.as_tensor(log_snr, dtype=FLOAT64)
-        c = torch.nn.functional.softplus(-lam)  # = -2 log alpha
+    def _t_from_log_alpha2(self, log_alpha2: Tensor) -> Tensor:
+        """Solve log alpha^2 = -t^2 (beta_max - beta_min)/2 - t beta_min for t >= 0."""
         d = self.beta_max - self.beta_min
-        return (-self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * c)) / d
+        return (-self.beta_min + torch.sqrt(self.beta_min**2 - 2.0 * d * log_alpha2)) / d
+
+    def t_from_log_snr(self, log_snr: float | Tensor) -> Tensor:
+        """Closed form: alpha^2 = sigmoid(lambda), then the quadratic in t."""
+        lam = torch.as_tensor(log_snr, dtype=FLOAT64)
+        return self._t_from_log_alpha2(-torch.nn.functional.softplus(-lam))
 
 
 class SubVP(VPLinear):
@@ -153,7 +161,10 @@ class SubVP(VPLinear):
         return torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
 
     def t_from_log_snr(self, log_snr: float | Tensor) -> Tensor:
-        return Schedule.t_from_log_snr(self, log_snr)
+        """Closed form: q = alpha^2 solves e^lambda (1 - q)^2 = q, so q = 2e / (2e + 1 + sqrt(4e + 1)), e = e^lambda."""
+        e = torch.exp(torch.as_tensor(log_snr, dtype=FLOAT64))
+        alpha2 = 2.0 * e / (2.0 * e + 1.0 + torch.sqrt(4.0 * e + 1.0))
+        return self._t_from_log_alpha2(torch.log(alpha2))
 
 
 class VPCosine(_VariancePreserving):
@@ -175,6 +186,12 @@ class VPCosine(_VariancePreserving):
         cos_sq = torch.cos(self._angle(t)) ** 2
         alpha2 = cos_sq / cos0_sq
         return torch.log(alpha2) - torch.log1p(-alpha2)
+
+    def t_from_log_snr(self, log_snr: float | Tensor) -> Tensor:
+        """Closed form: cos u = sqrt(sigmoid(lambda)) cos u_0, t = 2 u (1 + s) / pi - s."""
+        cos0 = math.cos(0.5 * math.pi * self.s / (1.0 + self.s))
+        alpha = torch.sigmoid(torch.as_tensor(log_snr, dtype=FLOAT64)).sqrt()
+        return 2.0 * torch.arccos(alpha * cos0) * (1.0 + self.s) / math.pi - self.s
 
 
 class DiscreteVP(_VariancePreserving):

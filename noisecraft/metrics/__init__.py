@@ -1,0 +1,1 @@
+"""Evaluation metrics: distribution distances, and sample quality for digits."""
