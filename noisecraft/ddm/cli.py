@@ -23,7 +23,9 @@ def _read(data: str, where: str | None):
     else:
         p = Path(data)
         if not p.exists():
-            raise typer.BadParameter(f"data file {data!r} not found; expected a CSV path or 'roitman'/'cavanagh'")
+            raise typer.BadParameter(
+                f"data file {data!r} not found; expected a CSV path or 'roitman'/'cavanagh'"
+            )
         df = pd.read_csv(p)
     if where:
         df = df.query(where)
@@ -47,15 +49,23 @@ def _spec(spec: str | None, lapse: float | None, lapse_range: str | None, s: flo
 def fit_cmd(
     data: str = typer.Argument(..., help=_DATA_HELP),
     rt: str = typer.Option("rt", help="RT column (seconds)."),
-    response: str = typer.Option("response", help="Response column: 1 = upper boundary (e.g. correct), 0 = lower."),
+    response: str = typer.Option(
+        "response", help="Response column: 1 = upper boundary (e.g. correct), 0 = lower."
+    ),
     condition: str = typer.Option(None, help="Condition column (e.g. coh)."),
     method: str = typer.Option("ml", help="ml | chisq | ez"),
-    spec: str = typer.Option(None, help="Spec text like 'v=linear, a=shared, t0=shared, z=0.5' or a .json/.yaml file."),
+    spec: str = typer.Option(
+        None, help="Spec text like 'v=linear, a=shared, t0=shared, z=0.5' or a .json/.yaml file."
+    ),
     rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
     rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
     lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
-    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s (default 0:max rt)."),
-    s: float = typer.Option(None, help="Within-trial noise (1 default; 0.1 is Ratcliff's convention)."),
+    lapse_range: str = typer.Option(
+        None, help="Contaminant RT range lo:hi in s (default 0:max rt)."
+    ),
+    s: float = typer.Option(
+        None, help="Within-trial noise (1 default; 0.1 is Ratcliff's convention)."
+    ),
     statistic: str = typer.Option("chisq", help="For --method chisq: chisq | g2."),
     where: str = typer.Option(None, help="pandas query to select rows, e.g. 'monkey == 1'."),
     out: str = typer.Option(None, help="Also write the parameter table to this CSV."),
@@ -65,8 +75,17 @@ def fit_cmd(
 
     df = _read(data, where)
     try:
-        res = fit(df, rt=rt, response=response, condition=condition, spec=_spec(spec, lapse, lapse_range, s),
-                  method=method, rt_min=rt_min, rt_max=rt_max, statistic=statistic)
+        res = fit(
+            df,
+            rt=rt,
+            response=response,
+            condition=condition,
+            spec=_spec(spec, lapse, lapse_range, s),
+            method=method,
+            rt_min=rt_min,
+            rt_max=rt_max,
+            statistic=statistic,
+        )
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -89,7 +108,9 @@ def simulate_cmd(
     sz: float = typer.Option(0.0, help="Across-trial start-point range (relative)."),
     st0: float = typer.Option(0.0, help="Across-trial non-decision-time range (s)."),
     s: float = typer.Option(1.0, help="Within-trial noise."),
-    conditions: str = typer.Option(None, help="Comma-separated condition values c; drift = v * c in each."),
+    conditions: str = typer.Option(
+        None, help="Comma-separated condition values c; drift = v * c in each."
+    ),
     lapse: float = typer.Option(0.0, help="Contaminant probability."),
     lapse_range: str = typer.Option("0:2", help="Contaminant RT range lo:hi (s)."),
     method: str = typer.Option("exact", help="exact | euler"),
@@ -106,8 +127,20 @@ def simulate_cmd(
     levels = [float(x) for x in conditions.split(",")] if conditions else [None]
     parts = []
     for i, c in enumerate(levels):
-        d = simulate(n, v * (c if c is not None else 1.0), a, z, t0, sv, sz, st0, s=s, lapse=lap,
-                     method=method, seed=seed + 1000 * i)
+        d = simulate(
+            n,
+            v * (c if c is not None else 1.0),
+            a,
+            z,
+            t0,
+            sv,
+            sz,
+            st0,
+            s=s,
+            lapse=lap,
+            method=method,
+            seed=seed + 1000 * i,
+        )
         if c is not None:
             d.insert(2, "condition", c)
         parts.append(d)
@@ -130,7 +163,9 @@ def compare_cmd(
     lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
     s: float = typer.Option(None, help="Within-trial noise."),
     where: str = typer.Option(None, help="pandas query to select rows."),
-    n_recovery: int = typer.Option(20, help="Simulated data sets in the recovery panel (0 to skip)."),
+    n_recovery: int = typer.Option(
+        20, help="Simulated data sets in the recovery panel (0 to skip)."
+    ),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Fit by ML, chi-square and EZ; write a markdown report with plots."""
@@ -138,9 +173,18 @@ def compare_cmd(
 
     df = _read(data, where)
     try:
-        path = compare(df, out, rt=rt, response=response, condition=condition,
-                       spec=_spec(spec, lapse, lapse_range, s), rt_min=rt_min, rt_max=rt_max,
-                       n_recovery=n_recovery, seed=seed)
+        path = compare(
+            df,
+            out,
+            rt=rt,
+            response=response,
+            condition=condition,
+            spec=_spec(spec, lapse, lapse_range, s),
+            rt_min=rt_min,
+            rt_max=rt_max,
+            n_recovery=n_recovery,
+            seed=seed,
+        )
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["RTData", "DATA_DIR", "load_cavanagh", "load_roitman", "prepare"]
+__all__ = ["DATA_DIR", "RTData", "load_cavanagh", "load_roitman", "prepare"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Fewest trials per condition each method can work with.
 MIN_TRIALS = {"ml": 1, "chisq": 20, "ez": 10}
 
 
-def load_roitman(monkey: int | None = None, rt_range: tuple[float, float] | None = None) -> pd.DataFrame:
+def load_roitman(
+    monkey: int | None = None, rt_range: tuple[float, float] | None = None
+) -> pd.DataFrame:
     """Roitman & Shadlen (2002) trials: monkey, rt (s), coh, correct, trgchoice; optionally one monkey and an RT window."""
     df = pd.read_csv(DATA_DIR / "roitman_rts.csv")
     if monkey is not None:
@@ -86,12 +88,19 @@ def prepare(
     r = pd.to_numeric(df[rt], errors="coerce").to_numpy(dtype=float)
     nan = ~np.isfinite(r)
     if nan.any():
-        raise ValueError(f"{rt!r} has missing/non-numeric RTs at rows {_rows(df.index, nan)}; expected finite RTs in seconds")
+        raise ValueError(
+            f"{rt!r} has missing/non-numeric RTs at rows {_rows(df.index, nan)}; expected finite RTs in seconds"
+        )
     neg = r <= 0
     if neg.any():
-        raise ValueError(f"{rt!r} has non-positive RTs at rows {_rows(df.index, neg)} (e.g. {r[neg][0]:g}); expected RTs > 0 in seconds")
+        raise ValueError(
+            f"{rt!r} has non-positive RTs at rows {_rows(df.index, neg)} (e.g. {r[neg][0]:g}); expected RTs > 0 in seconds"
+        )
     if np.median(r) > 20:
-        warnings.warn(f"median {rt!r} is {np.median(r):g}: RTs look like milliseconds; the DDM expects seconds", stacklevel=2)
+        warnings.warn(
+            f"median {rt!r} is {np.median(r):g}: RTs look like milliseconds; the DDM expects seconds",
+            stacklevel=2,
+        )
     resp_raw = df[response]
     if resp_raw.dtype == bool:
         resp = resp_raw.to_numpy().astype(float)
@@ -125,6 +134,11 @@ def prepare(
                 f"method {method!r} needs at least {need} per condition"
             )
     return RTData(
-        rt=r[keep], response=resp[keep].astype(int), cond=cond.astype(int), levels=levels,
-        condition_name=condition, rows=df.index.to_numpy()[keep], n_dropped=int((~keep).sum()),
+        rt=r[keep],
+        response=resp[keep].astype(int),
+        cond=cond.astype(int),
+        levels=levels,
+        condition_name=condition,
+        rows=df.index.to_numpy()[keep],
+        n_dropped=int((~keep).sum()),
     )

@@ -38,8 +38,8 @@ __all__ = [
     "logpdf",
     "pdf",
     "prob_upper",
-    "wiener_logpdf",
     "wiener_cdf",
+    "wiener_logpdf",
 ]
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -92,7 +92,9 @@ def _check_params(a: np.ndarray, z: np.ndarray, sv: np.ndarray, sz: np.ndarray) 
     if np.any(~(a > 0)):
         raise ValueError(f"boundary separation a={float(a[~(a > 0)][0]):g}; expected a > 0")
     if np.any(~((z > 0) & (z < 1))):
-        raise ValueError(f"relative start z={float(z[~((z > 0) & (z < 1))][0]):g}; expected 0 < z < 1")
+        raise ValueError(
+            f"relative start z={float(z[~((z > 0) & (z < 1))][0]):g}; expected 0 < z < 1"
+        )
     if np.any(sv < 0):
         raise ValueError(f"drift variability sv={float(sv[sv < 0][0]):g}; expected sv >= 0")
     bad = (sz < 0) | (z - sz / 2 <= 0) | (z + sz / 2 >= 1)
@@ -232,8 +234,12 @@ def _surv_lower_large(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray
     k = np.arange(1, n + 1, dtype=float)
     lam = v[:, None] ** 2 / 2.0 + k**2 * np.pi**2 / (2.0 * a[:, None] ** 2)
     log_mag = (
-        np.log(np.pi) - 2.0 * np.log(a[:, None]) - v[:, None] * a[:, None] * w[:, None]
-        - lam * t[:, None] - np.log(lam) + np.log(k)
+        np.log(np.pi)
+        - 2.0 * np.log(a[:, None])
+        - v[:, None] * a[:, None] * w[:, None]
+        - lam * t[:, None]
+        - np.log(lam)
+        + np.log(k)
     )
     return np.sum(np.sin(k * np.pi * w[:, None]) * np.exp(log_mag), axis=1)
 
@@ -289,8 +295,8 @@ def _cdf_surv_var(
     t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lower-boundary (CDF, survival) averaged over v ~ N(v, sv^2) (Gauss-Hermite) and w ~ U(w +- sz/2) (Gauss-Legendre)."""
-    xs, ws = (_gh(_N_SV) if np.any(sv > 0) else (np.zeros(1), np.ones(1)))
-    xz, wz = (_gl(_N_SZ) if np.any(sz > 0) else (np.zeros(1), np.ones(1)))
+    xs, ws = _gh(_N_SV) if np.any(sv > 0) else (np.zeros(1), np.ones(1))
+    xz, wz = _gl(_N_SZ) if np.any(sz > 0) else (np.zeros(1), np.ones(1))
     xv = np.repeat(xs, xz.size)
     xw = np.tile(xz, xs.size)
     wt = np.repeat(ws, xz.size) * np.tile(wz, xs.size)
@@ -303,17 +309,22 @@ def _cdf_surv_var(
         m = min(step, xv.size - j)
         f, sv_ = _cdf_surv_lower(
             np.tile(t, m),
-            (v[None, :] + sv[None, :] * xv[j:j + m, None]).ravel(),
+            (v[None, :] + sv[None, :] * xv[j : j + m, None]).ravel(),
             np.tile(a, m),
-            (w[None, :] + sz[None, :] / 2.0 * xw[j:j + m, None]).ravel(),
+            (w[None, :] + sz[None, :] / 2.0 * xw[j : j + m, None]).ravel(),
         )
-        F += wt[j:j + m] @ f.reshape(m, n)
-        S += wt[j:j + m] @ sv_.reshape(m, n)
+        F += wt[j : j + m] @ f.reshape(m, n)
+        S += wt[j : j + m] @ sv_.reshape(m, n)
     return F, S
 
 
 def _log_lower_density_var(
-    t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray,
+    t: np.ndarray,
+    v: np.ndarray,
+    a: np.ndarray,
+    w: np.ndarray,
+    sv: np.ndarray,
+    sz: np.ndarray,
     eps: float,
 ) -> np.ndarray:
     """log lower density with sv in closed form and sz by Gauss-Legendre over the start point."""
@@ -322,7 +333,7 @@ def _log_lower_density_var(
     xz, wz = _gl(_N_SZ)
     m = xz.size
     wq = (w[None, :] + sz[None, :] / 2.0 * xz[:, None]).ravel()
-    rep = lambda x: np.tile(x, m)  # noqa: E731
+    rep = lambda x: np.tile(x, m)
     lp = _log_lower_density(rep(t), rep(v), rep(a), wq, rep(sv), eps).reshape(m, -1)
     return logsumexp(lp + np.log(wz)[:, None], axis=0)
 
@@ -381,7 +392,7 @@ def logpdf(
         hi = np.minimum(st0[i], t[i])
         tau = hi[None, :] / 2.0 * (1.0 + xq[:, None])
         m = xq.size
-        tile = lambda x: np.tile(x[i], m)  # noqa: E731
+        tile = lambda x: np.tile(x[i], m)
         lp = _log_lower_density_var(
             (t[i][None, :] - tau).ravel(), tile(vv), tile(a), tile(ww), tile(sv), tile(sz), eps
         ).reshape(m, -1)
@@ -422,8 +433,9 @@ def cdf(
     out = np.zeros(rt.shape)
     plain = st0 <= 1e-9
     if np.any(plain):
-        out[plain] = _cdf_surv_var(np.maximum(t[plain], 0.0), vv[plain], a[plain], ww[plain],
-                                   sv[plain], sz[plain])[0]
+        out[plain] = _cdf_surv_var(
+            np.maximum(t[plain], 0.0), vv[plain], a[plain], ww[plain], sv[plain], sz[plain]
+        )[0]
     if np.any(~plain):
         # st0: average of F(t - t0 - tau) over tau ~ U[0, st0], Gauss-Legendre on the part
         # of [0, st0] where the integrand is non-zero (keeps the integrand smooth).
@@ -432,9 +444,10 @@ def cdf(
         hi = np.clip(t[i], 0.0, st0[i])
         m = xq.size
         tau = hi[None, :] / 2.0 * (1.0 + xq[:, None])
-        tile = lambda x: np.tile(x[i], m)  # noqa: E731
-        Fq = _cdf_surv_var((t[i][None, :] - tau).ravel(), tile(vv), tile(a), tile(ww), tile(sv),
-                           tile(sz))[0].reshape(m, -1)
+        tile = lambda x: np.tile(x[i], m)
+        Fq = _cdf_surv_var(
+            (t[i][None, :] - tau).ravel(), tile(vv), tile(a), tile(ww), tile(sv), tile(sz)
+        )[0].reshape(m, -1)
         acc = wq @ Fq
         out[i] = acc * hi / st0[i]
     if lapse is not None and lapse.p > 0:
@@ -443,8 +456,13 @@ def cdf(
 
 
 def prob_upper(
-    v: ArrayLike, a: ArrayLike, z: ArrayLike = 0.5, sv: ArrayLike = 0.0, sz: ArrayLike = 0.0,
-    *, s: float = 1.0,
+    v: ArrayLike,
+    a: ArrayLike,
+    z: ArrayLike = 0.5,
+    sv: ArrayLike = 0.0,
+    sz: ArrayLike = 0.0,
+    *,
+    s: float = 1.0,
 ) -> np.ndarray:
     """P(upper response) = (1 - e^{-2vaz/s^2}) / (1 - e^{-2va/s^2}) (Cox & Miller 1965, eq. 5.36); sv, sz by quadrature."""
     shape, (v, a, z, sv, sz) = _flat(v, a, z, sv, sz)
@@ -461,7 +479,9 @@ def prob_upper(
 # ----------------------------------------------------------- gradient of the basic model
 
 
-def _g_derivs(u: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _g_derivs(
+    u: np.ndarray, w: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(log g, d log g / du, d log g / dw) for f(u | 0, 1, w), Navarro & Fuss (2009) eq. 5-6 differentiated term by term."""
     lg = np.empty_like(u)
     du = np.empty_like(u)
@@ -534,7 +554,7 @@ def logpdf_and_grad(
         dv[ok] = sign[ok] * (-ao * wo - vo * to) / s
         da[ok] = (-vo * wo - 2.0 / ao - gu * 2.0 * to / ao**3) / s
         dz[ok] = sign[ok] * (-vo * ao + gw)
-        dt[ok] = -vo**2 / 2.0 + gu / ao**2
+        dt[ok] = -(vo**2) / 2.0 + gu / ao**2
     grads = {"v": dv, "a": da, "z": dz, "t0": -dt, "lapse": np.zeros(n)}
     p = np.broadcast_to(np.asarray(lapse_p, dtype=float), (n,))
     if np.any(p > 0):

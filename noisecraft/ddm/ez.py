@@ -41,7 +41,9 @@ def ez(pc: float, vrt: float, mrt: float, *, n: int | None = None, s: float = 1.
     if not 0.0 <= pc <= 1.0:
         raise ValueError(f"proportion correct pc={pc!r}; expected 0 <= pc <= 1")
     if not (np.isfinite(vrt) and vrt > 0):
-        raise ValueError(f"variance of correct RTs vrt={vrt!r}; expected > 0 (at least 2 distinct correct RTs)")
+        raise ValueError(
+            f"variance of correct RTs vrt={vrt!r}; expected > 0 (at least 2 distinct correct RTs)"
+        )
     if not np.isfinite(mrt):
         raise ValueError(f"mean correct RT mrt={mrt!r}; expected a finite number")
     note = ""
@@ -53,7 +55,9 @@ def ez(pc: float, vrt: float, mrt: float, *, n: int | None = None, s: float = 1.
         note = f"edge correction: pc {pc:g} -> {p:.6g}"
     if p == 0.5:
         a = s * (24.0 * vrt) ** 0.25
-        return EZResult(0.0, a, mrt - a**2 / (4.0 * s**2), pc, p, vrt, mrt, n, "pc = 0.5: v -> 0 limit")
+        return EZResult(
+            0.0, a, mrt - a**2 / (4.0 * s**2), pc, p, vrt, mrt, n, "pc = 0.5: v -> 0 limit"
+        )
     s2 = s * s
     L = np.log(p / (1.0 - p))
     x = L * (L * p * p - L * p + p - 0.5) / vrt

@@ -30,7 +30,7 @@ from noisecraft.ddm.density import cdf, logpdf, logpdf_and_grad
 from noisecraft.ddm.ez import ez_from_data
 from noisecraft.ddm.spec import PARAMS, Design, ModelSpec
 
-__all__ = ["FitResult", "fit", "negloglik", "QUANTILES"]
+__all__ = ["QUANTILES", "FitResult", "fit", "negloglik"]
 
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PENALTY = 1e10
@@ -84,14 +84,18 @@ class FitResult:
 
     def table(self) -> pd.DataFrame:
         se = self.se if self.se is not None else np.full(self.k, np.nan)
-        at = (np.isclose(self.theta, self.design.lower, atol=1e-6)
-              | np.isclose(self.theta, self.design.upper, atol=1e-6))
-        return pd.DataFrame({"parameter": self.names, "estimate": self.theta, "se": se,
-                             "at_bound": at})
+        at = np.isclose(self.theta, self.design.lower, atol=1e-6) | np.isclose(
+            self.theta, self.design.upper, atol=1e-6
+        )
+        return pd.DataFrame(
+            {"parameter": self.names, "estimate": self.theta, "se": se, "at_bound": at}
+        )
 
     def summary(self) -> str:
-        lines = [f"method={self.method}  spec: {self.spec}", self.table().to_string(index=False,
-                 float_format=lambda x: f"{x:.4f}")]
+        lines = [
+            f"method={self.method}  spec: {self.spec}",
+            self.table().to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+        ]
         stat = f"  {self.statistic_name}={self.statistic:.3f}" if self.statistic is not None else ""
         lines.append(
             f"n={self.n}  k={self.k}  NLL={self.nll:.3f}  AIC={self.aic:.2f}  BIC={self.bic:.2f}{stat}"
@@ -125,7 +129,9 @@ class _Problem:
         self.lapse_range = lapse_range
         lo, hi = lapse_range
         self.lapse_c = np.where((data.rt >= lo) & (data.rt <= hi), 0.5 / (hi - lo), 0.0)
-        lapse_possible = not (spec.rules["lapse"].kind == "fixed" and spec.rules["lapse"].value == 0)
+        lapse_possible = not (
+            spec.rules["lapse"].kind == "fixed" and spec.rules["lapse"].value == 0
+        )
         m = len(data.levels)
         mins = np.array([data.rt[data.cond == k].min() for k in range(m)])
         t0_max = float(np.median(data.rt)) if lapse_possible else float(mins.min()) - 1e-4
@@ -134,7 +140,9 @@ class _Problem:
             self.design.upper[self.design.slices["t0"]] = mins - 1e-4
         self.basic = spec.is_basic
 
-    def trial_values(self, theta: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def trial_values(
+        self, theta: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         vals = self.design.values(theta)
         return vals, {p: vals[p][self.data.cond] for p in PARAMS}
 
@@ -142,8 +150,18 @@ class _Problem:
         vals, tv = self.trial_values(theta)
         if self.design.valid(vals) > 0:
             return np.full(self.data.n, -np.inf)
-        ll = logpdf(self.data.rt, self.data.response, tv["v"], tv["a"], tv["z"], tv["t0"],
-                    tv["sv"], tv["sz"], tv["st0"], s=self.spec.s)
+        ll = logpdf(
+            self.data.rt,
+            self.data.response,
+            tv["v"],
+            tv["a"],
+            tv["z"],
+            tv["t0"],
+            tv["sv"],
+            tv["sz"],
+            tv["st0"],
+            s=self.spec.s,
+        )
         p = tv["lapse"]
         if np.any(p > 0):
             with np.errstate(divide="ignore"):
@@ -165,8 +183,17 @@ class _Problem:
         bad = self.design.valid(vals)
         if bad > 0:
             return _PENALTY * (1.0 + bad), np.zeros_like(theta)
-        ll, g = logpdf_and_grad(self.data.rt, self.upper, tv["v"], tv["a"], tv["z"], tv["t0"],
-                                s=self.spec.s, lapse_p=tv["lapse"], lapse_density=self.lapse_c)
+        ll, g = logpdf_and_grad(
+            self.data.rt,
+            self.upper,
+            tv["v"],
+            tv["a"],
+            tv["z"],
+            tv["t0"],
+            s=self.spec.s,
+            lapse_p=tv["lapse"],
+            lapse_density=self.lapse_c,
+        )
         val = -float(np.sum(ll))
         if not np.isfinite(val):
             return _PENALTY, np.zeros_like(theta)
@@ -178,7 +205,6 @@ class _Problem:
                 gc = np.bincount(self.data.cond, weights=g[p], minlength=m)
                 grad[sl] = -self.design.chain(p, gc)
         return val, grad
-
 
     def nll_many(self, thetas: np.ndarray) -> np.ndarray:
         """NLL at many parameter vectors in one vectorised density call (for the Sobol check)."""
@@ -198,11 +224,30 @@ class _Problem:
         rt = np.tile(self.data.rt, J)
         resp = np.tile(self.data.response, J)
         if self.basic:
-            ll = logpdf_and_grad(rt, resp == 1, tv["v"], tv["a"], tv["z"], tv["t0"], s=self.spec.s,
-                                 lapse_p=tv["lapse"], lapse_density=np.tile(self.lapse_c, J))[0]
+            ll = logpdf_and_grad(
+                rt,
+                resp == 1,
+                tv["v"],
+                tv["a"],
+                tv["z"],
+                tv["t0"],
+                s=self.spec.s,
+                lapse_p=tv["lapse"],
+                lapse_density=np.tile(self.lapse_c, J),
+            )[0]
         else:
-            ll = logpdf(rt, resp, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], tv["sz"],
-                        tv["st0"], s=self.spec.s)
+            ll = logpdf(
+                rt,
+                resp,
+                tv["v"],
+                tv["a"],
+                tv["z"],
+                tv["t0"],
+                tv["sv"],
+                tv["sz"],
+                tv["st0"],
+                s=self.spec.s,
+            )
             p = tv["lapse"]
             if np.any(p > 0):
                 with np.errstate(divide="ignore"):
@@ -211,8 +256,12 @@ class _Problem:
         out[ok] = np.where(np.isfinite(vals), vals, _PENALTY)
         return out
 
+
 def negloglik(
-    data: RTData, spec: ModelSpec, params: dict[str, float], lapse_range: tuple[float, float] | None = None
+    data: RTData,
+    spec: ModelSpec,
+    params: dict[str, float],
+    lapse_range: tuple[float, float] | None = None,
 ) -> float:
     """Negative log-likelihood of validated data at named parameters (names as in FitResult.names)."""
     prob = _Problem(data, spec, lapse_range or (0.0, float(data.rt.max())))
@@ -231,14 +280,40 @@ def _ez_theta(prob: _Problem) -> tuple[np.ndarray, pd.DataFrame]:
         rt, resp = d.subset(k)
         try:
             e = ez_from_data(rt, resp, s=s)
-            rows.append({"condition": lev, "v": e.v, "a": e.a, "t0": e.t0, "pc": e.pc, "n": rt.size,
-                         "note": e.note})
+            rows.append(
+                {
+                    "condition": lev,
+                    "v": e.v,
+                    "a": e.a,
+                    "t0": e.t0,
+                    "pc": e.pc,
+                    "n": rt.size,
+                    "note": e.note,
+                }
+            )
         except ValueError as err:
-            rows.append({"condition": lev, "v": np.nan, "a": np.nan, "t0": np.nan,
-                         "pc": float(np.mean(resp)), "n": rt.size, "note": str(err)})
+            rows.append(
+                {
+                    "condition": lev,
+                    "v": np.nan,
+                    "a": np.nan,
+                    "t0": np.nan,
+                    "pc": float(np.mean(resp)),
+                    "n": rt.size,
+                    "note": str(err),
+                }
+            )
     table = pd.DataFrame(rows)
-    defaults = {"v": 1.0 * s, "a": 1.0 * s, "z": 0.5, "t0": 0.2, "sv": 0.3 * s, "sz": 0.1,
-                "st0": 0.05, "lapse": 0.02}
+    defaults = {
+        "v": 1.0 * s,
+        "a": 1.0 * s,
+        "z": 0.5,
+        "t0": 0.2,
+        "sv": 0.3 * s,
+        "sz": 0.1,
+        "st0": 0.05,
+        "lapse": 0.02,
+    }
     theta = np.zeros(len(prob.design.names))
     w = table["n"].to_numpy(float)
     for p in PARAMS:
@@ -265,8 +340,16 @@ def _ez_theta(prob: _Problem) -> tuple[np.ndarray, pd.DataFrame]:
 
 def _default_theta(prob: _Problem) -> np.ndarray:
     s = prob.spec.s
-    base = {"v": 1.0 * s, "a": 1.0 * s, "z": 0.5, "t0": 0.0, "sv": 0.5 * s, "sz": 0.1,
-            "st0": 0.1, "lapse": 0.02}
+    base = {
+        "v": 1.0 * s,
+        "a": 1.0 * s,
+        "z": 0.5,
+        "t0": 0.0,
+        "sv": 0.5 * s,
+        "sz": 0.1,
+        "st0": 0.1,
+        "lapse": 0.02,
+    }
     theta = np.zeros(len(prob.design.names))
     c = prob.data.levels
     for p in PARAMS:
@@ -289,7 +372,7 @@ def _clip(prob: _Problem, theta: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(theta, nan=0.0), lo + 1e-3 * span, hi - 1e-3 * span)
 
 
-def _sobol(prob: _Problem, objective, seed: int, n_points: int = 32, many=None):
+def _sobol(prob: _Problem, objective, seed: int, n_points: int = 16, many=None):
     """Best point of a scrambled Sobol design over the parameter box: a start and a global check."""
     k = len(prob.design.names)
     sob = qmc.Sobol(k, scramble=True, seed=seed).random(n_points)
@@ -319,7 +402,9 @@ def _hessian(f, x: np.ndarray, grad=None) -> np.ndarray:
             if i == j:
                 H[i, i] = (f(x + ei) - 2 * f0 + f(x - ei)) / h[i] ** 2
             else:
-                H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+                H[i, j] = H[j, i] = (
+                    f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)
+                ) / (4 * h[i] * h[j])
     return H
 
 
@@ -369,8 +454,18 @@ def _predicted(prob: _Problem, bins: _QuantileBins, theta: np.ndarray):
     rts = np.concatenate([bins.edges_rt, np.full(2 * m, 1e4)])
     resp = np.concatenate([bins.edges_resp, np.tile([0, 1], m)])
     cond = np.concatenate([bins.edges_cond, np.repeat(np.arange(m), 2)])
-    F = cdf(rts, resp, vals["v"][cond], vals["a"][cond], vals["z"][cond], vals["t0"][cond],
-            vals["sv"][cond], vals["sz"][cond], vals["st0"][cond], s=prob.spec.s)
+    F = cdf(
+        rts,
+        resp,
+        vals["v"][cond],
+        vals["a"][cond],
+        vals["z"][cond],
+        vals["t0"][cond],
+        vals["sv"][cond],
+        vals["sz"][cond],
+        vals["st0"][cond],
+        s=prob.spec.s,
+    )
     p = vals["lapse"][cond]
     lo, hi = prob.lapse_range
     F = (1 - p) * F + p * 0.5 * np.clip((rts - lo) / (hi - lo), 0, 1)
@@ -395,6 +490,7 @@ def _chisq_objective(prob: _Problem, bins: _QuantileBins, statistic: str):
             else:
                 total += N * float(np.sum((obs - pred) ** 2 / pred))
         return total if np.isfinite(total) else _PENALTY
+
     return f
 
 
@@ -418,13 +514,25 @@ def fit(
 ) -> FitResult:
     """Fit the DDM by maximum likelihood ("ml"), quantile chi-square/G^2 ("chisq", Ratcliff & Tuerlinckx 2002 eq. 1) or EZ ("ez")."""
     with _blas_one_thread():
-        return _fit(data, rt=rt, response=response, condition=condition, spec=spec, method=method,
-                    rt_min=rt_min, rt_max=rt_max, n_starts=n_starts, se=se, statistic=statistic,
-                    seed=seed)
+        return _fit(
+            data,
+            rt=rt,
+            response=response,
+            condition=condition,
+            spec=spec,
+            method=method,
+            rt_min=rt_min,
+            rt_max=rt_max,
+            n_starts=n_starts,
+            se=se,
+            statistic=statistic,
+            seed=seed,
+        )
 
 
-def _fit(data, *, rt, response, condition, spec, method, rt_min, rt_max, n_starts, se, statistic,
-         seed) -> FitResult:
+def _fit(
+    data, *, rt, response, condition, spec, method, rt_min, rt_max, n_starts, se, statistic, seed
+) -> FitResult:
     t_start = time.perf_counter()
     if method not in ("ml", "chisq", "ez"):
         raise ValueError(f"method={method!r}; expected 'ml', 'chisq' or 'ez'")
@@ -452,9 +560,19 @@ def _fit(data, *, rt, response, condition, spec, method, rt_min, rt_max, n_start
         theta, table = _ez_theta(prob)
         theta = _clip(prob, theta) if np.all(np.isfinite(theta)) else theta
         nll = -float(np.sum(prob.loglik_trials(theta)))
-        return FitResult("ez", spec, prob.design, theta, None, nll, data.n, converged=True,
-                         time_s=time.perf_counter() - t_start, lapse_range=lapse_range,
-                         ez_per_condition=table)
+        return FitResult(
+            "ez",
+            spec,
+            prob.design,
+            theta,
+            None,
+            nll,
+            data.n,
+            converged=True,
+            time_s=time.perf_counter() - t_start,
+            lapse_range=lapse_range,
+            ez_per_condition=table,
+        )
 
     bounds = list(zip(prob.design.lower, prob.design.upper))
     if method == "ml":
@@ -466,14 +584,22 @@ def _fit(data, *, rt, response, condition, spec, method, rt_min, rt_max, n_start
         objective = _chisq_objective(prob, bins, statistic)
         jac, fun = False, objective
 
-    x_sobol, best_global = _sobol(prob, objective, seed, many=prob.nll_many if method == "ml" else None)
+    x_sobol, best_global = _sobol(
+        prob, objective, seed, many=prob.nll_many if method == "ml" else None
+    )
     # Starts in order: EZ, the Sobol best, a default; stop after two that agree (the
     # a/t0 bimodality of real data shows up as disagreeing starts).
     starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob))]
     results = []
     for x0 in starts[: max(n_starts, 1)]:
-        res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-7})
+        res = minimize(
+            fun,
+            x0,
+            jac=jac,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6},
+        )
         results.append(res)
         f = sorted(float(r.fun) for r in results)
         if len(f) >= 2 and f[1] - f[0] < 0.01 and len(results) >= min(2, n_starts):
@@ -482,8 +608,12 @@ def _fit(data, *, rt, response, condition, spec, method, rt_min, rt_max, n_start
     x, fval = best.x, float(best.fun)
     if method == "chisq":
         # The binned statistic has flat directions; a simplex polish is cheap here.
-        pol = minimize(objective, x, method="Nelder-Mead",
-                       options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000})
+        pol = minimize(
+            objective,
+            x,
+            method="Nelder-Mead",
+            options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000},
+        )
         xp = np.clip(pol.x, prob.design.lower, prob.design.upper)
         if objective(xp) < fval:
             x, fval = xp, float(objective(xp))
@@ -497,9 +627,17 @@ def _fit(data, *, rt, response, condition, spec, method, rt_min, rt_max, n_start
         se_vec = _standard_errors(_hessian(prob.nll, x, grad))
     nll = fval if method == "ml" else -float(np.sum(prob.loglik_trials(x)))
     return FitResult(
-        method, spec, prob.design, x, se_vec, nll, data.n,
+        method,
+        spec,
+        prob.design,
+        x,
+        se_vec,
+        nll,
+        data.n,
         statistic=None if method == "ml" else fval,
         statistic_name=None if method == "ml" else statistic,
-        starts=finals, converged=converged, time_s=time.perf_counter() - t_start,
+        starts=finals,
+        converged=converged,
+        time_s=time.perf_counter() - t_start,
         lapse_range=lapse_range,
     )

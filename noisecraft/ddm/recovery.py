@@ -21,7 +21,7 @@ from noisecraft.ddm.fit import fit
 from noisecraft.ddm.simulate import simulate
 from noisecraft.ddm.spec import ModelSpec
 
-__all__ = ["RANGES", "METHODS", "run_recovery", "summarize"]
+__all__ = ["METHODS", "RANGES", "run_recovery", "summarize"]
 
 RANGES = {"v": (0.5, 3.5), "a": (0.8, 2.2), "t0": (0.2, 0.5)}
 METHODS = ("ml", "ml+lapse", "chisq", "ez")
@@ -34,8 +34,15 @@ def _fit_one(df: pd.DataFrame, method: str, seed: int) -> dict[str, float]:
         spec = ModelSpec.parse(base + ", lapse=shared")
         res = fit(df, response="response", spec=spec, method="ml", se=False, seed=seed)
     else:
-        res = fit(df, response="response", spec=ModelSpec.parse(base), method=method, se=False,
-                  seed=seed, n_starts=2)
+        res = fit(
+            df,
+            response="response",
+            spec=ModelSpec.parse(base),
+            method=method,
+            se=False,
+            seed=seed,
+            n_starts=2,
+        )
     return {k: res.params[k] for k in ("v", "a", "t0")}
 
 
@@ -58,10 +65,18 @@ def run_recovery(
                 est = _fit_one(df, m, seed=i)
             except ValueError:  # e.g. EZ with fewer than 2 correct responses
                 est = dict.fromkeys(true, np.nan)
-            for k in true:
-                rows.append({"dataset": i, "method": m, "param": k, "true": true[k],
-                             "estimate": est[k], "n_trials": n_trials,
-                             "contamination": contamination})
+            for k, value in true.items():
+                rows.append(
+                    {
+                        "dataset": i,
+                        "method": m,
+                        "param": k,
+                        "true": value,
+                        "estimate": est[k],
+                        "n_trials": n_trials,
+                        "contamination": contamination,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -72,6 +87,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         ok = np.isfinite(g["estimate"])
         e, t = g["estimate"][ok].to_numpy(), g["true"][ok].to_numpy()
         r = float(np.corrcoef(t, e)[0, 1]) if ok.sum() > 2 else np.nan
-        out.append({"method": m, "param": p, "r": r, "bias": float(np.mean(e - t)),
-                    "rmse": float(np.sqrt(np.mean((e - t) ** 2))), "failed": int((~ok).sum())})
+        out.append(
+            {
+                "method": m,
+                "param": p,
+                "r": r,
+                "bias": float(np.mean(e - t)),
+                "rmse": float(np.sqrt(np.mean((e - t) ** 2))),
+                "failed": int((~ok).sum()),
+            }
+        )
     return pd.DataFrame(out)

@@ -67,14 +67,24 @@ def _plot_histograms(data: RTData, fits: dict[str, FitResult], path: Path) -> No
             x = rt[resp == r]
             bins = np.linspace(0, t_hi, 31)
             h, e = np.histogram(x, bins)
-            ax.bar(e[:-1], h / (rt.size * np.diff(e)), width=np.diff(e), align="edge",
-                   color="0.8", edgecolor="0.6", lw=0.3)
+            ax.bar(
+                e[:-1],
+                h / (rt.size * np.diff(e)),
+                width=np.diff(e),
+                align="edge",
+                color="0.8",
+                edgecolor="0.6",
+                lw=0.3,
+            )
             for name, res in fits.items():
                 if not _valid(res):
                     continue
                 args, kw = _model_args(res, k)
                 ax.plot(grid, pdf(grid, r, *args, **kw), color=COLORS[name], lw=1.2, label=name)
-            ax.set_title(f"{data.condition_name or 'condition'}={lev}, {'upper' if r else 'lower'}", fontsize=8)
+            ax.set_title(
+                f"{data.condition_name or 'condition'}={lev}, {'upper' if r else 'lower'}",
+                fontsize=8,
+            )
             if k == 0:
                 ax.set_ylabel("defective density (1/s)")
             if row == 1:
@@ -128,16 +138,31 @@ def _recovery(data: RTData, spec: ModelSpec, ml: FitResult, n_sets: int, seed: i
         vals = ml.design.values(theta)
         parts = []
         for k, lev in enumerate(data.levels):
-            lapse = Lapse(float(vals["lapse"][k]), *ml.lapse_range) if vals["lapse"][k] > 0 else None
-            d = simulate(int(counts[k]), *(float(vals[p][k]) for p in ("v", "a", "z", "t0", "sv", "sz", "st0")),
-                         s=spec.s, lapse=lapse, seed=rng)
+            lapse = (
+                Lapse(float(vals["lapse"][k]), *ml.lapse_range) if vals["lapse"][k] > 0 else None
+            )
+            d = simulate(
+                int(counts[k]),
+                *(float(vals[p][k]) for p in ("v", "a", "z", "t0", "sv", "sz", "st0")),
+                s=spec.s,
+                lapse=lapse,
+                seed=rng,
+            )
             d["condition"] = lev
             parts.append(d)
         df = pd.concat(parts, ignore_index=True)
         for m in METHODS:
             try:
-                res = fit(df, response="response", condition="condition", spec=spec, method=m,
-                          se=False, n_starts=2, seed=i)
+                res = fit(
+                    df,
+                    response="response",
+                    condition="condition",
+                    spec=spec,
+                    method=m,
+                    se=False,
+                    n_starts=2,
+                    seed=i,
+                )
                 est = res.theta
             except ValueError:
                 est = np.full(theta.size, np.nan)
@@ -156,7 +181,10 @@ def _plot_recovery(rec: pd.DataFrame, path: Path) -> None:
         for m in METHODS:
             h = g[g.method == m]
             ax.plot(h["true"], h["estimate"], "o", ms=3, color=COLORS[m], label=m, alpha=0.8)
-        lo, hi = np.nanmin(g[["true", "estimate"]].to_numpy()), np.nanmax(g[["true", "estimate"]].to_numpy())
+        lo, hi = (
+            np.nanmin(g[["true", "estimate"]].to_numpy()),
+            np.nanmax(g[["true", "estimate"]].to_numpy()),
+        )
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
         ax.set_title(p, fontsize=9)
         ax.set_xlabel("true")
@@ -171,7 +199,9 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = [format(x, floatfmt) if isinstance(x, (float, np.floating)) else str(x) for x in row]
+        cells = [
+            format(x, floatfmt) if isinstance(x, (float, np.floating)) else str(x) for x in row
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -212,9 +242,17 @@ def compare(
             params[f"{m} se"] = r.se
     stats_rows = []
     for m, r in fits.items():
-        stats_rows.append({"method": m, "NLL": r.nll, "AIC": r.aic, "BIC": r.bic,
-                           "chi-square": chi(r.theta) if _valid(r) else np.nan,
-                           "time (s)": r.time_s, "converged": r.converged})
+        stats_rows.append(
+            {
+                "method": m,
+                "NLL": r.nll,
+                "AIC": r.aic,
+                "BIC": r.bic,
+                "chi-square": chi(r.theta) if _valid(r) else np.nan,
+                "time (s)": r.time_s,
+                "converged": r.converged,
+            }
+        )
     stats = pd.DataFrame(stats_rows)
 
     _plot_histograms(data, fits, out / "rt_histograms.png")
@@ -227,30 +265,63 @@ def compare(
         rec.to_csv(out / "recovery.csv", index=False)
 
     lines = [
-        f"# {title}", "",
-        f"Data: {data.n} trials ({data.n_dropped} dropped by the RT window), "
-        f"condition column `{condition}` with levels {', '.join(_fmt(x) for x in data.levels)}.",
-        f"Spec: `{spec}`; contaminant range {fits['ml'].lapse_range}.", "",
-        "## Estimates", "", _md_table(params), "",
-        "## Fit statistics (each method's estimates scored by the full likelihood and the chi-square)", "",
-        _md_table(stats), "",
+        f"# {title}",
+        "",
+        (
+            f"Data: {data.n} trials ({data.n_dropped} dropped by the RT window), "
+            f"condition column `{condition}` with levels {', '.join(_fmt(x) for x in data.levels)}."
+        ),
+        f"Spec: `{spec}`; contaminant range {fits['ml'].lapse_range}.",
+        "",
+        "## Estimates",
+        "",
+        _md_table(params),
+        "",
+        "## Fit statistics (each method's estimates scored by the full likelihood and the chi-square)",
+        "",
+        _md_table(stats),
+        "",
     ]
     ezt = fits["ez"].ez_per_condition
     if ezt is not None:
         lines += ["## EZ per condition (before mapping onto the spec)", "", _md_table(ezt), ""]
-    lines += ["## Plots", "", "![RT histograms](rt_histograms.png)", "",
-              "![Quantile-probability plot](quantile_probability.png)", ""]
+    lines += [
+        "## Plots",
+        "",
+        "![RT histograms](rt_histograms.png)",
+        "",
+        "![Quantile-probability plot](quantile_probability.png)",
+        "",
+    ]
     if rec is not None:
         summ = []
         for (m, p), g in rec.groupby(["method", "param"], sort=False):
             ok = np.isfinite(g.estimate)
             r = np.corrcoef(g.true[ok], g.estimate[ok])[0, 1] if ok.sum() > 2 else np.nan
-            summ.append({"method": m, "param": p, "r": r, "bias": float(np.mean(g.estimate[ok] - g.true[ok])),
-                         "rmse": float(np.sqrt(np.mean((g.estimate[ok] - g.true[ok]) ** 2)))})
-        lines += [f"## Recovery around the ML estimates ({n_recovery} simulated data sets, {t_rec:.1f} s)", "",
-                  _md_table(pd.DataFrame(summ)), "", "![Recovery](recovery.png)", ""]
-    lines += ["Methods: maximum likelihood with the exact density (Navarro & Fuss 2009); quantile "
-              "chi-square (Ratcliff & Tuerlinckx 2002); EZ-diffusion (Wagenmakers et al. 2007).", ""]
+            summ.append(
+                {
+                    "method": m,
+                    "param": p,
+                    "r": r,
+                    "bias": float(np.mean(g.estimate[ok] - g.true[ok])),
+                    "rmse": float(np.sqrt(np.mean((g.estimate[ok] - g.true[ok]) ** 2))),
+                }
+            )
+        lines += [
+            f"## Recovery around the ML estimates ({n_recovery} simulated data sets, {t_rec:.1f} s)",
+            "",
+            _md_table(pd.DataFrame(summ)),
+            "",
+            "![Recovery](recovery.png)",
+            "",
+        ]
+    lines += [
+        (
+            "Methods: maximum likelihood with the exact density (Navarro & Fuss 2009); quantile "
+            "chi-square (Ratcliff & Tuerlinckx 2002); EZ-diffusion (Wagenmakers et al. 2007)."
+        ),
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -54,7 +54,11 @@ def _decision_times_exact(
 
 
 def _decision_times_euler(
-    rng: np.random.Generator, v: np.ndarray, a: np.ndarray, w: np.ndarray, dt: float,
+    rng: np.random.Generator,
+    v: np.ndarray,
+    a: np.ndarray,
+    w: np.ndarray,
+    dt: float,
     max_time: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(choice, decision time) from Euler steps with a Brownian-bridge crossing test; unit noise."""

@@ -27,13 +27,25 @@ __all__ = ["PARAMS", "ModelSpec", "Rule"]
 PARAMS: tuple[str, ...] = ("v", "a", "z", "t0", "sv", "sz", "st0", "lapse")
 KINDS = ("fixed", "shared", "free", "linear", "affine")
 DEFAULT_RULES: dict[str, str | float] = {
-    "v": "free", "a": "shared", "z": 0.5, "t0": "shared", "sv": 0.0, "sz": 0.0, "st0": 0.0,
+    "v": "free",
+    "a": "shared",
+    "z": 0.5,
+    "t0": "shared",
+    "sv": 0.0,
+    "sz": 0.0,
+    "st0": 0.0,
     "lapse": 0.0,
 }
 # Box bounds in s = 1 units (v, a, sv scale with s); t0's upper bound is set from the data.
 BOUNDS: dict[str, tuple[float, float]] = {
-    "v": (-15.0, 15.0), "a": (0.1, 6.0), "z": (0.05, 0.95), "t0": (0.0, 2.0),
-    "sv": (0.0, 5.0), "sz": (0.0, 0.9), "st0": (0.0, 1.0), "lapse": (0.0, 0.5),
+    "v": (-15.0, 15.0),
+    "a": (0.1, 6.0),
+    "z": (0.05, 0.95),
+    "t0": (0.0, 2.0),
+    "sv": (0.0, 5.0),
+    "sz": (0.0, 0.9),
+    "st0": (0.0, 1.0),
+    "lapse": (0.0, 0.5),
 }
 
 
@@ -45,7 +57,7 @@ class Rule:
     value: float | None = None
 
     @classmethod
-    def parse(cls, name: str, text: str | float | int) -> Rule:
+    def parse(cls, name: str, text: str | float) -> Rule:
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             return cls("fixed", float(text))
         t = str(text).strip().lower()
@@ -136,7 +148,9 @@ class ModelSpec:
     @property
     def is_basic(self) -> bool:
         """True when sv, sz, st0 are fixed at 0: the analytic-gradient path applies."""
-        return all(self.rules[k].kind == "fixed" and self.rules[k].value == 0 for k in ("sv", "sz", "st0"))
+        return all(
+            self.rules[k].kind == "fixed" and self.rules[k].value == 0 for k in ("sv", "sz", "st0")
+        )
 
 
 @dataclass
@@ -228,7 +242,9 @@ class Design:
         bad += float(np.sum(np.maximum(1e-3 - vals["a"], 0.0)))
         bad += float(np.sum(np.maximum(vals["lapse"] - 0.99, 0.0)))
         z, sz = vals["z"], vals["sz"]
-        bad += float(np.sum(np.maximum(sz / 2 - z + 1e-3, 0.0) + np.maximum(z + sz / 2 - 1 + 1e-3, 0.0)))
+        bad += float(
+            np.sum(np.maximum(sz / 2 - z + 1e-3, 0.0) + np.maximum(z + sz / 2 - 1 + 1e-3, 0.0))
+        )
         return bad
 
 

@@ -15,21 +15,63 @@ runner = CliRunner()
 
 def test_simulate_then_fit_then_compare(tmp_path):
     csv = tmp_path / "sim.csv"
-    r = runner.invoke(app, ["simulate", "--out", str(csv), "--n", "300", "--v", "8", "--a", "1.2",
-                            "--t0", "0.3", "--conditions", "0.1,0.3", "--seed", "1"])
+    r = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--out",
+            str(csv),
+            "--n",
+            "300",
+            "--v",
+            "8",
+            "--a",
+            "1.2",
+            "--t0",
+            "0.3",
+            "--conditions",
+            "0.1,0.3",
+            "--seed",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     df = pd.read_csv(csv)
     assert len(df) == 600 and set(df.condition) == {0.1, 0.3} and df.rt.min() > 0.3
 
     for method in ("ml", "chisq", "ez"):
-        r = runner.invoke(app, ["fit", str(csv), "--condition", "condition", "--method", method,
-                                "--spec", "v=linear, a=shared, t0=shared, z=0.5"])
+        r = runner.invoke(
+            app,
+            [
+                "fit",
+                str(csv),
+                "--condition",
+                "condition",
+                "--method",
+                method,
+                "--spec",
+                "v=linear, a=shared, t0=shared, z=0.5",
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert "v_slope" in r.output and "NLL=" in r.output
 
     out = tmp_path / "report"
-    r = runner.invoke(app, ["compare", str(csv), "--condition", "condition", "--spec", "v=linear",
-                            "--out", str(out), "--n-recovery", "2"])
+    r = runner.invoke(
+        app,
+        [
+            "compare",
+            str(csv),
+            "--condition",
+            "condition",
+            "--spec",
+            "v=linear",
+            "--out",
+            str(out),
+            "--n-recovery",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     text = (out / "report.md").read_text()
     for name in ("rt_histograms.png", "quantile_probability.png", "recovery.png"):
@@ -38,8 +80,21 @@ def test_simulate_then_fit_then_compare(tmp_path):
 
 
 def test_fit_shipped_data_and_bad_input(tmp_path):
-    r = runner.invoke(app, ["fit", "roitman", "--where", "monkey == 2 and coh >= 0.128",
-                            "--response", "correct", "--condition", "coh", "--method", "ez"])
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            "roitman",
+            "--where",
+            "monkey == 2 and coh >= 0.128",
+            "--response",
+            "correct",
+            "--condition",
+            "coh",
+            "--method",
+            "ez",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "EZ per condition" in r.output
     bad = tmp_path / "bad.csv"

@@ -23,9 +23,9 @@ CASES = [
 
 def _mass(r: int, case, **kw) -> float:
     v, a, z, t0, sv, sz, st0 = case
-    f = lambda t: float(pdf(t, r, v, a, z, t0, sv, sz, st0, **kw))  # noqa: E731
+    f = lambda t: float(pdf(t, r, v, a, z, t0, sv, sz, st0, **kw))
     kink = t0 + st0 if st0 > 0 else t0 + 0.5
-    opts = dict(epsabs=1e-14, epsrel=1e-13, limit=400)
+    opts = {"epsabs": 1e-14, "epsrel": 1e-13, "limit": 400}
     return quad(f, t0, kink, **opts)[0] + quad(f, kink, np.inf, **opts)[0]
 
 
@@ -36,13 +36,19 @@ def test_density_integrates_to_one_over_both_boundaries(case):
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[4] == 0])
 def test_upper_mass_matches_closed_form(case):
-    v, a, z, *_ , sv, sz, st0 = case
+    v, a, z, *_, sv, sz, _st0 = case
     m = _mass(1, case)
     if sz == 0:
         closed = (1 - np.exp(-2 * v * a * z)) / (1 - np.exp(-2 * v * a))
     else:  # average of the closed form over z ~ U(z +- sz/2)
-        closed = quad(lambda w: (1 - np.exp(-2 * v * a * w)) / (1 - np.exp(-2 * v * a)),
-                      z - sz / 2, z + sz / 2)[0] / sz
+        closed = (
+            quad(
+                lambda w: (1 - np.exp(-2 * v * a * w)) / (1 - np.exp(-2 * v * a)),
+                z - sz / 2,
+                z + sz / 2,
+            )[0]
+            / sz
+        )
     assert abs(m - closed) < 1e-9
     assert abs(float(prob_upper(v, a, z, sv, sz)) - closed) < 1e-9
 
@@ -72,8 +78,13 @@ def test_small_and_large_time_series_agree():
 
 def test_term_counts_follow_error_bounds():
     # Navarro & Fuss: small times need few small-time terms, large times few large-time terms.
-    assert D._nf_terms_small(np.array([0.01]), 1e-12)[0] < D._nf_terms_large(np.array([0.01]), 1e-12)[0]
-    assert D._nf_terms_large(np.array([5.0]), 1e-12)[0] < D._nf_terms_small(np.array([5.0]), 1e-12)[0]
+    assert (
+        D._nf_terms_small(np.array([0.01]), 1e-12)[0]
+        < D._nf_terms_large(np.array([0.01]), 1e-12)[0]
+    )
+    assert (
+        D._nf_terms_large(np.array([5.0]), 1e-12)[0] < D._nf_terms_small(np.array([5.0]), 1e-12)[0]
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -82,7 +93,7 @@ def test_cdf_is_integral_of_density(case):
     for r in (0, 1):
         times = (t0 + 0.15, t0 + st0 + 0.6, t0 + st0 + 2.0) if sv == 0 else (t0 + st0 + 0.6,)
         for t in times:
-            f = lambda x: float(pdf(x, r, v, a, z, t0, sv, sz, st0))  # noqa: E731
+            f = lambda x, r=r: float(pdf(x, r, v, a, z, t0, sv, sz, st0))
             pts = [t0 + st0] if t0 + st0 < t else None
             ref = quad(f, t0, t, epsabs=1e-13, limit=200, points=pts)[0]
             tol = 1e-9 if sv == 0 else 2e-6  # sv in the CDF is Gauss-Hermite over v
@@ -94,8 +105,15 @@ def test_sv_closed_form_matches_integration_over_v():
     for r in (0, 1):
         for t in (0.1, 0.4, 1.3):
             closed = float(np.exp(wiener_logpdf(t, r, v, a, z, sv)))
-            num = quad(lambda x: float(np.exp(wiener_logpdf(t, r, x, a, z))) * norm.pdf(x, v, sv),
-                       v - 12 * sv, v + 12 * sv, epsabs=1e-14, limit=200)[0]
+            num = quad(
+                lambda x, t=t, r=r: (
+                    float(np.exp(wiener_logpdf(t, r, x, a, z))) * norm.pdf(x, v, sv)
+                ),
+                v - 12 * sv,
+                v + 12 * sv,
+                epsabs=1e-14,
+                limit=200,
+            )[0]
             assert closed == pytest.approx(num, rel=1e-9)
 
 
@@ -119,7 +137,7 @@ def test_lapse_mixture_is_explicit_and_normalised():
     case = (1.0, 1.2, 0.5, 0.25, 0.0, 0.0, 0.0)
     total = 0.0
     for r in (0, 1):
-        f = lambda t: float(pdf(t, r, *case, lapse=lapse))  # noqa: E731
+        f = lambda t, r=r: float(pdf(t, r, *case, lapse=lapse))
         total += quad(f, 0, 0.25, epsabs=1e-14)[0] + quad(f, 0.25, 3.0, epsabs=1e-14, limit=200)[0]
         total += quad(f, 3.0, np.inf, epsabs=1e-14)[0]
     assert abs(total - 1.0) < 1e-8
@@ -129,14 +147,17 @@ def test_lapse_mixture_is_explicit_and_normalised():
         Lapse(1.5)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(a=-1.0), "boundary separation a=-1;"),
-    (dict(z=1.2), "relative start z=1.2;"),
-    (dict(sz=0.9, z=0.3), "start-point variability sz=0.9"),
-    (dict(sv=-0.1), "drift variability sv=-0.1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"a": -1.0}, "boundary separation a=-1;"),
+        ({"z": 1.2}, "relative start z=1.2;"),
+        ({"sz": 0.9, "z": 0.3}, "start-point variability sz=0.9"),
+        ({"sv": -0.1}, "drift variability sv=-0.1"),
+    ],
+)
 def test_invalid_parameters_name_the_value(bad, match):
-    args = dict(v=1.0, a=1.0, z=0.5, t0=0.1, sv=0.0, sz=0.0, st0=0.0) | bad
+    args = {"v": 1.0, "a": 1.0, "z": 0.5, "t0": 0.1, "sv": 0.0, "sz": 0.0, "st0": 0.0} | bad
     with pytest.raises(ValueError, match=match):
         logpdf(0.5, 1, **args)
 
@@ -146,13 +167,18 @@ def test_gradient_matches_finite_differences():
     n = 40
     rt = rng.uniform(0.25, 2.5, n)
     up = rng.random(n) < 0.6
-    v, a, z, t0 = rng.normal(1, 1, n), rng.uniform(0.6, 2, n), rng.uniform(0.3, 0.7, n), np.full(n, 0.2)
-    kw = dict(s=1.0, lapse_p=0.03, lapse_density=0.5 / 3)
+    v, a, z, t0 = (
+        rng.normal(1, 1, n),
+        rng.uniform(0.6, 2, n),
+        rng.uniform(0.3, 0.7, n),
+        np.full(n, 0.2),
+    )
+    kw = {"s": 1.0, "lapse_p": 0.03, "lapse_density": 0.5 / 3}
     ll, g = D.logpdf_and_grad(rt, up, v, a, z, t0, **kw)
     np.testing.assert_allclose(ll, logpdf(rt, up, v, a, z, t0, lapse=Lapse(0.03, 0, 3)), atol=1e-12)
     h = 1e-6
     for name in ("v", "a", "z", "t0"):
-        args = dict(v=v, a=a, z=z, t0=t0)
+        args = {"v": v, "a": a, "z": z, "t0": t0}
         args[name] = args[name] + h
         lp = D.logpdf_and_grad(rt, up, **args, **kw)[0]
         args[name] = args[name] - 2 * h

@@ -49,8 +49,13 @@ def test_standard_errors_match_the_sampling_spread():
 
 def test_chisq_and_g2_recover(two_conditions):
     for stat in ("chisq", "g2"):
-        res = fit(two_conditions, condition="cond", spec="v=free, a=shared, t0=shared", method="chisq",
-                  statistic=stat)
+        res = fit(
+            two_conditions,
+            condition="cond",
+            spec="v=free, a=shared, t0=shared",
+            method="chisq",
+            statistic=stat,
+        )
         p = res.params
         assert p["v[easy]"] == pytest.approx(2.0, abs=0.2)
         assert p["v[hard]"] == pytest.approx(0.7, abs=0.15)
@@ -92,8 +97,14 @@ def test_roitman_monkey1_reaches_the_published_optimum():
     # 0.1 < rt < 1.65 s, 2 % uniform lapse on [0, 2] s, z = 1/2; optimum NLL ~205.5 at
     # about (10.3, 1.49, 0.31) with the exact density.
     df = load_roitman(monkey=1)
-    res = fit(df, response="correct", condition="coh", rt_min=0.1, rt_max=1.65,
-              spec="v=linear, a=shared, t0=shared, z=0.5, lapse=0.02, lapse_range=0:2")
+    res = fit(
+        df,
+        response="correct",
+        condition="coh",
+        rt_min=0.1,
+        rt_max=1.65,
+        spec="v=linear, a=shared, t0=shared, z=0.5, lapse=0.02, lapse_range=0:2",
+    )
     assert res.n == 2611
     assert res.nll <= 205.5
     p = res.params
@@ -128,12 +139,15 @@ def test_spec_round_trip_and_errors(tmp_path):
         fit(df, condition="c", spec="v=linear")
 
 
-@pytest.mark.parametrize("column, values, match", [
-    ("rt", [0.5, -0.2, 0.6, 0.7], r"non-positive RTs at rows 1 "),
-    ("rt", [0.5, 0.4, np.nan, 0.7], r"missing/non-numeric RTs at rows 2;"),
-    ("response", [1, 0, 2, 1], r"'response' has values \['2'\] at rows 2;"),
-    ("response", [1, "left", 0, 1], r"values \['left'\] at rows 1;"),
-])
+@pytest.mark.parametrize(
+    "column, values, match",
+    [
+        ("rt", [0.5, -0.2, 0.6, 0.7], r"non-positive RTs at rows 1 "),
+        ("rt", [0.5, 0.4, np.nan, 0.7], r"missing/non-numeric RTs at rows 2;"),
+        ("response", [1, 0, 2, 1], r"'response' has values \['2'\] at rows 2;"),
+        ("response", [1, "left", 0, 1], r"values \['left'\] at rows 1;"),
+    ],
+)
 def test_bad_data_names_the_rows(column, values, match):
     df = pd.DataFrame({"rt": [0.5, 0.4, 0.6, 0.7], "response": [1, 0, 1, 1]})
     df[column] = values
@@ -145,7 +159,9 @@ def test_too_few_trials_names_the_condition():
     df = simulate(60, 1.0, 1.0, t0=0.2, seed=1)
     df["coh"] = 0.1
     df.loc[[3, 7, 9], "coh"] = 0.5
-    with pytest.raises(ValueError, match=r"coh=0.5 has 3 trials \(rows 3, 7, 9\); method 'chisq' needs at least 20"):
+    with pytest.raises(
+        ValueError, match=r"coh=0.5 has 3 trials \(rows 3, 7, 9\); method 'chisq' needs at least 20"
+    ):
         fit(df, condition="coh", method="chisq")
     with pytest.raises(ValueError, match="column 'coherence' not in data"):
         fit(df, condition="coherence")

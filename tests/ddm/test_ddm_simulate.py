@@ -8,14 +8,17 @@ from scipy import stats
 
 from noisecraft.ddm import Lapse, cdf, prob_upper, simulate
 
-FULL = dict(v=1.2, a=1.4, z=0.45, t0=0.3, sv=0.5, sz=0.1, st0=0.1)
+FULL = {"v": 1.2, "a": 1.4, "z": 0.45, "t0": 0.3, "sv": 0.5, "sz": 0.1, "st0": 0.1}
 NO_SV = dict(FULL, sv=0.0)
 
 
-@pytest.mark.parametrize("method, n, PARAMS, kw", [
-    ("exact", 4000, FULL, {}),
-    ("euler", 3000, NO_SV, {"dt": 5e-4}),
-])
+@pytest.mark.parametrize(
+    "method, n, PARAMS, kw",
+    [
+        ("exact", 4000, FULL, {}),
+        ("euler", 3000, NO_SV, {"dt": 5e-4}),
+    ],
+)
 def test_simulated_rts_match_the_density(method, n, PARAMS, kw):
     df = simulate(n, **PARAMS, method=method, seed=11, **kw)
     pu = float(prob_upper(PARAMS["v"], PARAMS["a"], PARAMS["z"], PARAMS["sv"], PARAMS["sz"]))
@@ -26,7 +29,7 @@ def test_simulated_rts_match_the_density(method, n, PARAMS, kw):
         # the model's conditional CDF on a fine grid (it is smooth), interpolated
         grid = np.linspace(PARAMS["t0"], x.max() + 0.01, 120)
         F = cdf(grid, r, **PARAMS) / p
-        ks = stats.kstest(x, lambda q: np.interp(q, grid, F))
+        ks = stats.kstest(x, lambda q, grid=grid, F=F: np.interp(q, grid, F))
         assert ks.pvalue > 1e-3, (method, r, ks)
 
 
@@ -36,7 +39,7 @@ def test_exact_sampler_without_variability():
         x = np.sort(df.rt[df.response == r].to_numpy())
         p = float(prob_upper(-0.8, 2.0, 0.6)) if r else 1 - float(prob_upper(-0.8, 2.0, 0.6))
         F = cdf(x, r, -0.8, 2.0, 0.6, 0.2) / p
-        assert stats.kstest(x, lambda q: np.interp(q, x, F)).pvalue > 1e-3
+        assert stats.kstest(x, lambda q, x=x, F=F: np.interp(q, x, F)).pvalue > 1e-3
 
 
 def test_seeded_and_contaminated():
