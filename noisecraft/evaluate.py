@@ -1,0 +1,34 @@
+"""`noisecraft eval RUN`: sample a trained digits run and score it with the digits metrics
+(noisecraft.metrics.digits) beside the floor; writes eval.json in the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from noisecraft.checkpoint import write_text_atomic
+from noisecraft.sampling import draw, load_run
+
+
+def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, steps: int | None = None,
+                 seed: int = 0, ema: bool = True) -> dict:
+    from noisecraft.metrics.digits import evaluate_digits, floor
+
+    run = load_run(run_dir, ema=ema)
+    if tuple(run.sample_shape) != (1, 8, 8):
+        raise ValueError(f"noisecraft eval scores 8x8 digits runs; this run's samples have shape {run.sample_shape}")
+    x = draw(run, n, solver, steps, seed)
+    result = {
+        "run": str(run_dir), "step": run.step, "solver": solver or run.config.sample.solver,
+        "steps": steps or run.config.sample.steps, "seed": seed, "ema": ema,
+        **evaluate_digits(x), "floor": floor(),
+    }
+    write_text_atomic(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+    return result
+
+
+def format_result(r: dict) -> str:
+    f = r["floor"]
+    return (f"digits-FD {r['digits_fd']:.2f} (floor {f['digits_fd']:.2f}), precision {r['precision']:.3f} "
+            f"(floor {f['precision']:.3f}), recall {r['recall']:.3f} (floor {f['recall']:.3f}), "
+            f"classes {r['class_histogram']}")

@@ -1,0 +1,96 @@
+"""Sampling from a trained run: load its network (EMA weights by default) behind the denoiser contract,
+draw with any solver of `noisecraft.sample`, and write a .npy plus a PNG grid (images) or scatter (2-D)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noisecraft.checkpoint import latest_checkpoint, load_checkpoint
+from noisecraft.config import RunConfig, load_config
+from noisecraft.denoiser import Denoiser
+from noisecraft.solvers import sample
+
+
+@dataclass
+class LoadedRun:
+    config: RunConfig
+    net: torch.nn.Module
+    denoiser: Denoiser
+    sample_shape: tuple[int, ...]
+    is_image: bool
+    step: int
+
+
+def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedRun:
+    """The run's config and network from its latest checkpoint (EMA weights unless ema=False)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{str(run_dir)!r} is not a run directory: expected config.yaml (made by `noisecraft train`)")
+    config = load_config(run_dir / "config.yaml")
+    info = json.loads((run_dir / "data.json").read_text())
+    path = latest_checkpoint(run_dir / "checkpoints")
+    if path is None:
+        raise ValueError(f"{str(run_dir)!r} has no checkpoint yet: train it first")
+    group = "ema" if ema else "model"
+    tensors, meta = load_checkpoint(path, groups=(group,))
+    shape = tuple(info["sample_shape"])
+    net = config.model.build(shape, config.loss.time_input)
+    state = net.state_dict()
+    state.update(tensors[group])  # EMA holds the floating-point tensors; integer buffers stay as built
+    net.load_state_dict(state)
+    net = net.to(device).eval()
+    return LoadedRun(config, net, config.loss.denoiser(net), shape, info["is_image"], meta["step"])
+
+
+def clipped(denoiser: Denoiser, clip: float | None) -> Any:
+    """x0_hat bounded to [-clip, clip] (Ho et al. 2020's clipping of the clean estimate); identity if None."""
+    if clip is None:
+        return denoiser
+
+    def denoise(x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+        return denoiser(x, t, cond).clamp(-clip, clip)
+
+    return denoise
+
+
+@torch.no_grad()
+def draw(run: LoadedRun, n: int, solver: str | None = None, steps: int | None = None, seed: int = 0,
+         clip: float | None | str = "config", progress: bool = False) -> Tensor:
+    """n samples (float32, on CPU) in one batch; sample i depends only on (seed, i) (noisecraft.noise)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    cfg = run.config.sample
+    clip = cfg.clip if clip == "config" else clip
+    device = next(run.net.parameters()).device
+    x = sample(clipped(run.denoiser, clip), run.denoiser.schedule, solver=solver or cfg.solver,
+               steps=steps or cfg.steps, shape=(n, *run.sample_shape), grid=cfg.grid,
+               generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
+    return x.float().cpu()
+
+
+def write_samples(x: Tensor, out: str | Path, is_image: bool, reference: np.ndarray | None = None) -> Path:
+    """Write x as .npy or as a PNG (grid for images, scatter for points), chosen by out's suffix."""
+    from noisecraft.plots import save_image_grids, save_scatter
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arr = x.numpy()
+    if out.suffix == ".npy":
+        np.save(out, arr)
+    elif out.suffix == ".png":
+        if is_image:
+            panels = [("samples", arr[:100])] + ([("real data", reference[:100])] if reference is not None else [])
+            save_image_grids(out, panels)
+        else:
+            panels = [("samples", arr)] + ([("real data", reference[: len(arr)])] if reference is not None else [])
+            save_scatter(out, panels)
+    else:
+        raise ValueError(f"output {str(out)!r} must end in .png or .npy")
+    return out
