@@ -7,15 +7,17 @@ time ``t0``. Responses are coded 1 = upper boundary, 0 = lower boundary.
 
 * Density: Navarro & Fuss (2009), "Fast and accurate calculations for first-passage
   times in Wiener diffusion models", J. Math. Psych. 53:222-230. The small-time series
-  (their eq. 6) and large-time series (eq. 5) are each truncated by their error bounds
-  and the cheaper series is chosen per point, as in their Fig. 4 algorithm.
-* Across-trial drift variability ``sv`` in closed form (e.g. Blurton, Kesselmeier &
-  Gondan 2012, J. Math. Psych. 56:470, eq. 11); starting-point variability ``sz``
-  (uniform, width ``sz`` in units of ``a``) and non-decision-time variability ``st0``
-  (uniform on ``[t0, t0 + st0]``) by Gauss quadrature; the ``st0`` density is the exact
-  difference quotient of the CDF, so it stays normalised.
-* CDF: small-time series in normal CDFs (the image series integrated term by term,
-  Blurton et al. 2012, eq. 8-9) and the large-time eigenfunction series.
+  and the large-time series are each truncated by their error bounds and the series
+  that needs fewer terms is chosen per point, as in their algorithm.
+* Across-trial drift variability ``sv`` in closed form (the normal mixture over v
+  integrates analytically; e.g. Blurton, Kesselmeier & Gondan 2017, J. Math. Psych.
+  76:7); starting-point variability ``sz`` (uniform, width ``sz`` in units of ``a``) and
+  non-decision-time variability ``st0`` (uniform on ``[t0, t0 + st0]``) by Gauss
+  quadrature. Without ``sv`` the ``st0`` density is the exact difference quotient of the
+  CDF, so it stays normalised; with ``sv`` it is Gauss-Legendre over the ``st0`` range.
+* CDF: small-time series in normal CDFs (the image series integrated term by term;
+  Blurton, Kesselmeier & Gondan 2012, J. Math. Psych. 56:470) and the large-time
+  eigenfunction series; ``sv`` in the CDF by Gauss-Hermite quadrature.
 * Contaminants: a :class:`Lapse` mixture with an explicit probability.
 
 Units: ``s = 1`` by default. Ratcliff's convention ``s = 0.1`` is available through
@@ -51,7 +53,7 @@ _U_SPLIT_CDF = 1.0
 @dataclass(frozen=True)
 class Lapse:
     """Contaminant trials: with probability ``p`` the RT is uniform on ``[lo, hi]`` and the
-    response is upper with probability ``p_upper`` (Ratcliff & Tuerlinckx 2002, sec. 4)."""
+    response is upper with probability ``p_upper`` (as in Ratcliff & Tuerlinckx 2002)."""
 
     p: float
     lo: float = 0.0
@@ -106,7 +108,7 @@ def _check_params(a: np.ndarray, z: np.ndarray, sv: np.ndarray, sz: np.ndarray) 
 
 
 def _nf_terms_small(u: np.ndarray, eps: float) -> np.ndarray:
-    """Terms needed by the small-time series for error < eps, Navarro & Fuss (2009) eq. 7."""
+    """Terms needed by the small-time series for error < eps, Navarro & Fuss (2009) small-time bound."""
     c = 2.0 * np.sqrt(2.0 * np.pi * u) * eps
     with np.errstate(divide="ignore", invalid="ignore"):
         ks = 2.0 + np.sqrt(np.maximum(-2.0 * u * np.log(c), 0.0))
@@ -115,7 +117,7 @@ def _nf_terms_small(u: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _nf_terms_large(u: np.ndarray, eps: float) -> np.ndarray:
-    """Terms needed by the large-time series for error < eps, Navarro & Fuss (2009) eq. 8."""
+    """Terms needed by the large-time series for error < eps, Navarro & Fuss (2009) large-time bound."""
     c = np.pi * u * eps
     floor = 1.0 / (np.pi * np.sqrt(u))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -124,7 +126,7 @@ def _nf_terms_large(u: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _log_g_small(u: np.ndarray, w: np.ndarray, n_terms: int) -> np.ndarray:
-    """log f(u | 0, 1, w), small-time series, Navarro & Fuss (2009) eq. 6.
+    """log f(u | 0, 1, w), small-time series of Navarro & Fuss (2009).
 
     The k = 0 factor exp(-w^2 / 2u) is pulled out of the sum so that it never underflows.
     """
@@ -135,7 +137,7 @@ def _log_g_small(u: np.ndarray, w: np.ndarray, n_terms: int) -> np.ndarray:
 
 
 def _log_g_large(u: np.ndarray, w: np.ndarray, n_terms: int) -> np.ndarray:
-    """log f(u | 0, 1, w), large-time series, Navarro & Fuss (2009) eq. 5 (k = 1 factor pulled out)."""
+    """log f(u | 0, 1, w), large-time series of Navarro & Fuss (2009) (k = 1 factor pulled out)."""
     k = np.arange(1, n_terms + 1, dtype=float)
     s = np.sum(
         k * np.exp(-(k**2 - 1.0) * np.pi**2 * u[:, None] / 2.0) * np.sin(k * np.pi * w[:, None]),
@@ -163,7 +165,7 @@ def _log_g(u: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 def _log_lower_density(
     t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, eps: float
 ) -> np.ndarray:
-    """log density of hitting 0 at decision time t > 0, unit noise; sv closed form, Blurton et al. (2012) eq. 11."""
+    """log density of hitting 0 at decision time t > 0, unit noise; sv in closed form (Blurton et al. 2017)."""
     u = t / a**2
     log_g = _log_g(u, w, eps)
     one = 1.0 + sv**2 * t
@@ -189,7 +191,7 @@ def wiener_logpdf(
     *,
     eps: float = 1e-12,
 ) -> np.ndarray:
-    """log of the defective first-passage density at decision time t (unit noise), Navarro & Fuss (2009) eq. 4-6."""
+    """log of the defective first-passage density at decision time t (unit noise), Navarro & Fuss (2009)."""
     shape, (t, r, v, a, z, sv) = _flat(t, response, v, a, z, sv)
     _check_params(a, z, sv, np.zeros_like(a))
     upper = r > 0.5
@@ -202,7 +204,7 @@ def wiener_logpdf(
 
 
 def _prob_lower_unit(v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """P(hit 0 first) for unit noise: (e^{-2vaw} - e^{-2va}) / (1 - e^{-2va}) (Cox & Miller 1965, eq. 5.36)."""
+    """P(hit 0 first) for unit noise: (e^{-2vaw} - e^{-2va}) / (1 - e^{-2va}) (gambler's ruin for a Wiener process, Cox & Miller 1965)."""
     x = 2.0 * v * a
     xa = np.abs(x)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -211,7 +213,7 @@ def _prob_lower_unit(v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _cdf_lower_small(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """P(T <= t, lower), image series in normal CDFs (Blurton et al. 2012, eq. 8); for t/a^2 <~ 1."""
+    """P(T <= t, lower), image series in normal CDFs (Blurton et al. 2012); for t/a^2 <~ 1."""
     u_max = float(np.max(t / a**2))
     n = int(np.ceil((np.sqrt(2.0 * 40.0 * u_max) + 1.0) / 2.0)) + 1
     k = np.arange(-n, n + 1, dtype=float)
@@ -228,7 +230,7 @@ def _cdf_lower_small(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray)
 
 
 def _surv_lower_large(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """P(T > t, lower) from the eigenfunction series (the integral of Navarro & Fuss eq. 5); for t/a^2 >~ 1."""
+    """P(T > t, lower) from the eigenfunction series (the large-time density series integrated); for t/a^2 >~ 1."""
     u_min = float(np.min(t / a**2))
     n = int(np.ceil(np.sqrt(2.0 * 40.0 / (np.pi**2 * u_min)))) + 2
     k = np.arange(1, n + 1, dtype=float)
@@ -267,7 +269,7 @@ def _cdf_surv_lower(
 def wiener_cdf(
     t: ArrayLike, response: ArrayLike, v: ArrayLike, a: ArrayLike, z: ArrayLike = 0.5
 ) -> np.ndarray:
-    """Defective CDF P(T <= t, response) of the decision time (unit noise), Blurton et al. (2012) eq. 8."""
+    """Defective CDF P(T <= t, response) of the decision time (unit noise), Blurton et al. (2012)."""
     shape, (t, r, v, a, z) = _flat(t, response, v, a, z)
     _check_params(a, z, np.zeros_like(a), np.zeros_like(a))
     vv, ww = _reflect(r > 0.5, v, z)
@@ -356,7 +358,7 @@ def logpdf(
     lapse: Lapse | None = None,
     eps: float = 1e-12,
 ) -> np.ndarray:
-    """log density of (rt, response) under the Ratcliff model (v, a, z, t0, sv, sz, st0), Navarro & Fuss (2009) eq. 4."""
+    """log density of (rt, response) under the Ratcliff model (v, a, z, t0, sv, sz, st0), Navarro & Fuss (2009)."""
     shape, (rt, r, v, a, z, t0, sv, sz, st0) = _flat(rt, response, v, a, z, t0, sv, sz, st0)
     if not s > 0:
         raise ValueError(f"noise scale s={s!r}; expected s > 0")
@@ -423,7 +425,7 @@ def cdf(
     s: float = 1.0,
     lapse: Lapse | None = None,
 ) -> np.ndarray:
-    """Defective CDF P(RT <= rt, response) of the Ratcliff model, Blurton et al. (2012) eq. 8 with quadrature for sv, sz, st0."""
+    """Defective CDF P(RT <= rt, response) of the Ratcliff model, Blurton et al. (2012) with quadrature for sv, sz, st0."""
     shape, (rt, r, v, a, z, t0, sv, sz, st0) = _flat(rt, response, v, a, z, t0, sv, sz, st0)
     v, a, sv = v / s, a / s, sv / s
     _check_params(a, z, sv, sz)
@@ -464,7 +466,7 @@ def prob_upper(
     *,
     s: float = 1.0,
 ) -> np.ndarray:
-    """P(upper response) = (1 - e^{-2vaz/s^2}) / (1 - e^{-2va/s^2}) (Cox & Miller 1965, eq. 5.36); sv, sz by quadrature."""
+    """P(upper response) = (1 - e^{-2vaz/s^2}) / (1 - e^{-2va/s^2}) (gambler's ruin for a Wiener process, Cox & Miller 1965); sv, sz by quadrature."""
     shape, (v, a, z, sv, sz) = _flat(v, a, z, sv, sz)
     v, a, sv = v / s, a / s, sv / s
     _check_params(a, z, sv, sz)
@@ -482,7 +484,7 @@ def prob_upper(
 def _g_derivs(
     u: np.ndarray, w: np.ndarray, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(log g, d log g / du, d log g / dw) for f(u | 0, 1, w), Navarro & Fuss (2009) eq. 5-6 differentiated term by term."""
+    """(log g, d log g / du, d log g / dw) for f(u | 0, 1, w), Navarro & Fuss (2009) series differentiated term by term."""
     lg = np.empty_like(u)
     du = np.empty_like(u)
     dw = np.empty_like(u)
@@ -528,7 +530,7 @@ def logpdf_and_grad(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """log density of the 4-parameter model (v, a, z, t0) plus a lapse mixture, and its partials per trial.
 
-    The partials follow from differentiating Navarro & Fuss (2009) eq. 4:
+    The partials follow from differentiating the Navarro & Fuss (2009) density:
     log f = -v'aw' - v'^2 t/2 - 2 log a + log g(t/a^2, w'), with v' = -v, w' = 1 - z for
     upper responses. ``lapse_density`` is the contaminant density per unit probability
     (e.g. 0.5 / (hi - lo) inside the range); returned keys: v, a, z, t0, lapse.

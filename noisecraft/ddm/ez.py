@@ -1,11 +1,11 @@
 """EZ-diffusion: drift, boundary and non-decision time from three summary statistics.
 
 Wagenmakers, van der Maas & Grasman (2007), "An EZ-diffusion model for response time
-and accuracy", Psychonomic Bulletin & Review 14:3-22, eq. 4-9. Inputs are the
+and accuracy", Psychonomic Bulletin & Review 14:3-22. Inputs are the
 proportion correct Pc, the variance VRT and the mean MRT of the correct RTs; z = 1/2
 and no across-trial variability are assumed.
 
-Edge corrections (their sec. "Edge correction"): Pc = 1 is replaced by 1 - 1/(2n) and
+Edge corrections (as they suggest): Pc = 1 is replaced by 1 - 1/(2n) and
 Pc = 0 by 1/(2n), n being the number of trials. At Pc = 1/2 the formulas are 0/0; the
 exact limit v -> 0 is used instead: a = s (24 VRT)^(1/4) (the variance of the exit time
 of a driftless walk started mid-way is a^4 / (24 s^4)) and MDT = a^2 / (4 s^2).
@@ -37,7 +37,7 @@ class EZResult:
 
 
 def ez(pc: float, vrt: float, mrt: float, *, n: int | None = None, s: float = 1.0) -> EZResult:
-    """EZ-diffusion estimates (v, a, t0), Wagenmakers et al. (2007) eq. 5-9."""
+    """EZ-diffusion estimates (v, a, t0), the EZ equations of Wagenmakers et al. (2007)."""
     if not 0.0 <= pc <= 1.0:
         raise ValueError(f"proportion correct pc={pc!r}; expected 0 <= pc <= 1")
     if not (np.isfinite(vrt) and vrt > 0):
@@ -69,7 +69,7 @@ def ez(pc: float, vrt: float, mrt: float, *, n: int | None = None, s: float = 1.
 
 
 def ez_from_data(rt: ArrayLike, correct: ArrayLike, *, s: float = 1.0) -> EZResult:
-    """EZ estimates from raw trials: Pc, and VRT, MRT of the correct RTs (Wagenmakers et al. 2007, eq. 4)."""
+    """EZ estimates from raw trials: Pc, and VRT, MRT of the correct RTs (Wagenmakers et al. 2007)."""
     rt = np.asarray(rt, dtype=float)
     correct = np.asarray(correct) > 0.5
     n = rt.size

@@ -6,7 +6,7 @@
   point of a scrambled Sobol design over the parameter box, which doubles as a global
   check. Standard errors come from the inverse Hessian; AIC = 2k + 2 NLL,
   BIC = k ln n + 2 NLL.
-* ``method="chisq"``: Ratcliff & Tuerlinckx (2002), Psychon. Bull. Rev. 9:438, eq. 1: per
+* ``method="chisq"``: Ratcliff & Tuerlinckx (2002), Psychon. Bull. Rev. 9:438: per
   condition and response, bins at the .1/.3/.5/.7/.9 quantiles of the observed RTs
   (only the median when a response has fewer than 11 trials, one bin when it has none);
   the statistic is sum N (o - p)^2 / p or G^2 = 2 sum N o log(o / p).
@@ -512,7 +512,7 @@ def fit(
     statistic: str = "chisq",
     seed: int = 0,
 ) -> FitResult:
-    """Fit the DDM by maximum likelihood ("ml"), quantile chi-square/G^2 ("chisq", Ratcliff & Tuerlinckx 2002 eq. 1) or EZ ("ez")."""
+    """Fit the DDM by maximum likelihood ("ml"), quantile chi-square/G^2 ("chisq", Ratcliff & Tuerlinckx 2002) or EZ ("ez")."""
     with _blas_one_thread():
         return _fit(
             data,
@@ -623,8 +623,21 @@ def _fit(
 
     se_vec = None
     if se and method == "ml":
-        grad = (lambda th: prob.nll_grad(th)[1]) if prob.basic else None
-        se_vec = _standard_errors(_hessian(prob.nll, x, grad))
+        # Parameters on a bound (e.g. a lapse probability at 0) get no SE: the likelihood
+        # is not locally quadratic there, and difference steps would leave the box.
+        h = 1e-4 * np.maximum(1.0, np.abs(x))
+        inner = np.flatnonzero((x - 2 * h > prob.design.lower) & (x + 2 * h < prob.design.upper))
+        se_vec = np.full(x.size, np.nan)
+        if inner.size:
+
+            def full(sub: np.ndarray) -> np.ndarray:
+                th = x.copy()
+                th[inner] = sub
+                return th
+
+            grad = (lambda sub: prob.nll_grad(full(sub))[1][inner]) if prob.basic else None
+            H = _hessian(lambda sub: prob.nll(full(sub)), x[inner], grad)
+            se_vec[inner] = _standard_errors(H)
     nll = fval if method == "ml" else -float(np.sum(prob.loglik_trials(x)))
     return FitResult(
         method,

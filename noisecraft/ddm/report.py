@@ -6,7 +6,7 @@ Writes ``report.md`` and three figures:
   densities, with each method's fitted density (Navarro & Fuss 2009).
 * ``quantile_probability.png``: the .1/.3/.5/.7/.9 RT quantiles of each response against
   its probability per condition (the quantile-probability plot of Ratcliff & McKoon
-  2008, Neural Comput. 20:873, Fig. 5), data as points, models as lines.
+  2008, Neural Comput. 20:873), data as points, models as lines.
 * ``recovery.png``: a small recovery study around the ML estimates: parameters drawn
   within +-30 % of them, data sets simulated with the same design and trial counts, and
   refitted by every method (true against estimated).

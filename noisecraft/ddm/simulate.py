@@ -2,15 +2,14 @@
 
 Two samplers, both vectorised over trials and seeded:
 
-* ``method="exact"`` (default): the choice is drawn from P(upper) (Cox & Miller 1965,
-  eq. 5.36) and the decision time by inverting the conditional first-passage CDF
-  (Blurton, Kesselmeier & Gondan 2012) with bisection, so the draws are exact up to
-  floating point.
+* ``method="exact"`` (default): the choice is drawn from P(upper) (Cox & Miller 1965)
+  and the decision time by inverting the conditional first-passage CDF (Blurton,
+  Kesselmeier & Gondan 2012) with bisection, so the draws are exact up to floating point.
 * ``method="euler"``: an independent check. Euler steps of the Wiener process with a
   Brownian-bridge crossing test at both boundaries; the bridge law does not depend on
   the drift, so a crossing inside a step is caught with its exact probability
-  exp(-2 (b - x_0)(b - x_1) / (s^2 dt)) (e.g. Glasserman 2004, sec. 6.4). The crossing
-  time is placed mid-step (error <= dt / 2).
+  exp(-2 (b - x_0)(b - x_1) / (s^2 dt)) (e.g. Glasserman 2004, Monte Carlo Methods in
+  Financial Engineering). The crossing time is placed mid-step (error <= dt / 2).
 
 Across-trial variability: v ~ N(v, sv^2), z ~ U(z +- sz/2), t0 ~ U(t0, t0 + st0).
 Contaminant trials (``lapse``) replace the trial by a uniform RT with a random response.

@@ -165,3 +165,40 @@ def test_too_few_trials_names_the_condition():
         fit(df, condition="coh", method="chisq")
     with pytest.raises(ValueError, match="column 'coherence' not in data"):
         fit(df, condition="coherence")
+
+
+def test_quantile_bins_fall_back_with_few_errors():
+    import importlib
+
+    F = importlib.import_module("noisecraft.ddm.fit")
+    df = pd.DataFrame(
+        {
+            "rt": np.r_[np.linspace(0.4, 1.0, 40), [0.5, 0.6, 0.7], np.linspace(0.4, 1.0, 30)],
+            "response": np.r_[np.ones(40), np.zeros(3), np.ones(30)].astype(int),
+            "c": ["x"] * 43 + ["y"] * 30,
+        }
+    )
+    bins = F._QuantileBins(prepare(df, "rt", "response", "c"))
+    sizes = {(k, r): obs for k, r, _, obs, _ in bins.groups}
+    assert len(sizes[(0, 1)]) == 6  # .1/.3/.5/.7/.9 quantiles
+    assert len(sizes[(0, 0)]) == 2  # 3 errors: median only
+    assert len(sizes[(1, 0)]) == 1 and sizes[(1, 0)][0] == 0  # no errors: one bin, observed 0
+    assert sum(sizes[(0, 1)]) + sum(sizes[(0, 0)]) == pytest.approx(1.0)
+
+
+def test_ratcliff_noise_scale_in_a_fit():
+    d = simulate(1000, 0.15, 0.11, 0.5, 0.3, s=0.1, seed=9)
+    r1 = fit(d, spec="v=shared, s=0.1", se=False)
+    r2 = fit(d, spec="v=shared", se=False)
+    assert r1.params["v"] == pytest.approx(r2.params["v"] / 10, rel=1e-4)
+    assert r1.params["a"] == pytest.approx(r2.params["a"] / 10, rel=1e-4)
+    assert r1.nll == pytest.approx(r2.nll, abs=1e-6)
+
+
+def test_st0_free_fits_uniform_nondecision_time():
+    d = simulate(800, 1.5, 1.2, 0.5, 0.25, st0=0.2, seed=8)
+    base = fit(d, spec="v=shared", se=False, n_starts=2)
+    full = fit(d, spec="v=shared, st0=shared", se=False, n_starts=2)
+    assert full.nll < base.nll - 2
+    assert full.params["st0"] == pytest.approx(0.2, abs=0.08)
+    assert full.params["t0"] == pytest.approx(0.25, abs=0.04)
