@@ -48,6 +48,7 @@ SOLVERS: dict[str, SolverSpec] = {
     "dpm++1m": SolverSpec(multistep, {"order": 1}, order=1, doc="DPM-Solver++ first order (= DDIM)"),
     "dpm++2m": SolverSpec(multistep, {"order": 2}, order=2, doc="DPM-Solver++(2M) (Lu et al. 2022b)"),
     "dpm++3m": SolverSpec(multistep, {"order": 3}, order=3, doc="DPM-Solver++(3M) (Lu et al. 2022b)"),
+    "unipc": SolverSpec(multistep, {"order": 2, "corrector": True}, order=3, doc="DPM-Solver++(2M) + UniPC-style corrector"),
     "dpm2s": SolverSpec(singlestep_2s, nfe_per_step=2, order=2, doc="DPM-Solver-2 singlestep (Lu et al. 2022a)"),
     "dpm++2s": SolverSpec(singlestep_pp2s, nfe_per_step=2, order=2, doc="DPM-Solver++(2S) (Lu et al. 2022b)"),
     "rk45": SolverSpec(rk45, nfe_per_step=0, order=5, doc="adaptive Dormand-Prince on the PF-ODE (torchdiffeq)"),

@@ -50,12 +50,39 @@ def exponential_step(x: Tensor, s: Point, t: Point, x0_terms: Tensor) -> Tensor:
     return (t.sigma / s.sigma) * x + t.alpha * x0_terms
 
 
-def phi(h: float) -> tuple[float, float, float]:
-    """phi_1, phi_2, phi_3 with e^-h int_0^h e^u u^k / k! du = phi_{k+1}: the weights of x0, x0' and x0''."""
-    phi1 = -math.expm1(-h)
-    phi2 = h - phi1
-    phi3 = 0.5 * h * h - phi2
-    return phi1, phi2, phi3
+def phi(h: float, count: int = 3) -> list[float]:
+    """phi_1..phi_count with phi_{k+1} = e^-h int_0^h e^u u^k / k! du: the weights of x0, x0', x0'', ...
+
+    phi_1 = 1 - e^-h and phi_{k+1} = h^k / k! - phi_k (integration by parts).
+    """
+    values = [-math.expm1(-h)]
+    for k in range(1, count):
+        values.append(h**k / math.factorial(k) - values[-1])
+    return values
+
+
+def taylor_weights(etas: list[float], eta_ref: float) -> list[list[float]]:
+    """W with P^(k)(eta_ref) = sum_j W[k][j] D_j for the polynomial P through (eta_j, D_j).
+
+    Solves the Vandermonde system sum_k c_k u_j^k / k! = D_j, u_j = eta_j - eta_ref, in float64.
+    """
+    import numpy as np
+
+    u = np.asarray(etas, dtype=np.float64) - eta_ref
+    vandermonde = np.stack([u**k / math.factorial(k) for k in range(len(etas))], axis=1)
+    return np.linalg.inv(vandermonde).tolist()
+
+
+def exponential_taylor_step(x: Tensor, s: Point, t: Point, points: list[tuple[float, Tensor]]) -> Tensor:
+    """One exponential-integrator step from s to t with x0_hat(eta) replaced by the polynomial through
+    `points` [(eta_j, x0_j)] expanded at eta_s: x_t = (sigma_t/sigma_s) x_s + alpha_t sum_k phi_{k+1}(h) P^(k)(eta_s)."""
+    weights = taylor_weights([eta for eta, _ in points], s.eta)
+    phis = phi(t.eta - s.eta, len(points))
+    terms = None
+    for k, phi_k in enumerate(phis):
+        coefficient = sum(w * d for w, (_, d) in zip(weights[k], points))
+        terms = phi_k * coefficient if terms is None else terms + phi_k * coefficient
+    return exponential_step(x, s, t, terms)
 
 
 def posterior_std(s: Point, t: Point) -> float:

@@ -17,41 +17,34 @@ from torch import Tensor
 
 from noisecraft.noise import Generator
 from noisecraft.schedules import Schedule
-from noisecraft.solvers._steps import Point, eps_of, exponential_step, phi, point
+from noisecraft.solvers._steps import Point, eps_of, exponential_step, exponential_taylor_step, phi, point
 
 
-def _taylor_terms(history: list[tuple[float, Tensor]]) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """(x0, dx0/deta, d2x0/deta2) at the newest point from Newton divided differences of the history."""
-    (eta0, d0) = history[-1]
-    if len(history) == 1:
-        return d0, None, None
-    (eta1, d1) = history[-2]
-    f01 = (d0 - d1) / (eta0 - eta1)
-    if len(history) == 2:
-        return d0, f01, None
-    (eta2, d2) = history[-3]
-    f12 = (d1 - d2) / (eta1 - eta2)
-    f012 = (f01 - f12) / (eta0 - eta2)
-    return d0, f01 + f012 * (eta0 - eta1), 2.0 * f012
+def multistep(
+    denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None,
+    order: int = 2, corrector: bool = False,
+) -> Tensor:
+    """DPM-Solver++(kM), k = order in {1, 2, 3}, one evaluation per step, warming up with lower orders.
 
-
-def multistep(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None, order: int = 2) -> Tensor:
-    """DPM-Solver++(kM), k = order in {1, 2, 3}; one evaluation per step; warms up with lower orders."""
+    corrector=True adds the UniPC idea (Zhao et al. 2023): once x0_hat is evaluated at the newly reached
+    point, the step that led there is redone with a polynomial through that point too (an exponential
+    Adams-Moulton step of order k + 1), and the evaluation is reused, so the NFE is unchanged. The weights
+    are the exact phi-function integrals of the interpolating polynomial (not UniPC's B(h) variants).
+    The last interval has no corrector: its evaluation is the driver's final clean estimate.
+    """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     history: list[tuple[float, Tensor]] = []
+    previous: tuple[Point, Tensor] | None = None  # (point, state) one grid time back, for the corrector
     for s_time, t_time in zip(times[:-1], times[1:]):
         s, t = point(schedule, s_time), point(schedule, t_time)
-        history.append((s.eta, denoise(x, s.t)))
-        history = history[-order:]
-        x0, d1, d2 = _taylor_terms(history)
-        phi1, phi2, phi3 = phi(t.eta - s.eta)
-        terms = phi1 * x0
-        if d1 is not None:
-            terms = terms + phi2 * d1
-        if d2 is not None:
-            terms = terms + phi3 * d2
-        x = exponential_step(x, s, t, terms)
+        x0_s = denoise(x, s.t)
+        if corrector and previous is not None:
+            r, x_r = previous
+            x = exponential_taylor_step(x_r, r, s, [(s.eta, x0_s)] + history[-order:])
+        history = (history + [(s.eta, x0_s)])[-order:]
+        previous = (s, x)
+        x = exponential_taylor_step(x, s, t, history[::-1])
     return x
 
 
