@@ -10,8 +10,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Diffusion mo
 def _register_subapps() -> None:
     """Attach sub-command groups; each lives in its own module so the CLI stays one file per concept."""
     from noisecraft.ddm.cli import app as ddm_app
+    from noisecraft.tabular.cli import app as tabular_app
 
     app.add_typer(ddm_app, name="ddm", help="The drift-diffusion model of decisions (response times).")
+    app.add_typer(tabular_app, name="tabular", help="Synthetic tables: fit, sample, evaluate fidelity, utility, privacy.")
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Synthetic tables: mixed-type tabular diffusion (numeric Gaussian + categorical discrete diffusion)."""
