@@ -1,7 +1,149 @@
-"""`noisecraft tabular ...` commands."""
+"""`noisecraft tabular ...` commands: fit a table, sample a synthetic one, evaluate it against the real one.
+
+`fit` trains on the fixed 80% train split of the CSV (noisecraft.tabular.data.split_table) unless
+`--test-size 0`, and `eval` tests on the 20% part of the same CSV, so the two commands run on the same
+file give honest held-out numbers.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
+
+
+def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        for part in item.split(","):
+            if "=" not in part:
+                _fail(f"{what} expects column=value, got {part!r}")
+            key, value = part.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _typed_value(model, column: str, text: str):
+    """A --where value read as the column's own type (so 'survived=1' fixes the integer 1)."""
+    if column not in model.schema.names:
+        _fail(f"cannot fix column {column!r}: not in the table; columns are {model.schema.names}")
+    spec = model.schema.column(column)
+    if text.lower() in ("nan", "na", "none", ""):
+        return None
+    if spec.kind == "numeric":
+        return text
+    for value in spec.categories:
+        if str(value) == text or (spec.value_type == "bool" and str(value).lower() == text.lower()):
+            return value
+    _fail(f"column {column!r} has no category {text!r}; expected one of {spec.categories}")
+
+
+@app.command()
+def fit(
+    data: Path = typer.Argument(..., help="CSV file with a header row."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the model in."),
+    target: str = typer.Option(None, help="Target column (validated, stratifies the split, default for --balance)."),
+    minutes: float = typer.Option(None, help="Wall-clock training budget in minutes."),
+    steps: int = typer.Option(None, help="Optimiser steps (default 4000 when --minutes is not given)."),
+    test_size: float = typer.Option(0.2, help="Share of rows held out for `eval` (0 trains on all rows)."),
+    types: list[str] = typer.Option([], "--type", help="Override a column's kind: column=numeric|categorical|constant."),
+    drop: list[str] = typer.Option([], help="Column to leave out (repeatable), e.g. a re-spelled target."),
+    width: int = typer.Option(256, help="MLP width."),
+    depth: int = typer.Option(3, help="MLP residual blocks."),
+    seed: int = typer.Option(0, help="Training seed."),
+) -> None:
+    """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
+    from noisecraft.tabular.data import split_table
+    from noisecraft.tabular.model import TabularConfig, TabularDiffusion
+    from noisecraft.tabular.schema import check_table, read_table
+
+    try:
+        frame = read_table(data)
+        unknown = [c for c in drop if c not in frame.columns]
+        if unknown:
+            _fail(f"--drop names column(s) {unknown} that are not in the table; columns are {list(frame.columns)}")
+        frame = frame.drop(columns=list(drop))
+        check_table(frame, target)
+        train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
+        model = TabularDiffusion(TabularConfig(width=width, depth=depth))
+        model.fit(train, target=target, types=_parse_pairs(types, "--type"), minutes=minutes, steps=steps, seed=seed)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    model.save(out)
+    (out / "fit.json").write_text(json.dumps({"data": str(data), "test_size": test_size, "drop": list(drop),
+                                              "rows": len(train)}, indent=1))
+    typer.echo(f"fitted {len(train)} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
+               f"({model.stats.steps} steps, final loss {model.stats.loss:.4f}); saved to {out}")
+
+
+@app.command()
+def sample(
+    model_dir: Path = typer.Argument(..., help="Folder written by `noisecraft tabular fit`."),
+    n: int = typer.Option(1000, "--n", help="Number of rows."),
+    out: Path = typer.Option(..., "--out", help="Output CSV."),
+    where: list[str] = typer.Option([], help="Fix column values, e.g. --where species=Adelie (repeatable)."),
+    balance: str = typer.Option(None, help="Spread a categorical column's classes evenly (e.g. the target)."),
+    seed: int = typer.Option(0, help="Sampling seed: row i depends only on (seed, i)."),
+    steps: int = typer.Option(None, help="Reverse-process steps (default: the model's, 100)."),
+) -> None:
+    """Sample a synthetic table with the training table's columns and types."""
+    from noisecraft.tabular.model import TabularDiffusion
+
+    try:
+        model = TabularDiffusion.load(model_dir)
+        fixed = {k: _typed_value(model, k, v) for k, v in _parse_pairs(where, "--where").items()}
+        frame = model.sample(n, where=fixed, balance=balance, seed=seed, steps=steps)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    frame.to_csv(out, index=False)
+    typer.echo(f"wrote {len(frame)} rows to {out}")
+
+
+@app.command("eval")
+def eval_(
+    real: Path = typer.Argument(..., help="The real CSV the model was fitted on (split 80/20 as by `fit`)."),
+    synthetic: Path = typer.Argument(..., help="The synthetic CSV."),
+    target: str = typer.Option(None, help="Target column for the utility score."),
+    test: Path = typer.Option(None, help="A separate real test CSV (then REAL is used whole as the train part)."),
+    test_size: float = typer.Option(0.2, help="The held-out share used by `fit` (ignored with --test)."),
+    drop: list[str] = typer.Option([], help="Column to leave out (repeatable), as given to `fit`."),
+    plots: Path = typer.Option(None, help="Folder for the plots (default: beside the synthetic CSV)."),
+    seed: int = typer.Option(0, help="Seed of the classifiers and subsampling."),
+) -> None:
+    """Print utility, fidelity and privacy beside the real test set's values; write plots and eval.json."""
+    from noisecraft.tabular.data import split_table
+    from noisecraft.tabular.evaluate import column_kinds, evaluate
+    from noisecraft.tabular.plots import plot_associations, plot_marginals
+    from noisecraft.tabular.schema import check_table, infer_schema, read_table
+
+    try:
+        frame = read_table(real).drop(columns=list(drop), errors="ignore")
+        synth = read_table(synthetic).drop(columns=list(drop), errors="ignore")
+        check_table(frame, target)
+        check_table(synth, target)
+        if test is not None:
+            train, test_frame = frame, read_table(test).drop(columns=list(drop), errors="ignore")
+        else:
+            train, test_frame = split_table(frame, target, test_size)
+        schema = infer_schema(train, target)
+        report = evaluate(train, test_frame, synth, target, schema, seed)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(f"real train {len(train)} rows, real test {len(test_frame)} rows, synthetic {len(synth)} rows")
+    typer.echo(report.format_table())
+    folder = plots or synthetic.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    numeric, categorical = column_kinds(schema)
+    stem = synthetic.stem
+    paths = [plot_marginals(train, synth, numeric, categorical, folder / f"{stem}_marginals.png"),
+             plot_associations(train, synth, numeric, categorical, folder / f"{stem}_associations.png")]
+    (folder / f"{stem}_eval.json").write_text(report.to_json())
+    typer.echo("wrote " + ", ".join(str(p) for p in [*paths, folder / f"{stem}_eval.json"]))

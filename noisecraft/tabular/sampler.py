@@ -1,0 +1,98 @@
+"""Joint reverse process of a mixed table: per interval of the time grid, one Gaussian step for the numbers by a
+registered single-step solver, and one absorbing-state reveal step for the categories, from the same network
+evaluation (TabDDPM's joint sampler, Kotelnikov et al. 2023, sec. 3; MDLM reveal step, Sahoo et al. 2024).
+
+The Gaussian step is the toolkit's own solver, called on the two-point grid [t_k, t_{k+1}] (every solver is a
+pure function of a grid), and the last step is the toolkit's `final_step`; nothing of the step arithmetic is
+rewritten here. Conditioning on fixed column values is inpainting: a fixed category is a token never masked,
+a fixed number replaces the denoiser's x0-estimate in its coordinate (the replacement method of Song et al.
+2021, appendix I.2, on x0_hat).
+
+Per-sample seeding (DESIGN.md section 4): the Gaussian noise and the uniforms that reveal and draw
+categories come from per-row streams, so row i depends only on (seed, i) and its conditions.
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.special import ndtr
+from torch import Tensor
+
+from noisecraft.losses import DenoisingLoss
+from noisecraft.noise import SampleNoise
+from noisecraft.solvers import final_step, get_solver, prior_sample
+from noisecraft.tabular.network import JointNet, NumericHead
+from noisecraft.timesteps import make_grid
+
+#: solvers whose step on one interval uses no history from earlier intervals
+SINGLE_STEP_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpm2s", "dpm++2s")
+
+
+class Conditions:
+    """Fixed values per row: numeric scores (mask, values) of shape (n, d_num) and tokens (n, d_tok), -1 = free."""
+
+    def __init__(self, n: int, num_dim: int, tok_dim: int) -> None:
+        self.num_mask = torch.zeros(n, num_dim, dtype=torch.bool)
+        self.num_values = torch.zeros(n, num_dim)
+        self.tokens = torch.full((n, tok_dim), -1, dtype=torch.long)
+
+    def apply_tokens(self, tokens: Tensor) -> Tensor:
+        return torch.where(self.tokens >= 0, self.tokens, tokens)
+
+    def apply_numeric(self, x0: Tensor) -> Tensor:
+        return torch.where(self.num_mask, self.num_values.to(x0.dtype), x0)
+
+
+class _Uniforms:
+    """U(0, 1) draws of shape (n, k) from per-row normal streams, through the normal CDF."""
+
+    def __init__(self, noise: SampleNoise, k: int) -> None:
+        self.noise, self.k = noise, k
+
+    def draw(self) -> Tensor:
+        if self.k == 0:
+            return torch.zeros(self.noise.batch, 0, dtype=torch.float64)
+        return torch.from_numpy(ndtr(self.noise.randn((self.k,), torch.float64, "cpu").numpy()))
+
+
+@torch.no_grad()
+def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditions, steps: int = 100, solver: str = "ddpm", seed: int = 0,
+                grid: str = "uniform") -> tuple[Tensor, Tensor]:
+    """n rows (numeric scores (n, d_num), tokens (n, d_tok)) from the joint reverse process."""
+    if solver not in SINGLE_STEP_SOLVERS:
+        raise ValueError(f"solver {solver!r} cannot step the joint process one interval at a time; "
+                         f"expected one of {SINGLE_STEP_SOLVERS}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    spec = get_solver(solver)
+    discrete = net.discrete
+    head = NumericHead(net)
+    denoiser = loss.denoiser(head)
+    schedule = loss.schedule
+    times = make_grid(schedule, steps, grid)
+    root = torch.Generator().manual_seed(int(seed))
+    gauss = SampleNoise.from_generator(root, n)
+    uniforms = _Uniforms(SampleNoise.from_generator(root, n), discrete.num_columns)
+    x = prior_sample(schedule, (n, net.num_dim), gauss, torch.float32, "cpu", float(times[0]))
+    tokens = conditions.apply_tokens(discrete.mask_ids.expand(n, -1).clone())
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        return conditions.apply_numeric(denoiser(x_t, t, tokens))
+
+    def evaluate(x_t: Tensor, t: float) -> Tensor:
+        """One network call at (x_t, t) when there is no numeric part (only its logits are needed)."""
+        head(x_t, torch.full((n,), t, dtype=torch.float32), tokens)
+        return x_t
+
+    for k in range(len(times) - 1):
+        t, s = float(times[k]), float(times[k + 1])
+        if net.num_dim:
+            x = spec.fn(denoise, schedule, x, times[k:k + 2], gauss, **spec.options)
+        else:
+            evaluate(x, t)
+        tokens = conditions.apply_tokens(discrete.reverse_step(tokens, head.logits, t, s, uniforms.draw(),
+                                                               uniforms.draw()))
+    t_last = float(times[-1])
+    x = final_step(denoise, schedule, x, t_last, True) if net.num_dim else evaluate(x, t_last)
+    tokens = discrete.reverse_step(tokens, head.logits, t_last, 0.0, uniforms.draw(), uniforms.draw())
+    return x, conditions.apply_tokens(tokens)
