@@ -15,13 +15,14 @@ from noisecraft import oracle, schedules, timesteps  # noqa: E402
 from noisecraft.denoiser import Denoiser  # noqa: E402
 from noisecraft.noise import SampleNoise  # noqa: E402
 from noisecraft.sde import q_sample  # noqa: E402
-from noisecraft.solvers import SOLVERS, SampleInfo, sample, solve  # noqa: E402
+from noisecraft.solvers import SOLVERS, SampleInfo, SolverConfig, sample, solve  # noqa: E402
 
 __all__ = [
     "Denoiser",
     "SOLVERS",
     "SampleInfo",
     "SampleNoise",
+    "SolverConfig",
     "oracle",
     "q_sample",
     "sample",

@@ -108,3 +108,29 @@ def test_ddim_eta_one_equals_ddpm_posterior():
     a = run("ddpm", 6, seed=2, dtype=torch.float64)
     b = run("ddim", 6, seed=2, dtype=torch.float64, eta=1.0)
     assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", sorted(nc.SOLVERS))
+def test_solver_config_round_trips_through_yaml(solver):
+    import yaml
+
+    from noisecraft.solvers import SolverConfig
+
+    options = {"churn": 2.0} if solver == "heun" else {}
+    config = SolverConfig(solver=solver, steps=3, grid="karras", t_max=0.9, options=options)
+    again = SolverConfig.model_validate(yaml.safe_load(yaml.safe_dump(config.model_dump())))
+    assert again == config
+    a = config.run(DEN, SCHED, (4, 16), gen(1), dtype=torch.float64)
+    b = again.run(DEN, SCHED, (4, 16), gen(1), dtype=torch.float64)
+    assert torch.equal(a, b)
+
+
+def test_solver_config_rejects_unknown_names():
+    from noisecraft.solvers import SolverConfig
+
+    with pytest.raises(ValueError, match="unknown solver"):
+        SolverConfig(solver="magic")
+    with pytest.raises(ValueError, match="does not take option"):
+        SolverConfig(solver="ddim", options={"order": 2})
+    with pytest.raises(ValueError, match="stepz"):
+        SolverConfig.model_validate({"solver": "ddim", "stepz": 3})

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from noisecraft._tensor import FLOAT64, as_time
@@ -176,3 +177,31 @@ def sample(
     x_T = prior_sample(schedule, shape, noise, dtype, device, float(times[0]))
     x, info = solve(denoise, schedule, x_T, times, solver, noise, denoise_final, cond, progress, **options)
     return (x, info) if return_info else x
+
+
+class SolverConfig(BaseModel):
+    """A sampler as a plain config (STYLE.md): solver name, steps, grid, time range and solver options.
+
+    Round-trips to YAML; `run` draws samples with it. Unknown solvers or options are errors naming them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    solver: str = "dpm++2m"
+    steps: int = Field(20, ge=1)
+    grid: str | list[float] = "log_snr"
+    t_min: float | None = None
+    t_max: float | None = None
+    denoise_final: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SolverConfig":
+        _check_options(self.solver, get_solver(self.solver), self.options)
+        return self
+
+    def run(self, denoise: Callable, schedule: Schedule, shape: Sequence[int], generator: torch.Generator | None = None,
+            **kw: Any) -> Tensor | tuple[Tensor, SampleInfo]:
+        """`sample` with this configuration; keyword arguments (cond, dtype, device, return_info...) pass through."""
+        return sample(denoise, schedule, self.solver, self.steps, shape, generator, self.grid, self.t_min, self.t_max,
+                      denoise_final=self.denoise_final, **kw, **self.options)
