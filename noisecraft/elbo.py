@@ -90,7 +90,7 @@ def elbo_discrete(
         times = torch.linspace(t_lo, t_hi, steps, dtype=FLOAT64)
     x0 = x0.to(FLOAT64)
     batch = x0.shape[0]
-    diffusion = torch.zeros(batch, dtype=FLOAT64)
+    diffusion = torch.zeros(batch, dtype=FLOAT64, device=x0.device)
     for i in range(times.numel() - 1, 0, -1):
         s, t = float(times[i]), float(times[i - 1])  # the KL for x_t given x_s, t < s
         a_s, sig_s, a_t, sig_t = (float(v) for v in (schedule.alpha(s), schedule.sigma(s), schedule.alpha(t), schedule.sigma(t)))
@@ -124,15 +124,15 @@ def elbo_continuous(
     x0 = x0.to(FLOAT64)
     batch = x0.shape[0]
     offset = torch.rand(batch, generator=generator, dtype=FLOAT64)
-    diffusion = torch.zeros(batch, dtype=FLOAT64)
+    diffusion = torch.zeros(batch, dtype=FLOAT64, device=x0.device)
     for k in range(samples):
         lam = lam_min + (lam_max - lam_min) * (k + offset) / samples  # one stratum per k, per sample
         t = schedule.t_from_log_snr(lam)
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         shape = (batch,) + (1,) * (x0.ndim - 1)
-        x_t = alpha.reshape(shape) * x0 + sigma.reshape(shape) * randn_like(x0, generator)
+        x_t = alpha.reshape(shape).to(x0.device) * x0 + sigma.reshape(shape).to(x0.device) * randn_like(x0, generator)
         err = _sq_error(x0, denoise(x_t, t).to(FLOAT64))
-        diffusion = diffusion + 0.5 * (lam_max - lam_min) * torch.exp(lam) * err / samples
+        diffusion = diffusion + 0.5 * (lam_max - lam_min) * torch.exp(lam).to(x0.device) * err / samples
     x_1 = float(schedule.alpha(t_lo)) * x0 + float(schedule.sigma(t_lo)) * randn_like(x0, generator)
     decoder = decoder_nll(x0, denoise(x_1, as_time(t_lo, batch)), float(schedule.sigma_tilde(t_lo)), bin_width)
     return ElboResult(prior_kl(schedule, x0, t_hi), diffusion, decoder, x0[0].numel())

@@ -50,8 +50,9 @@ class GaussianFit:
     def denoise(self, x: Tensor, alpha: float, sigma: float) -> Tensor:
         """E[x0 | x_t] for the Gaussian: mu + U diag(alpha d / (alpha^2 d + sigma^2)) U^T (x - alpha mu)."""
         flat = x.reshape(x.shape[0], -1)
-        gain = alpha * self.eigenvalues / (alpha**2 * self.eigenvalues + sigma**2)
-        out = self.mean + (((flat - alpha * self.mean) @ self.eigenvectors) * gain) @ self.eigenvectors.T
+        mean, d, U = (p.to(device=x.device, dtype=x.dtype) for p in (self.mean, self.eigenvalues, self.eigenvectors))
+        gain = alpha * d / (alpha**2 * d + sigma**2)
+        out = mean + (((flat - alpha * mean) @ U) * gain) @ U.T
         return out.reshape(x.shape)
 
     def trace(self, alpha: float, sigma: float) -> float:
@@ -157,15 +158,16 @@ def log_likelihood(
         raise ValueError(f"estimator must be 'auto', 'ode' or 'quadrature', got {estimator!r}")
     if estimator == "auto":
         estimator = "ode" if divergence == "exact" else "quadrature"
-    fixed_eps = _probes(tuple(x.shape), probes, probe_kind, generator) if divergence == "hutchinson" else None
+    device = x.device
+    fixed_eps = _probes(tuple(x.shape), probes, probe_kind, generator).to(device) if divergence == "hutchinson" else None
     count = {"nfe": 0}
 
     def x0_and_divergence(x_scaled: Tensor, rho: Tensor, node: int) -> tuple[Tensor, Tensor]:
         """x0_hat and div v at (x~, rho); quadrature nodes draw fresh probes, the ODE keeps fixed ones."""
         eps = fixed_eps
         if divergence == "hutchinson" and estimator == "quadrature":
-            eps = _probes(tuple(x.shape), probes, probe_kind, generator)
-        t = float(schedule.t_from_log_snr(-2.0 * rho.to(FLOAT64)))
+            eps = _probes(tuple(x.shape), probes, probe_kind, generator).to(device)
+        t = float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(FLOAT64)))
         alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         with torch.enable_grad():
             xs = x_scaled.detach().requires_grad_(True)
@@ -174,12 +176,12 @@ def log_likelihood(
             residual = x0 if control_variate is None else x0 - control_variate.denoise(alpha * xs, alpha, sigma)
             if divergence == "exact":
                 flat = residual.reshape(batch, -1)
-                trace = torch.zeros(batch, dtype=FLOAT64)
+                trace = torch.zeros(batch, dtype=FLOAT64, device=device)
                 for i in range(dim):  # d(residual_i)/d(xs_i), one vector-Jacobian product per dimension
                     (grad,) = torch.autograd.grad(flat[:, i].sum(), xs, retain_graph=i < dim - 1)
                     trace = trace + grad.reshape(batch, -1)[:, i]
             else:
-                trace = torch.zeros(batch, dtype=FLOAT64)
+                trace = torch.zeros(batch, dtype=FLOAT64, device=device)
                 for j in range(probes):
                     (vjp,) = torch.autograd.grad(residual, xs, eps[j], retain_graph=j < probes - 1)
                     trace = trace + (vjp * eps[j]).reshape(batch, -1).sum(1) / probes
@@ -196,23 +198,23 @@ def log_likelihood(
             x0, div = x0_and_divergence(state[0], rho, 0)
             return state[0] - x0, div
 
-        span = torch.tensor([rho0, rho1], dtype=FLOAT64)
-        xs_path, div_path = odeint(field, (x_scaled0, torch.zeros(batch, dtype=FLOAT64)), span, rtol=rtol, atol=atol, method="dopri5")
+        span = torch.tensor([rho0, rho1], dtype=FLOAT64, device=device)
+        xs_path, div_path = odeint(field, (x_scaled0, torch.zeros(batch, dtype=FLOAT64, device=device)), span, rtol=rtol, atol=atol, method="dopri5")
         x_scaled_T, integral = xs_path[-1], div_path[-1]
     else:
         nodes, weights = gauss_legendre_panels(rho0, rho1, panels, order)
 
         def path_field(rho: Tensor, x_scaled: Tensor) -> Tensor:
-            t = float(schedule.t_from_log_snr(-2.0 * rho.to(FLOAT64)))
+            t = float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(FLOAT64)))
             count["nfe"] += 1
             return x_scaled - denoise(float(schedule.alpha(t)) * x_scaled, as_time(t, batch)).to(FLOAT64)
 
-        out_times = torch.cat([torch.tensor([rho0], dtype=FLOAT64), nodes, torch.tensor([rho1], dtype=FLOAT64)])
+        out_times = torch.cat([torch.tensor([rho0], dtype=FLOAT64), nodes, torch.tensor([rho1], dtype=FLOAT64)]).to(device)
         path = odeint(path_field, x_scaled0, out_times, rtol=rtol, atol=atol, method="dopri5")
-        integral = torch.zeros(batch, dtype=FLOAT64)
+        integral = torch.zeros(batch, dtype=FLOAT64, device=device)
         for j in range(nodes.numel()):
-            _, div = x0_and_divergence(path[j + 1], nodes[j], j)
-            integral = integral + weights[j] * div
+            _, div = x0_and_divergence(path[j + 1], nodes[j].cpu(), j)
+            integral = integral + float(weights[j]) * div
         x_scaled_T = path[-1]
     x_T = x_scaled_T * float(schedule.alpha(t_max))
     sigma_T = float(schedule.sigma(t_max))

@@ -50,6 +50,13 @@ class GaussianMixture:
         self.eigenvalues, self.eigenvectors = d, U  # (K, D), (K, D, D)
         self.dim = D
 
+    def _params(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(weights, means, eigenvalues, eigenvectors) on `device`, copied once per device."""
+        cache = self.__dict__.setdefault("_by_device", {})
+        if device not in cache:
+            cache[device] = tuple(p.to(device) for p in (self.weights, self.means, self.eigenvalues, self.eigenvectors))
+        return cache[device]
+
     @property
     def n_components(self) -> int:
         return self.weights.shape[0]
@@ -73,13 +80,14 @@ class GaussianMixture:
         x = x.reshape(x.shape[0], -1).to(FLOAT64)
         if x.shape[1] != self.dim:
             raise ValueError(f"x has {x.shape[1]} features per sample; this mixture has dimension {self.dim}")
-        a = alpha.reshape(-1, 1, 1)
-        s = sigma.reshape(-1, 1, 1)
-        residual = x.unsqueeze(1) - a * self.means.unsqueeze(0)  # (B, K, D)
-        y = torch.einsum("kji,bkj->bki", self.eigenvectors, residual)  # U_k^T r
-        var = a**2 * self.eigenvalues.unsqueeze(0) + s**2
+        weights, means, eigenvalues, eigenvectors = self._params(x.device)
+        a = alpha.reshape(-1, 1, 1).to(x.device)
+        s = sigma.reshape(-1, 1, 1).to(x.device)
+        residual = x.unsqueeze(1) - a * means.unsqueeze(0)  # (B, K, D)
+        y = torch.einsum("kji,bkj->bki", eigenvectors, residual)  # U_k^T r
+        var = a**2 * eigenvalues.unsqueeze(0) + s**2
         log_normal = -0.5 * ((y**2 / var) + var.log()).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
-        return self.weights.log() + log_normal, y, var
+        return weights.log() + log_normal, y, var
 
     def _alpha_sigma(self, x: Tensor, t: float | Tensor | None, schedule: Schedule | None, alpha, sigma) -> tuple[Tensor, Tensor]:
         if t is not None:
@@ -108,13 +116,14 @@ class GaussianMixture:
     def posterior_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor, component: Tensor | None = None) -> Tensor:
         """E[x_0 | x_t] (or E[x_0 | x_t, k] for per-sample `component` labels), in x's dtype and shape."""
         log_joint, y, var = self._component_terms(x, alpha.reshape(-1), sigma.reshape(-1))
-        a = alpha.reshape(-1, 1, 1).to(FLOAT64)
-        shrunk = a * self.eigenvalues.unsqueeze(0) / var * y  # alpha d / (alpha^2 d + sigma^2) * y
-        per_component = self.means.unsqueeze(0) + torch.einsum("kij,bkj->bki", self.eigenvectors, shrunk)
+        _, means, eigenvalues, eigenvectors = self._params(x.device)
+        a = alpha.reshape(-1, 1, 1).to(device=x.device, dtype=FLOAT64)
+        shrunk = a * eigenvalues.unsqueeze(0) / var * y  # alpha d / (alpha^2 d + sigma^2) * y
+        per_component = means.unsqueeze(0) + torch.einsum("kij,bkj->bki", eigenvectors, shrunk)
         if component is None:
             weights = torch.softmax(log_joint, dim=1)
         else:
-            weights = torch.nn.functional.one_hot(component.long(), self.n_components).to(FLOAT64)
+            weights = torch.nn.functional.one_hot(component.long().to(x.device), self.n_components).to(FLOAT64)
         mean = (weights.unsqueeze(-1) * per_component).sum(1)
         return mean.to(x.dtype).reshape(x.shape)
 

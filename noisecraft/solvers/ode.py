@@ -90,6 +90,6 @@ def rk45(
         alpha = float(schedule.alpha(t))
         return x_scaled - denoise(alpha * x_scaled, t)
 
-    span = torch.tensor([math.log(start.sigma_tilde), math.log(end.sigma_tilde)], dtype=x.dtype)
+    span = torch.tensor([math.log(start.sigma_tilde), math.log(end.sigma_tilde)], dtype=x.dtype, device=x.device)
     path = odeint(field, x / start.alpha, span, rtol=rtol, atol=atol, method=method)
     return path[-1] * end.alpha
