@@ -48,14 +48,14 @@ def _typed_value(model, column: str, text: str):
 
 @app.command()
 def fit(
-    data: Path = typer.Argument(..., help="CSV file with a header row."),
-    out: Path = typer.Option(..., "--out", help="Folder to save the model in."),
+    data: str = typer.Argument(..., help="CSV file with a header row."),
+    out: str = typer.Option(..., "--out", help="Folder to save the model in."),
     target: str = typer.Option(None, help="Target column (validated, stratifies the split, default for --balance)."),
     minutes: float = typer.Option(None, help="Wall-clock training budget in minutes."),
     steps: int = typer.Option(None, help="Optimiser steps (default 4000 when --minutes is not given)."),
     test_size: float = typer.Option(0.2, help="Share of rows held out for `eval` (0 trains on all rows)."),
-    types: list[str] = typer.Option([], "--type", help="Override a column's kind: column=numeric|categorical|constant."),
-    drop: list[str] = typer.Option([], help="Column to leave out (repeatable), e.g. a re-spelled target."),
+    types: list[str] = typer.Option([], "--type", help="Override a column's kind: column=numeric|categorical|constant."),  # noqa: B008 (typer reads the list default)
+    drop: list[str] = typer.Option([], help="Column to leave out (repeatable), e.g. a re-spelled target."),  # noqa: B008 (typer reads the list default)
     width: int = typer.Option(256, help="MLP width."),
     depth: int = typer.Option(3, help="MLP residual blocks."),
     seed: int = typer.Option(0, help="Training seed."),
@@ -65,6 +65,7 @@ def fit(
     from noisecraft.tabular.model import TabularConfig, TabularDiffusion
     from noisecraft.tabular.schema import check_table, read_table
 
+    out = Path(out)
     try:
         frame = read_table(data)
         unknown = [c for c in drop if c not in frame.columns]
@@ -86,10 +87,10 @@ def fit(
 
 @app.command()
 def sample(
-    model_dir: Path = typer.Argument(..., help="Folder written by `noisecraft tabular fit`."),
+    model_dir: str = typer.Argument(..., help="Folder written by `noisecraft tabular fit`."),
     n: int = typer.Option(1000, "--n", help="Number of rows."),
-    out: Path = typer.Option(..., "--out", help="Output CSV."),
-    where: list[str] = typer.Option([], help="Fix column values, e.g. --where species=Adelie (repeatable)."),
+    out: str = typer.Option(..., "--out", help="Output CSV."),
+    where: list[str] = typer.Option([], help="Fix column values, e.g. --where species=Adelie (repeatable)."),  # noqa: B008 (typer reads the list default)
     balance: str = typer.Option(None, help="Spread a categorical column's classes evenly (e.g. the target)."),
     seed: int = typer.Option(0, help="Sampling seed: row i depends only on (seed, i)."),
     steps: int = typer.Option(None, help="Reverse-process steps (default: the model's, 100)."),
@@ -97,6 +98,7 @@ def sample(
     """Sample a synthetic table with the training table's columns and types."""
     from noisecraft.tabular.model import TabularDiffusion
 
+    out = Path(out)
     try:
         model = TabularDiffusion.load(model_dir)
         fixed = {k: _typed_value(model, k, v) for k, v in _parse_pairs(where, "--where").items()}
@@ -109,13 +111,13 @@ def sample(
 
 @app.command("eval")
 def eval_(
-    real: Path = typer.Argument(..., help="The real CSV the model was fitted on (split 80/20 as by `fit`)."),
-    synthetic: Path = typer.Argument(..., help="The synthetic CSV."),
+    real: str = typer.Argument(..., help="The real CSV the model was fitted on (split 80/20 as by `fit`)."),
+    synthetic: str = typer.Argument(..., help="The synthetic CSV."),
     target: str = typer.Option(None, help="Target column for the utility score."),
-    test: Path = typer.Option(None, help="A separate real test CSV (then REAL is used whole as the train part)."),
+    test: str = typer.Option(None, help="A separate real test CSV (then REAL is used whole as the train part)."),
     test_size: float = typer.Option(0.2, help="The held-out share used by `fit` (ignored with --test)."),
-    drop: list[str] = typer.Option([], help="Column to leave out (repeatable), as given to `fit`."),
-    plots: Path = typer.Option(None, help="Folder for the plots (default: beside the synthetic CSV)."),
+    drop: list[str] = typer.Option([], help="Column to leave out (repeatable), as given to `fit`."),  # noqa: B008 (typer reads the list default)
+    plots: str = typer.Option(None, help="Folder for the plots (default: beside the synthetic CSV)."),
     seed: int = typer.Option(0, help="Seed of the classifiers and subsampling."),
 ) -> None:
     """Print utility, fidelity and privacy beside the real test set's values; write plots and eval.json."""
@@ -124,6 +126,7 @@ def eval_(
     from noisecraft.tabular.plots import plot_associations, plot_marginals
     from noisecraft.tabular.schema import check_table, infer_schema, read_table
 
+    synthetic = Path(synthetic)
     try:
         frame = read_table(real).drop(columns=list(drop), errors="ignore")
         synth = read_table(synthetic).drop(columns=list(drop), errors="ignore")
@@ -139,7 +142,7 @@ def eval_(
         _fail(str(err))
     typer.echo(f"real train {len(train)} rows, real test {len(test_frame)} rows, synthetic {len(synth)} rows")
     typer.echo(report.format_table())
-    folder = plots or synthetic.parent
+    folder = Path(plots) if plots else synthetic.parent
     folder.mkdir(parents=True, exist_ok=True)
     numeric, categorical = column_kinds(schema)
     stem = synthetic.stem

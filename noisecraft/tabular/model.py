@@ -21,7 +21,12 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from noisecraft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_text_atomic
+from noisecraft.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_text_atomic,
+)
 from noisecraft.config import TrainConfig
 from noisecraft.losses import DenoisingLoss, preset
 from noisecraft.tabular.discrete import MaskedDiffusion

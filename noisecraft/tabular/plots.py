@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noisecraft.tabular.evaluate import category_labels, association_matrix
+from noisecraft.tabular.evaluate import association_matrix, category_labels
 
 
 def _pyplot():

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from noisecraft.config import TrainConfig
 from noisecraft.ema import EMA
 from noisecraft.losses import DenoisingLoss
-from noisecraft.train import batch_indices, learning_rate
-from noisecraft.config import TrainConfig
 from noisecraft.tabular.network import JointNet, NumericHead
+from noisecraft.train import batch_indices, learning_rate
 
 _STEP_STRIDE = 1_000_003
 

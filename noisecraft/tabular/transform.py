@@ -31,7 +31,8 @@ class QuantileNormal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     quantiles: list[float]
-    #: F_n is clipped to [clip, 1 - clip] so the extreme observations map to finite scores (+-3.1 at 1e-3)
+    #: F_n is clipped to [clip, 1 - clip] so the extreme observations map to finite scores; `fit` sets it to
+    #: half an observation's probability, 1 / (2 n) (n = 1000: +-3.3)
     clip: float = 1e-3
 
     @classmethod
@@ -41,7 +42,8 @@ class QuantileNormal(BaseModel):
         if values.size == 0:
             raise ValueError("cannot fit a quantile transform on no observed values; expected at least one number")
         k = int(min(n_quantiles, values.size))
-        return cls(quantiles=np.quantile(values, np.linspace(0.0, 1.0, max(k, 2))).tolist())
+        return cls(quantiles=np.quantile(values, np.linspace(0.0, 1.0, max(k, 2))).tolist(),
+                   clip=0.5 / values.size)
 
     def _grid(self) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(self.quantiles)
