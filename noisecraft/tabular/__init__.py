@@ -23,7 +23,8 @@ _EXPORTS = {
     "infer_schema": "schema",
     "read_table": "schema",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["EvalReport", "GaussianCopula", "TableSchema", "TabularConfig", "TabularDiffusion", "evaluate",
+           "infer_schema", "load_example", "read_table", "split_table"]
 
 
 def __getattr__(name: str) -> Any:
