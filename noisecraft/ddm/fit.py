@@ -546,6 +546,8 @@ def _fit(
         spec = ModelSpec.from_dict(spec)
     if not isinstance(data, RTData):
         data = prepare(data, rt, response, condition, rt_min=rt_min, rt_max=rt_max, method=method)
+    if spec.needs_numeric_condition and data.condition_name is None:
+        raise ValueError(f"spec {spec} has linear/affine rules; expected a condition column")
     if spec.needs_numeric_condition:
         try:
             data.levels.astype(float)
@@ -612,7 +614,7 @@ def _fit(
             objective,
             x,
             method="Nelder-Mead",
-            options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 2000},
+            options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 40 * x.size},
         )
         xp = np.clip(pol.x, prob.design.lower, prob.design.upper)
         if objective(xp) < fval:

@@ -123,7 +123,11 @@ class ModelSpec:
     def load(cls, source: str | Path) -> ModelSpec:
         """A spec from a JSON/YAML file path, or from spec text."""
         p = Path(str(source))
-        if p.suffix in (".json", ".yaml", ".yml") and p.exists():
+        if p.suffix in (".json", ".yaml", ".yml") and "=" not in str(source):
+            if not p.exists():
+                raise ValueError(
+                    f"spec file {str(p)!r} not found; expected a JSON/YAML file or spec text"
+                )
             if p.suffix == ".json":
                 return cls.from_dict(json.loads(p.read_text()))
             import yaml

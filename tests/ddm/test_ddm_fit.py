@@ -202,3 +202,15 @@ def test_st0_free_fits_uniform_nondecision_time():
     assert full.nll < base.nll - 2
     assert full.params["st0"] == pytest.approx(0.2, abs=0.08)
     assert full.params["t0"] == pytest.approx(0.25, abs=0.04)
+
+
+def test_spec_needs_what_it_names(tmp_path):
+    df = simulate(50, 1.0, 1.0, t0=0.2, seed=2)
+    with pytest.raises(ValueError, match="linear/affine rules; expected a condition column"):
+        fit(df, spec="v=linear")
+    with pytest.raises(ValueError, match="spec file .*missing.yaml' not found"):
+        fit(df, spec=str(tmp_path / "missing.yaml"))
+    f = tmp_path / "spec.yaml"
+    f.write_text("v: shared\nt0: shared\nlapse: 0.01\nlapse_range: [0, 3]\n")
+    res = fit(df, spec=str(f), se=False)
+    assert res.names == ["v", "a", "t0"] and res.lapse_range == (0.0, 3.0)
