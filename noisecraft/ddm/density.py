@@ -526,49 +526,54 @@ def logpdf_and_grad(
     a: np.ndarray,
     z: np.ndarray,
     t0: np.ndarray,
+    sv: np.ndarray | float = 0.0,
     *,
     s: float = 1.0,
     lapse_p: np.ndarray | float = 0.0,
     lapse_density: np.ndarray | float = 0.0,
     eps: float = 1e-12,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """log density of the 4-parameter model (v, a, z, t0) plus a lapse mixture, and its partials per trial.
+    """log density of the model (v, a, z, t0, sv) plus a lapse mixture, and its partials per trial.
 
-    The partials follow from differentiating the Navarro & Fuss (2009) density:
-    log f = -v'aw' - v'^2 t/2 - 2 log a + log g(t/a^2, w'), with v' = -v, w' = 1 - z for
-    upper responses. ``lapse_density`` is the contaminant density per unit probability
-    (e.g. 0.5 / (hi - lo) inside the range); returned keys: v, a, z, t0, lapse.
+    The partials follow from differentiating the Navarro & Fuss (2009) density with the
+    drift mixed over N(v, sv^2) in closed form: with D = 1 + sv^2 t and
+    E = sv^2 a^2 w'^2 - 2 a v' w' - v'^2 t,
+    log f = -2 log a + log g(t/a^2, w') - log(D)/2 + E/(2D), where v' = -v, w' = 1 - z
+    for upper responses. ``lapse_density`` is the contaminant density per unit probability
+    (e.g. 0.5 / (hi - lo) inside the range); returned keys: v, a, z, t0, sv, lapse.
     All inputs are 1-D arrays of one length (no broadcasting, no validation: internal use).
     """
+    n = rt.size
     vu, au = v / s, a / s
+    svu = np.broadcast_to(np.asarray(sv, dtype=float), (n,)) / s
     sign = np.where(upper, -1.0, 1.0)
     vp = sign * vu
     wp = np.where(upper, 1.0 - z, z)
     t = rt - t0
     ok = t > 0
-    n = rt.size
     ll = np.full(n, -np.inf)
-    dv = np.zeros(n)
-    da = np.zeros(n)
-    dz = np.zeros(n)
-    dt = np.zeros(n)
+    dv, da, dz, dt, dsv = (np.zeros(n) for _ in range(5))
     if np.any(ok):
-        to, ao, vo, wo = t[ok], au[ok], vp[ok], wp[ok]
+        to, ao, vo, wo, so = t[ok], au[ok], vp[ok], wp[ok], svu[ok]
         u = to / ao**2
         lg, gu, gw = _g_derivs(u, wo, eps)
-        ll[ok] = -vo * ao * wo - vo**2 * to / 2.0 - 2.0 * np.log(ao) + lg
-        dv[ok] = sign[ok] * (-ao * wo - vo * to) / s
-        da[ok] = (-vo * wo - 2.0 / ao - gu * 2.0 * to / ao**3) / s
-        dz[ok] = sign[ok] * (-vo * ao + gw)
-        dt[ok] = -(vo**2) / 2.0 + gu / ao**2
-    grads = {"v": dv, "a": da, "z": dz, "t0": -dt, "lapse": np.zeros(n)}
+        s2 = so**2
+        D = 1.0 + s2 * to
+        E = s2 * ao**2 * wo**2 - 2.0 * ao * vo * wo - vo**2 * to
+        ll[ok] = -2.0 * np.log(ao) + lg - 0.5 * np.log(D) + E / (2.0 * D)
+        dv[ok] = sign[ok] * (-(ao * wo + vo * to) / D) / s
+        da[ok] = (-2.0 / ao - 2.0 * to * gu / ao**3 + (s2 * ao * wo**2 - vo * wo) / D) / s
+        dz[ok] = sign[ok] * (gw + (s2 * ao**2 * wo - ao * vo) / D)
+        dt[ok] = gu / ao**2 - (s2 + vo**2) / (2.0 * D) - E * s2 / (2.0 * D**2)
+        dsv[ok] = (so * (ao**2 * wo**2 - to) / D - E * so * to / D**2) / s
+    grads = {"v": dv, "a": da, "z": dz, "t0": -dt, "sv": dsv, "lapse": np.zeros(n)}
     p = np.broadcast_to(np.asarray(lapse_p, dtype=float), (n,))
     if np.any(p > 0):
         c = np.broadcast_to(np.asarray(lapse_density, dtype=float), (n,))
         with np.errstate(divide="ignore"):
             mix = np.logaddexp(np.log1p(-p) + ll, np.log(p * c))
         r = np.exp(np.log1p(-p) + ll - mix)
-        for key in ("v", "a", "z", "t0"):
+        for key in ("v", "a", "z", "t0", "sv"):
             grads[key] = r * grads[key]
         with np.errstate(invalid="ignore"):
             grads["lapse"] = np.where(np.isfinite(mix), (c - np.exp(ll)) / np.exp(mix), 0.0)

@@ -1,7 +1,7 @@
 """Fitting the DDM: full-distribution maximum likelihood, quantile chi-square / G^2, and EZ.
 
 * ``method="ml"``: minimise the negative log-likelihood of every trial under the exact
-  density (Navarro & Fuss 2009) with L-BFGS-B (analytic gradient when sv = sz = st0 = 0),
+  density (Navarro & Fuss 2009) with L-BFGS-B (analytic gradient when sz = st0 = 0),
   from several starts: EZ-diffusion (Wagenmakers et al. 2007), a default, and the best
   point of a scrambled Sobol design over the parameter box, which doubles as a global
   check. Standard errors come from the inverse Hessian; AIC = 2k + 2 NLL,
@@ -190,6 +190,7 @@ class _Problem:
             tv["a"],
             tv["z"],
             tv["t0"],
+            tv["sv"],
             s=self.spec.s,
             lapse_p=tv["lapse"],
             lapse_density=self.lapse_c,
@@ -199,7 +200,7 @@ class _Problem:
             return _PENALTY, np.zeros_like(theta)
         m = len(self.data.levels)
         grad = np.zeros_like(theta)
-        for p in ("v", "a", "z", "t0", "lapse"):
+        for p in ("v", "a", "z", "t0", "sv", "lapse"):
             sl = self.design.slices[p]
             if sl.stop > sl.start:
                 gc = np.bincount(self.data.cond, weights=g[p], minlength=m)
@@ -231,6 +232,7 @@ class _Problem:
                 tv["a"],
                 tv["z"],
                 tv["t0"],
+                tv["sv"],
                 s=self.spec.s,
                 lapse_p=tv["lapse"],
                 lapse_density=np.tile(self.lapse_c, J),

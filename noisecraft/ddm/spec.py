@@ -151,9 +151,9 @@ class ModelSpec:
 
     @property
     def is_basic(self) -> bool:
-        """True when sv, sz, st0 are fixed at 0: the analytic-gradient path applies."""
+        """True when sz and st0 are fixed at 0: the analytic-gradient path applies (sv may be free)."""
         return all(
-            self.rules[k].kind == "fixed" and self.rules[k].value == 0 for k in ("sv", "sz", "st0")
+            self.rules[k].kind == "fixed" and self.rules[k].value == 0 for k in ("sz", "st0")
         )
 
 

@@ -162,7 +162,8 @@ def test_invalid_parameters_name_the_value(bad, match):
         logpdf(0.5, 1, **args)
 
 
-def test_gradient_matches_finite_differences():
+@pytest.mark.parametrize("with_sv", [False, True])
+def test_gradient_matches_finite_differences(with_sv):
     rng = np.random.default_rng(0)
     n = 40
     rt = rng.uniform(0.25, 2.5, n)
@@ -173,14 +174,16 @@ def test_gradient_matches_finite_differences():
         rng.uniform(0.3, 0.7, n),
         np.full(n, 0.2),
     )
-    kw = {"s": 1.0, "lapse_p": 0.03, "lapse_density": 0.5 / 3}
-    ll, g = D.logpdf_and_grad(rt, up, v, a, z, t0, **kw)
-    np.testing.assert_allclose(ll, logpdf(rt, up, v, a, z, t0, lapse=Lapse(0.03, 0, 3)), atol=1e-12)
+    sv = rng.uniform(0.2, 1.5, n) if with_sv else np.zeros(n)
+    kw = {"s": 0.5, "lapse_p": 0.03, "lapse_density": 0.5 / 3}
+    ll, g = D.logpdf_and_grad(rt, up, v, a, z, t0, sv, **kw)
+    ref = logpdf(rt, up, v, a, z, t0, sv, s=0.5, lapse=Lapse(0.03, 0, 3))
+    np.testing.assert_allclose(ll, ref, atol=1e-12)
     h = 1e-6
-    for name in ("v", "a", "z", "t0"):
-        args = {"v": v, "a": a, "z": z, "t0": t0}
+    for name in ("v", "a", "z", "t0", "sv"):
+        args = {"v": v, "a": a, "z": z, "t0": t0, "sv": sv}
         args[name] = args[name] + h
         lp = D.logpdf_and_grad(rt, up, **args, **kw)[0]
-        args[name] = args[name] - 2 * h
+        args[name] = args[name] - 2 * h  # sv = -h is fine here: only sv^2 enters
         lm = D.logpdf_and_grad(rt, up, **args, **kw)[0]
         np.testing.assert_allclose(g[name], (lp - lm) / (2 * h), rtol=1e-5, atol=1e-6)
