@@ -14,6 +14,9 @@ def _register_subapps() -> None:
 
     app.add_typer(ddm_app, name="ddm", help="The drift-diffusion model of decisions (response times).")
     app.add_typer(tabular_app, name="tabular", help="Synthetic tables: fit, sample, evaluate fidelity, utility, privacy.")
+    from noisecraft.theory_cli import register as register_theory
+
+    register_theory(app)  # likelihood, compare, plot
 
 
 @app.command()
