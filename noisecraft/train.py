@@ -159,6 +159,7 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
     use_labels = config.model.num_classes is not None
     if use_labels and data.labels is None:
         raise ValueError(f"model.num_classes is set but data {data.name!r} has no labels")
+    null = config.model.null_label
 
     def checkpoint() -> Path | None:
         accelerator.wait_for_everyone()
@@ -178,12 +179,14 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
         return path
 
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+    clock = time.perf_counter if cfg.clock == "wall" else time.process_time
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and main), unit="step",
                desc=f"train {data.name}", dynamic_ncols=True)
     metrics = open(run_dir / "metrics.jsonl", "a") if main else None
-    start = time.perf_counter()
+    start = clock()
     elapsed = elapsed_before
-    window_t, window_images, window_loss, window_n = start, 0, 0.0, 0
+    window_start = time.perf_counter()
+    window_t, window_images, window_loss, window_n = window_start, 0, 0.0, 0
     last_loss, images_per_s, last_path = float("nan"), 0.0, latest_checkpoint(ckpt_dir) if main else None
     model.train()
     try:
@@ -197,11 +200,15 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
             idx = batch_indices(len(data), cfg.batch_size, step, cfg.seed)
             t_all = loss_fn.sample_t(cfg.batch_size, g)
             eps_all = torch.randn((cfg.batch_size, *data.sample_shape), generator=g)
+            # drawn after eps so runs without label dropout keep their random stream
+            drop_all = torch.rand(cfg.batch_size, generator=g) < config.model.label_dropout if null is not None else None
             step_loss = torch.zeros((), device=accelerator.device)
             for micro in range(cfg.grad_accum):
                 part = process_slice(cfg.batch_size, cfg.grad_accum, micro, rank, world)
                 x0 = data.x[idx[part]].to(accelerator.device)
                 cond = data.labels[idx[part]].to(accelerator.device) if use_labels else None
+                if drop_all is not None:  # classifier-free guidance: some labels become the null label
+                    cond = torch.where(drop_all[part].to(accelerator.device), null, cond)
                 sync = micro == cfg.grad_accum - 1
                 ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model)
                 with ctx, accelerator.autocast():
@@ -221,7 +228,7 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
             step += 1
             last_loss = mean_loss
             now = time.perf_counter()
-            elapsed = elapsed_before + now - start
+            elapsed = elapsed_before + clock() - start
             window_images += cfg.batch_size
             window_loss += mean_loss
             window_n += 1

@@ -28,6 +28,9 @@ class NetConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     # both
     num_classes: int | None = None
+    # classifier-free guidance (Ho & Salimans 2022): training replaces a label by the null label
+    # `num_classes` with this probability; > 0 adds that null class's embedding to the network
+    label_dropout: float = Field(0.0, ge=0, lt=1)
     time_scale: float | None = None
 
     @model_validator(mode="after")
@@ -35,7 +38,19 @@ class NetConfig(BaseModel):
         if len(self.attention) != len(self.block_channels):
             raise ValueError(f"attention needs one flag per level of block_channels {self.block_channels}, "
                              f"got {self.attention}")
+        if self.label_dropout > 0 and self.num_classes is None:
+            raise ValueError(f"label_dropout {self.label_dropout} needs num_classes (class-conditional training)")
         return self
+
+    @property
+    def null_label(self) -> int | None:
+        """The label that means "no class" (classifier-free guidance), or None without label dropout."""
+        return self.num_classes if self.num_classes is not None and self.label_dropout > 0 else None
+
+    @property
+    def class_embeddings(self) -> int | None:
+        """Rows of the network's class embedding: the classes, plus the null label when there is one."""
+        return None if self.num_classes is None else self.num_classes + (self.null_label is not None)
 
     def build(self, sample_shape: tuple[int, ...], time_input: str = "t") -> nn.Module:
         """The network for samples of `sample_shape` ((dim,) or (channels, height, width))."""
@@ -47,11 +62,11 @@ class NetConfig(BaseModel):
         if kind == "mlp":
             if len(sample_shape) != 1:
                 raise ValueError(f"the MLP takes vectors, got samples of shape {sample_shape}; use kind 'unet'")
-            return MLP(sample_shape[0], self.width, self.depth, self.num_classes, scale)
+            return MLP(sample_shape[0], self.width, self.depth, self.class_embeddings, scale)
         if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
             raise ValueError(f"the UNet takes square images (channels, size, size), got {sample_shape}")
         return UNet.build(sample_shape[1], sample_shape[0], self.block_channels, self.attention,
-                          self.layers_per_block, self.num_classes, dropout=self.dropout, time_scale=scale)
+                          self.layers_per_block, self.class_embeddings, dropout=self.dropout, time_scale=scale)
 
 
 def count_parameters(net: nn.Module) -> int:
