@@ -58,6 +58,7 @@ def fit(
     drop: list[str] = typer.Option([], help="Column to leave out (repeatable), e.g. a re-spelled target."),  # noqa: B008 (typer reads the list default)
     width: int = typer.Option(256, help="MLP width."),
     depth: int = typer.Option(3, help="MLP residual blocks."),
+    max_epochs: float = typer.Option(300.0, help="Stop after this many passes over the rows (0: no cap)."),
     seed: int = typer.Option(0, help="Training seed."),
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
@@ -74,7 +75,7 @@ def fit(
         frame = frame.drop(columns=list(drop))
         check_table(frame, target)
         train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
-        model = TabularDiffusion(TabularConfig(width=width, depth=depth))
+        model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
         model.fit(train, target=target, types=_parse_pairs(types, "--type"), minutes=minutes, steps=steps, seed=seed)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))

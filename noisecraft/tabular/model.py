@@ -13,6 +13,7 @@ atomically by noisecraft.checkpoint). Loading needs no training data and no pick
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class TabularConfig(BaseModel):
     #: the numeric part's diffusion: VP cosine schedule, v-prediction (Salimans & Ho 2022)
     loss: DenoisingLoss = Field(default_factory=lambda: preset("v"))
     train: TrainConfig = Field(default_factory=_default_train)
+    #: stop after this many passes over the rows, whatever the step or time budget: past a few hundred
+    #: epochs the denoiser starts reproducing training rows (docs/benchmarks/tabular.md); None: no cap
+    max_epochs: float | None = Field(300.0, gt=0)
     sample_steps: int = Field(100, ge=1)
     solver: str = "ddpm"
 
@@ -89,6 +93,10 @@ class TabularDiffusion:
             updates["max_steps"] = steps
         if seed is not None:
             updates["seed"] = seed
+        if self.config.max_epochs is not None:
+            cap = max(1, math.ceil(self.config.max_epochs * len(frame) / train.batch_size))
+            current = updates.get("max_steps", train.max_steps)
+            updates["max_steps"] = cap if current is None else min(current, cap)
         if updates:
             train = TrainConfig.model_validate({**train.model_dump(), **updates})
             self.config = self.config.model_copy(update={"train": train})
