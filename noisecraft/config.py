@@ -35,6 +35,8 @@ class TrainConfig(BaseModel):
     ema_power: float = Field(2 / 3, ge=0)
     max_steps: int | None = Field(None, ge=1)
     minutes: float | None = Field(None, gt=0)
+    #: what `minutes` counts: wall-clock time, or this process's CPU time (for fair budgets on shared machines)
+    clock: Literal["wall", "process"] = "wall"
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(25, ge=1)
@@ -43,7 +45,7 @@ class TrainConfig(BaseModel):
     num_threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.max_steps is None and self.minutes is None:
             raise ValueError("training needs a length: set max_steps, minutes, or both")
         if self.batch_size % self.grad_accum:
@@ -109,8 +111,7 @@ def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunC
     if loss not in PRESETS:
         raise ValueError(f"unknown preset {loss!r}; expected one of {list(PRESETS)}")
     data_cfg = DataConfig(name=data)
-    is_toy = data in ("8gaussians", "moons", "swissroll", "checkerboard")
-    image_like = not is_toy and not data.endswith(".npy") or data == "digits"
+    image_like = data == "digits" or Path(data).is_dir()  # toys and .npy arrays are points or vectors
     train_defaults: dict[str, Any] = dict(batch_size=128 if image_like else 512, lr=2e-3 if image_like else 1e-3)
     train_defaults.update({k: v for k, v in train.items() if v is not None})
     if train_defaults.get("max_steps") is None and train_defaults.get("minutes") is None:

@@ -133,7 +133,7 @@ class DenoisingLoss(BaseModel):
         x_t = alpha * x0 + sigma * eps
         out = denoiser.raw(x_t, t, cond)
         target = prediction_from_x0(self.parameterization, x0, x_t, alpha, sigma, self.sigma_data)
-        sq = (out - target.to(out.dtype)) ** 2
+        sq = (out.float() - target.float()) ** 2  # in float32 even when the network ran in bf16/fp16
         dims = tuple(range(1, sq.ndim))
         err = sq.sum(dims) if self.reduction == "sum" else sq.mean(dims)
         return self.weight(t).to(device=err.device, dtype=err.dtype) * err

@@ -34,7 +34,7 @@ class NetConfig(BaseModel):
     time_scale: float | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "NetConfig":
+    def _check(self) -> NetConfig:
         if len(self.attention) != len(self.block_channels):
             raise ValueError(f"attention needs one flag per level of block_channels {self.block_channels}, "
                              f"got {self.attention}")

@@ -8,7 +8,7 @@ pretrained diffusers U-Net plugs in with `UNet.from_diffusers(model)` and time_s
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -33,7 +33,7 @@ class UNet(nn.Module):
         norm_groups: int = 8,
         dropout: float = 0.0,
         time_scale: float = 1000.0,
-    ) -> "UNet":
+    ) -> UNet:
         """A fresh UNet2DModel; `attention[i]` puts self-attention in resolution level i (down and up)."""
         from diffusers import UNet2DModel
 
@@ -56,7 +56,7 @@ class UNet(nn.Module):
         return cls(model, time_scale)
 
     @classmethod
-    def from_diffusers(cls, model: nn.Module, time_scale: float = 1.0) -> "UNet":
+    def from_diffusers(cls, model: nn.Module, time_scale: float = 1.0) -> UNet:
         """Wrap an existing (e.g. pretrained) UNet2DModel; pair it with Denoiser(time_input="timestep")."""
         return cls(model, time_scale)
 
