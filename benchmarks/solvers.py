@@ -174,8 +174,9 @@ def main() -> None:
         for nfe in args.nfe:
             for solver, grids in OURS.items():
                 stochastic = nc.SOLVERS[solver].stochastic
-                for grid in grids[:1] if args.quick else grids:
-                    for t_max, t_min in RANGES[:1] if stochastic else RANGES[1:] if args.quick else RANGES:
+                ranges = RANGES[:1] if stochastic else RANGES[1:] if args.quick else RANGES if nfe <= 10 else RANGES[:2]
+                for grid in grids[:1] if args.quick or nfe >= 50 else grids:
+                    for t_max, t_min in ranges:
                         t0 = time.time()
                         out = run_ours(mixture, args.n, nfe, solver, grid, t_min, t_max)
                         if out is None:
@@ -193,7 +194,7 @@ def main() -> None:
             except ImportError:
                 continue
             for name in DIFFUSERS:
-                for spacing in SPACINGS:
+                for spacing in SPACINGS if nfe <= 20 else ("leading", "karras"):
                     out = diffusers_run(mixture, args.n, nfe, name, spacing)
                     if out is None:
                         continue
