@@ -13,8 +13,8 @@ with `noisecraft.solve`, so the pictures show the toolkit's own solvers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ def plot_schedules(path: str | Path, schedules: dict[str, Schedule] | None = Non
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for i, (name, s) in enumerate(schedules.items()):
         t = torch.linspace(s.t_min, s.t_max, points, dtype=FLOAT64)
-        style = dict(color=f"C{i}", label=name, lw=1.8, ls="--" if isinstance(s, (VE, EDM)) else "-")
+        style = {"color": f"C{i}", "label": name, "lw": 1.8, "ls": "--" if isinstance(s, (VE, EDM)) else "-"}
         axes[0].plot(t, s.alpha(t), **style)
         axes[1].plot(t, s.sigma(t), **style)
         axes[2].plot(t, s.log_snr(t), **style)
@@ -180,7 +180,7 @@ def plot_trajectories(path: str | Path, denoise: Callable, schedule: Schedule, o
     ax = axes[0]
     ax.imshow(dens, extent=(-lim, lim, -lim, lim), origin="lower", cmap="Greys", aspect="equal")
     for i in range(n_paths):
-        ax.plot(ode[:, i, 0] / scale, ode[:, i, 1] / scale, color="C0", lw=0.7, alpha=0.7)
+        ax.plot(ode[:, i, 0].numpy() / scale, ode[:, i, 1].numpy() / scale, color="C0", lw=0.7, alpha=0.7)
     ax.scatter(ode[-1, :, 0], ode[-1, :, 1], s=12, color="C0", label="PF-ODE end", zorder=3)
     ax.scatter(sde[-1, :, 0], sde[-1, :, 1], s=12, color="C3", marker="x", label="reverse SDE end", zorder=3)
     ax.set_xlim(-lim, lim)
