@@ -32,7 +32,10 @@ class EMA:
         decay = self.current_decay()
         state = model.state_dict()
         for key, shadow in self.shadow.items():
-            shadow.lerp_(state[key].detach().float(), 1.0 - decay)
+            value = state[key].detach()
+            if shadow.device != value.device:  # the model moved (e.g. to the GPU) after the EMA was made
+                shadow = self.shadow[key] = shadow.to(value.device)
+            shadow.lerp_(value.float(), 1.0 - decay)
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

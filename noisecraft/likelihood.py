@@ -94,6 +94,11 @@ def dequantize(x: Tensor, bin_width: float, generator: torch.Generator | None = 
     return x + bin_width * u.to(x.device)
 
 
+def _time_of_rho(schedule: Schedule, rho: Tensor) -> float:
+    """t at log sigma~ = rho, clamped to [0, 1]: dopri5's trial steps may probe beyond the span's ends."""
+    return min(max(float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(FLOAT64))), 0.0), 1.0)
+
+
 def gauss_legendre_panels(a: float, b: float, panels: int, order: int) -> tuple[Tensor, Tensor]:
     """Nodes and weights of composite Gauss-Legendre quadrature on [a, b]: `panels` equal panels, `order` nodes each."""
     import numpy as np
@@ -167,7 +172,7 @@ def log_likelihood(
         eps = fixed_eps
         if divergence == "hutchinson" and estimator == "quadrature":
             eps = _probes(tuple(x.shape), probes, probe_kind, generator).to(device)
-        t = float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(FLOAT64)))
+        t = _time_of_rho(schedule, rho)
         alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         with torch.enable_grad():
             xs = x_scaled.detach().requires_grad_(True)
@@ -205,7 +210,7 @@ def log_likelihood(
         nodes, weights = gauss_legendre_panels(rho0, rho1, panels, order)
 
         def path_field(rho: Tensor, x_scaled: Tensor) -> Tensor:
-            t = float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(FLOAT64)))
+            t = _time_of_rho(schedule, rho)
             count["nfe"] += 1
             return x_scaled - denoise(float(schedule.alpha(t)) * x_scaled, as_time(t, batch)).to(FLOAT64)
 

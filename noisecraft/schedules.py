@@ -255,16 +255,16 @@ class DiscreteVP(_VariancePreserving):
         pos = self.timestep_of_t(t)
         lo = pos.detach().floor().clamp(0, self.N - 2).long()
         frac = pos - lo.to(FLOAT64)  # may fall outside [0, 1] at the ends: linear extrapolation
-        lam = self._lambdas
+        lam = self._lambdas.to(pos.device)
         return lam[lo] + frac * (lam[lo + 1] - lam[lo])
 
     def t_from_log_snr(self, log_snr: float | Tensor) -> Tensor:
         """Exact inverse of the piecewise-linear lambda."""
         target = torch.as_tensor(log_snr, dtype=FLOAT64)
-        neg = -self._lambdas  # increasing
-        idx = torch.searchsorted(neg, -target.reshape(-1)).reshape(target.shape)
+        lambdas = self._lambdas.to(target.device)
+        idx = torch.searchsorted(-lambdas, -target.reshape(-1)).reshape(target.shape)  # -lambda increases
         lo = (idx - 1).clamp(0, self.N - 2)
-        lam_lo, lam_hi = self._lambdas[lo], self._lambdas[lo + 1]
+        lam_lo, lam_hi = lambdas[lo], lambdas[lo + 1]
         pos = lo.to(FLOAT64) + (target - lam_lo) / (lam_hi - lam_lo)
         return self.t_of_timestep(pos)
 

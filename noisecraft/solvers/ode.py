@@ -86,7 +86,8 @@ def rk45(
     start, end = point(schedule, times[0]), point(schedule, times[-1])
 
     def field(rho: Tensor, x_scaled: Tensor) -> Tensor:
-        t = float(schedule.t_from_log_snr(-2.0 * rho.to(torch.float64)))
+        # clamped: dopri5's first trial step may probe beyond the span's ends
+        t = min(max(float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(torch.float64))), 0.0), 1.0)
         alpha = float(schedule.alpha(t))
         return x_scaled - denoise(alpha * x_scaled, t)
 
