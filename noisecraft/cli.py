@@ -48,8 +48,16 @@ def sample(
     seed: int = typer.Option(0, help="Sampling seed: sample i depends only on (seed, i)."),
     out: str = typer.Option(None, help="Output file, .png or .npy (default RUN/samples.png and RUN/samples.npy)."),
     ema: bool = typer.Option(True, help="Use the EMA weights."),
+    class_: int = typer.Option(None, "--class", help="Sample this class (class-conditional run or --classifier)."),
+    guidance: float = typer.Option(1.0, help="Guidance scale w >= 0: 1 is the plain conditional model, 0 unconditional."),
+    prompt: str = typer.Option(None, help="A text prompt routed to a class, e.g. 'a handwritten seven' (noisecraft[text])."),
+    classifier: str = typer.Option(None, help="A noisy-classifier folder: classifier guidance instead of classifier-free."),
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
+    if class_ is not None or prompt is not None or classifier is not None or guidance != 1.0:
+        from noisecraft.inverse_cli import guided_sample_command
+
+        return guided_sample_command(run, class_, prompt, guidance, classifier, solver, steps, n, seed, out, ema)
     from noisecraft.train_cli import sample_command
 
     sample_command(run, solver, steps, n, seed, out, ema)
@@ -75,6 +83,11 @@ def demo(out: str = typer.Option("runs/demo", help="Directory for the demo outpu
     from noisecraft.demo import run_demo
 
     run_demo(out)
+
+
+from noisecraft.inverse_cli import register as _register_inverse  # noqa: E402
+
+_register_inverse(app)  # inpaint, upscale, denoise
 
 
 _register_subapps()
