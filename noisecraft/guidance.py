@@ -22,7 +22,8 @@ Both wrappers know nothing of solvers: they take and return `denoise(x, t, cond)
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -31,7 +31,9 @@ docs/benchmarks/guidance.md).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -214,7 +216,7 @@ def repaint(
     x = prior_sample(schedule, shape, noise, dtype, device, float(times[0]))
     counted = CountingDenoise(projection(denoise, measurement, schedule), cond)
     path = resampling_path(steps, jump_length, jump_count)
-    for i, k in zip(path[:-1], path[1:]):
+    for i, k in itertools.pairwise(path):
         if k > i:
             x = ddpm(counted, schedule, x, times[i:k + 1], noise)
         else:

