@@ -5,7 +5,7 @@ on the train part, sample as many rows as the train part has, and evaluate (nois
 utility (train on synthetic, test on real; the "real" reference is train on real), detection ROC-AUC,
 median DCR to train (beside the real test rows' own) and the exact-copy rate, with fit times.
 
-    python benchmarks/tabular.py --minutes 3                        # penguins and titanic
+    python benchmarks/tabular.py --minutes 3 --seeds 3              # penguins and titanic
     python benchmarks/tabular.py --minutes 5 --diamonds /path/to/diamonds.csv
 
 Targets (issue 7): utility >= 0.95x train-on-real; detection AUC <= 0.65 on titanic and penguins;
@@ -40,6 +40,7 @@ def tables(diamonds: str | None) -> dict[str, tuple[pd.DataFrame, str]]:
 
 
 def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed: int, out: Path) -> list[dict]:
+    """One row per method for one seed (of the generator and of the evaluation's classifiers)."""
     train, test = split_table(frame, target)
     schema = infer_schema(train, target)
     rows = []
@@ -59,8 +60,9 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
         utility_name = next(m.name for m in report.metrics if m.group == "utility")
         util = report.value(utility_name)
         numeric, categorical = column_kinds(schema)
-        plot_marginals(train, synth, numeric, categorical, out / f"{name}_{method}_marginals.png")
-        plot_associations(train, synth, numeric, categorical, out / f"{name}_{method}_associations.png")
+        if seed == 0:
+            plot_marginals(train, synth, numeric, categorical, out / f"{name}_{method}_marginals.png")
+            plot_associations(train, synth, numeric, categorical, out / f"{name}_{method}_associations.png")
         row = {
             "table": name, "method": method, "rows_train": len(train), "utility_metric": utility_name.split(" ")[0],
             "utility": util.synthetic, "utility_real": util.reference, "utility_ratio": util.synthetic / util.reference,
@@ -70,7 +72,7 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
             "dcr_median_real_test": report.value("median DCR to train").reference,
             "exact_copy": report.value("exact-copy rate").synthetic,
             "exact_copy_real_test": report.value("exact-copy rate").reference,
-            "fit_s": fit_s, **extra,
+            "fit_s": fit_s, "seed": seed, **extra,
         }
         rows.append(row)
         print(f"[{name} / {method}] fit {fit_s:.1f} s", flush=True)
@@ -78,17 +80,23 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
     return rows
 
 
+def _pm(values: pd.Series) -> str:
+    return f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
+
+
 def markdown(rows: list[dict]) -> str:
-    head = ("| table | method | utility (metric) | train-on-real | ratio | detection AUC (real test) "
-            "| median DCR (real test) | exact copies (real test) | fit time |\n|---|---|---|---|---|---|---|---|---|")
+    """Mean (± standard deviation over seeds) per table and method."""
+    frame = pd.DataFrame(rows)
+    head = ("| table | method | seeds | utility (metric) | train-on-real | ratio | detection AUC (real test) "
+            "| median DCR (real test) | exact copies (real test) | fit time |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
-    for r in rows:
+    for (table, method), g in frame.groupby(["table", "method"], sort=False):
+        steps = f", {g['steps'].mean():.0f} steps" if "steps" in g and g["steps"].notna().all() else ""
         lines.append(
-            f"| {r['table']} | {r['method']} | {r['utility']:.3f} ({r['utility_metric']}) | {r['utility_real']:.3f} | "
-            f"{r['utility_ratio']:.3f} | {r['detection_auc']:.3f} ({r['detection_auc_real_test']:.3f}) | "
-            f"{r['dcr_median']:.3f} ({r['dcr_median_real_test']:.3f}) | {r['exact_copy']:.3f} "
-            f"({r['exact_copy_real_test']:.3f}) | {r['fit_s']:.0f} s"
-            + (f", {r['steps']} steps" if "steps" in r else "") + " |")
+            f"| {table} | {method} | {len(g)} | {_pm(g['utility'])} ({g['utility_metric'].iloc[0]}) | "
+            f"{_pm(g['utility_real'])} | {_pm(g['utility_ratio'])} | {_pm(g['detection_auc'])} "
+            f"({_pm(g['detection_auc_real_test'])}) | {_pm(g['dcr_median'])} ({_pm(g['dcr_median_real_test'])}) | "
+            f"{_pm(g['exact_copy'])} ({_pm(g['exact_copy_real_test'])}) | {g['fit_s'].mean():.0f} s{steps} |")
     return "\n".join(lines)
 
 
@@ -97,7 +105,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="noisecraft training budget per table")
     parser.add_argument("--diamonds", default=None, help="path to diamonds.csv (benchmark input, not shipped)")
     parser.add_argument("--only", nargs="*", default=None, help="table names to run")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0 .. seeds-1 and report mean ± sd")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default="runs/bench_tabular", help="folder for plots and results.json")
     args = parser.parse_args()
@@ -109,11 +117,12 @@ def main() -> None:
     for name, (frame, target) in tables(args.diamonds).items():
         if args.only and name not in args.only:
             continue
-        rows.extend(run_table(name, frame, target, args.minutes, args.seed, out))
+        for seed in range(args.seeds):
+            rows.extend(run_table(name, frame, target, args.minutes, seed, out))
         (out / "results.json").write_text(json.dumps(rows, indent=1))
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"torch {torch.__version__}, CPU")
-    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine}; --minutes {args.minutes}\n")
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine}; --minutes {args.minutes}; seeds {args.seeds}\n")
     print(markdown(rows))
 
 
