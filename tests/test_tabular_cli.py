@@ -20,10 +20,10 @@ def test_fit_sample_eval_end_to_end(tmp_path):
     assert (model / "schema.json").is_file() and (model / "model.json").is_file()
     synth = tmp_path / "synth.csv"
     res = runner.invoke(app, ["tabular", "sample", str(model), "--n", "120", "--out", str(synth),
-                              "--where", "species=Adelie", "--steps", "10"])
+                              "--where", "species=Adelie,body_mass_g=4000", "--steps", "10"])
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(synth)
-    assert len(frame) == 120 and (frame["species"] == "Adelie").all()
+    assert len(frame) == 120 and (frame["species"] == "Adelie").all() and (frame["body_mass_g"] == 4000).all()
     res = runner.invoke(app, ["tabular", "eval", str(data), str(synth), "--target", "species"])
     assert res.exit_code == 0, res.output
     assert "detection ROC-AUC" in res.output and "median DCR to train" in res.output

@@ -39,7 +39,10 @@ def _typed_value(model, column: str, text: str):
     if text.lower() in ("nan", "na", "none", ""):
         return None
     if spec.kind == "numeric":
-        return text
+        try:
+            return float(text)
+        except ValueError:
+            _fail(f"column {column!r} is numeric; expected a number, got {text!r}")
     for value in spec.categories:
         if str(value) == text or (spec.value_type == "bool" and str(value).lower() == text.lower()):
             return value
@@ -62,6 +65,7 @@ def fit(
     seed: int = typer.Option(0, help="Training seed."),
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
+    from noisecraft.checkpoint import write_text_atomic
     from noisecraft.tabular.data import split_table
     from noisecraft.tabular.model import TabularConfig, TabularDiffusion
     from noisecraft.tabular.schema import check_table, read_table
@@ -80,7 +84,7 @@ def fit(
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     model.save(out)
-    (out / "fit.json").write_text(json.dumps({"data": str(data), "test_size": test_size, "drop": list(drop),
+    write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size, "drop": list(drop),
                                               "rows": len(train)}, indent=1))
     typer.echo(f"fitted {len(train)} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
                f"({model.stats.steps} steps, final loss {model.stats.loss:.4f}); saved to {out}")

@@ -186,7 +186,8 @@ def association_matrix(frame: pd.DataFrame, numeric: list[str], categorical: lis
         for j in range(i + 1, len(names)):
             b = names[j]
             if a in values and b in values:
-                rho = values[a].corr(values[b], method="spearman")
+                constant = values[a].nunique() < 2 or values[b].nunique() < 2  # rho undefined: no association
+                rho = 0.0 if constant else values[a].corr(values[b], method="spearman")
                 v = 0.0 if rho is None or np.isnan(rho) else abs(float(rho))
             elif a in labels and b in labels:
                 v = _cramers_v(labels[a], labels[b])

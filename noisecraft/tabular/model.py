@@ -154,6 +154,8 @@ class TabularDiffusion:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"column {name!r} is numeric; expected a number, got {value!r}") from None
+        if spec.value_type == "int" and not number.is_integer():
+            raise ValueError(f"column {name!r} holds integers; expected an integer, got {value!r}")
         if not spec.min <= number <= spec.max:
             raise ValueError(f"column {name!r} = {number} lies outside the observed range [{spec.min}, {spec.max}]")
         cond.num_mask[:, j] = True
@@ -173,7 +175,7 @@ class TabularDiffusion:
         frame = self.codec.decode(x_num, tokens)
         for name, value in (where or {}).items():  # exact values, not their round trip through the transform
             if self.schema.column(name).kind == "numeric" and not is_missing(value):
-                frame[name] = pd.Series([value] * n).astype(frame[name].dtype)
+                frame[name] = pd.Series([float(value)] * n).astype(frame[name].dtype)
         return frame
 
     # -- persistence ------------------------------------------------------------------------------
