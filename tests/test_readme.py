@@ -20,3 +20,4 @@ def test_python_examples_run():
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["x"].shape == (16, 2) and namespace["info"].nfe == 10
+    assert abs(namespace["nll"] - float(-namespace["mix16"].log_prob(namespace["data"]).mean())) < 4 * namespace["stderr"]
