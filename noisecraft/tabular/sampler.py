@@ -56,8 +56,8 @@ class _Uniforms:
 
 
 @torch.no_grad()
-def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditions, steps: int = 100, solver: str = "ddpm", seed: int = 0,
-                grid: str = "uniform") -> tuple[Tensor, Tensor]:
+def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditions, steps: int = 100,
+                solver: str = "ddpm", seed: int = 0, grid: str = "uniform") -> tuple[Tensor, Tensor]:
     """n rows (numeric scores (n, d_num), tokens (n, d_tok)) from the joint reverse process."""
     if solver not in SINGLE_STEP_SOLVERS:
         raise ValueError(f"solver {solver!r} cannot step the joint process one interval at a time; "
