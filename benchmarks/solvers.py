@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/benchmarks/solvers.md")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    lines = [f"# Solver benchmark\n", f"`python benchmarks/solvers.py --n {args.n}` on {platform.machine()} "
+    lines = ["# Solver benchmark\n", f"`python benchmarks/solvers.py --n {args.n}` on {platform.machine()} "
              f"({torch.get_num_threads()} threads), {datetime.date.today()}, torch {torch.__version__}. "
              "Schedule: DDPM's 1000 linear betas (DiscreteVP) for every sampler; model: the oracle's exact eps. "
              "Lower is better; the floor is the same metric for a fresh true sample of the same size.\n"]

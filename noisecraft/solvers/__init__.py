@@ -8,7 +8,6 @@ every interval of its grid and t_min does not shrink with the number of steps.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -17,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time
+from noisecraft._tensor import as_time
 from noisecraft.noise import SampleNoise
 from noisecraft.schedules import Schedule
 from noisecraft.solvers.ancestral import ddim, ddpm
