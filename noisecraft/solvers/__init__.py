@@ -122,8 +122,8 @@ def solve(
 
         bar = tqdm(total=spec.nfe_per_step * (len(times) - 1) + 1 if spec.nfe_per_step else None, desc=solver, unit="nfe")
     counted = CountingDenoise(denoise, cond, bar)
-    if isinstance(generator, torch.Generator) or generator is None:
-        generator = SampleNoise.from_generator(generator, x_T.shape[0]) if spec.stochastic or options.get("churn") else generator
+    if not isinstance(generator, SampleNoise):  # every draw per sample, whichever option makes a solver random
+        generator = SampleNoise.from_generator(generator, x_T.shape[0])
     x = spec.fn(counted, schedule, x_T, times, generator, **{**spec.options, **options})
     x = final_step(counted, schedule, x, float(times[-1]), denoise_final)
     if bar is not None:
