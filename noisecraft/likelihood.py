@@ -215,7 +215,8 @@ def log_likelihood(
             return x_scaled - denoise(float(schedule.alpha(t)) * x_scaled, as_time(t, batch)).to(FLOAT64)
 
         out_times = torch.cat([torch.tensor([rho0], dtype=FLOAT64), nodes, torch.tensor([rho1], dtype=FLOAT64)]).to(device)
-        path = odeint(path_field, x_scaled0, out_times, rtol=rtol, atol=atol, method="dopri5")
+        with torch.no_grad():  # the path needs no graph; the divergence builds its own under enable_grad
+            path = odeint(path_field, x_scaled0, out_times, rtol=rtol, atol=atol, method="dopri5")
         integral = torch.zeros(batch, dtype=FLOAT64, device=device)
         for j in range(nodes.numel()):
             _, div = x0_and_divergence(path[j + 1], nodes[j].cpu(), j)
@@ -226,4 +227,4 @@ def log_likelihood(
     log_prior = -0.5 * (x_T.reshape(batch, -1) ** 2).sum(1) / sigma_T**2 - dim * (math.log(sigma_T) + 0.5 * math.log(2 * math.pi))
     # log p~ at rho1 -> log p~ at rho0: + integral of div; x_T = alpha_T x~_T adds D log alpha_T; x = alpha_0 x~ removes D log alpha_0
     log_p = log_prior + dim * math.log(float(schedule.alpha(t_max))) + integral - dim * math.log(alpha0)
-    return LikelihoodResult(log_p, count["nfe"], dim, divergence, probes if divergence == "hutchinson" else 0)
+    return LikelihoodResult(log_p.detach(), count["nfe"], dim, divergence, probes if divergence == "hutchinson" else 0)
