@@ -104,3 +104,11 @@ def test_config_round_trip_through_yaml(schedule):
 def test_bad_configs_name_the_problem(config, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         S.schedule_from_config(config)
+
+
+def test_discrete_vp_follows_the_device_of_t():
+    """Tables are moved to t's device (the GPU check found a CPU table indexed by CUDA times); 'meta' stands in."""
+    s = S.DiscreteVP()
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64, device="meta")
+    assert s.log_snr(t).device.type == "meta"
+    assert s.t_from_log_snr(torch.tensor([1.0, -2.0], dtype=torch.float64, device="meta")).device.type == "meta"
