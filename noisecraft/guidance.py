@@ -61,22 +61,35 @@ def check_labels(labels: Any, num_classes: int, batch: int | None = None) -> Ten
 class ClassifierFree:
     """x0_hat(null) + w (x0_hat(y) - x0_hat(null)) (Ho & Salimans 2022); w = 1 is the conditional model.
 
-    `denoise(x, t, cond)` must accept the null label as `cond` (a model trained with label dropout, see
-    NetConfig.label_dropout). Conditional and unconditional evaluations go through the network as one
-    batch of 2B. Called without `cond` (or with the null label) the wrapper is the unconditional model.
+    `denoise(x, t, cond)` must accept the null condition as `cond` (a model trained with label dropout, see
+    NetConfig.label_dropout). The condition is a class label with `null_label` an int, or a text embedding
+    (a vector per sample, Reimers & Gurevych 2019) with `null_label` a vector such as the zero embedding.
+    Conditional and unconditional evaluations go through the network as one batch of 2B. Called without
+    `cond` the wrapper is the unconditional model.
     """
 
-    def __init__(self, denoise: DenoiseFn, scale: float, null_label: int) -> None:
+    def __init__(self, denoise: DenoiseFn, scale: float, null_label: int | Tensor) -> None:
         self.denoise = denoise
         self.scale = check_scale(scale)
-        self.null_label = int(null_label)
+        self.embedded = isinstance(null_label, Tensor) and null_label.ndim > 0
+        self.null_label = null_label.reshape(-1) if self.embedded else int(null_label)
+
+    def _batch(self, cond: Any, batch: int, device: torch.device) -> Tensor:
+        """cond (or the null) repeated or checked to one row per sample."""
+        if not self.embedded:
+            return torch.as_tensor(cond, device=device).long().reshape(-1).expand(batch)
+        cond = torch.as_tensor(cond, device=device, dtype=torch.float32)
+        dim = self.null_label.numel()
+        if cond.shape[-1] != dim or cond.ndim > 2:
+            raise ValueError(f"expected text embeddings of shape ({dim},) or (batch, {dim}), got {tuple(cond.shape)}")
+        return cond.reshape(-1, dim).expand(batch, dim)
 
     def __call__(self, x: Tensor, t: float | Tensor, cond: Tensor | None = None) -> Tensor:
         t = as_time(t, x.shape[0])
-        null = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
+        null = self._batch(self.null_label, x.shape[0], x.device)
         if cond is None:
             return self.denoise(x, t, null)
-        cond = torch.as_tensor(cond, device=x.device).long().reshape(-1).expand(x.shape[0])
+        cond = self._batch(cond, x.shape[0], x.device)
         if self.scale == 1.0:
             return self.denoise(x, t, cond)
         if self.scale == 0.0:
@@ -86,8 +99,9 @@ class ClassifierFree:
         return x0_uncond + self.scale * (x0_cond - x0_uncond)
 
 
-def classifier_free(denoise: DenoiseFn, scale: float, null_label: int) -> ClassifierFree:
-    """Classifier-free guidance with scale w (w = 1: plain conditional; see the module docstring)."""
+def classifier_free(denoise: DenoiseFn, scale: float, null_label: int | Tensor) -> ClassifierFree:
+    """Classifier-free guidance with scale w (w = 1: plain conditional; see the module docstring);
+    `null_label` is the null class, or the null embedding vector for text conditioning."""
     return ClassifierFree(denoise, scale, null_label)
 
 

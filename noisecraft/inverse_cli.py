@@ -66,13 +66,12 @@ def base_denoiser(loaded) -> Callable[..., Tensor]:
     model = loaded.config.model
     if model.num_classes is None:
         return denoise
-    if model.null_label is None:
-        raise ValueError("this run is class-conditional without a null label (model.label_dropout = 0): "
-                         "pass --class to sample it")
-    null = model.null_label
+    if not model.guidable:
+        raise ValueError(f"this run is {model.cond}-conditional without a null condition (model.label_dropout = 0): "
+                         f"pass --{'prompt' if model.text else 'class'} to sample it")
 
     def unconditional(x: Tensor, t: Tensor) -> Tensor:
-        return denoise(x, t, torch.full((x.shape[0],), null, dtype=torch.long, device=x.device))
+        return denoise(x, t, model.null_cond(x.shape[0], x.device))
 
     return unconditional
 
@@ -94,6 +93,8 @@ def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) 
     if model.num_classes is None:
         raise ValueError("this run is unconditional (model.num_classes is not set): --class needs a class-conditional "
                          "run, or a noisy classifier via --classifier")
+    if model.text:
+        raise ValueError("this run is text-conditioned (model.cond = 'text'): pass --prompt instead of --class")
     check_labels(label, model.num_classes)
     if model.null_label is None and scale != 1.0:
         raise ValueError(f"--guidance {guidance} needs a run trained with label dropout (model.label_dropout > 0); "
@@ -109,6 +110,32 @@ def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) 
         return out if clip is None else out.clamp(-clip, clip)
 
     return cfg
+
+
+def text_denoiser(loaded, embedding: Tensor, guidance: float) -> Callable[..., Tensor]:
+    """x0_hat(x, t) of a text-conditioned run steered to a prompt's sentence embedding (Reimers & Gurevych
+    2019): classifier-free guidance (Ho & Salimans 2022) against the zero embedding, clipped as configured."""
+    from noisecraft.guidance import check_scale, classifier_free
+
+    scale = check_scale(guidance, "--guidance")
+    model = loaded.config.model
+    if not model.guidable and scale != 1.0:
+        raise ValueError(f"--guidance {guidance} needs a run trained with label dropout (model.label_dropout > 0); "
+                         "this one can only sample with --guidance 1")
+    embedding = embedding.reshape(1, -1)
+    if embedding.shape[1] != model.text_dim:
+        raise ValueError(f"the prompt embedding has {embedding.shape[1]} dimensions; the run expects {model.text_dim}")
+    clip = _clip(loaded)
+    if model.guidable:
+        guided = classifier_free(loaded.denoiser, scale, torch.zeros(model.text_dim))
+    else:
+        guided = loaded.denoiser
+
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        out = guided(x, t, embedding.to(x.device).expand(x.shape[0], -1))
+        return out if clip is None else out.clamp(-clip, clip)
+
+    return denoise
 
 
 def _sample(denoise: Callable, loaded, n: int, solver: str, steps: int, seed: int) -> Tensor:
@@ -138,13 +165,22 @@ def guided_sample_command(run: str, label: int | None, prompt: str | None, guida
         check_scale(guidance, "--guidance")
         loaded = _loaded(run, ema)
         title = ""
+        if prompt is not None and label is not None:
+            raise ValueError("pass --class or --prompt, not both")
+        if prompt is not None and loaded.config.model.text and classifier is None:
+            from noisecraft.text import embed
+
+            denoise = text_denoiser(loaded, embed([prompt]), guidance)
+            typer.echo(f"prompt {prompt!r} -> its sentence embedding (text-conditioned run)")
+            x = _sample(denoise, loaded, n, solver, steps, seed)
+            path = Path(out) if out else Path(run) / f"samples_text_w{guidance:g}.png"
+            _write(path, [(f"{prompt!r}, CFG w={guidance:g}", x)])
+            return
         if prompt is not None:
-            if label is not None:
-                raise ValueError("pass --class or --prompt, not both")
             from noisecraft.text import prompt_to_class
 
             label, similarity = prompt_to_class(prompt)
-            typer.echo(f"prompt {prompt!r} -> class {label} (similarity {similarity:.2f})")
+            typer.echo(f"prompt {prompt!r} -> nearest class {label} (similarity {similarity:.2f}; class-conditioned run)")
             title = f"{prompt!r} -> "
         if label is None:
             raise ValueError("--guidance and --classifier need --class or --prompt")

@@ -5,6 +5,9 @@ A prompt reaches the UNet's class input through the embedding space: each class 
 ("a handwritten seven"), the prompt is embedded, and the class whose description is nearest in cosine
 similarity is the label passed to the class-conditional model (zero-shot routing; no retraining). A prompt
 that is close to no class is an error that names it and its best match.
+
+A text-conditioned run (NetConfig cond "text") takes the embedding itself: training turns each label into
+one of a few prompts (PROMPT_TEMPLATES, embedded once per template and cached), sampling embeds the prompt.
 """
 
 from __future__ import annotations
@@ -48,6 +51,25 @@ def embed(prompts: Sequence[str]) -> Tensor:
 
 
 TEMPLATES: tuple[str, ...] = ("a handwritten {name}", "the digit {index}", "the number {name}")
+#: prompts a text-conditioned run trains on, one drawn per sample; {name} and {index} as in class_descriptions
+PROMPT_TEMPLATES: tuple[str, ...] = ("a handwritten {name}", "the digit {index}", "number {name}",
+                                     "the digit {name}", "a drawing of the number {index}", "{name}, written by hand")
+
+
+@functools.lru_cache(maxsize=8)
+def _prompt_table(names: tuple[str, ...], templates: tuple[str, ...]) -> Tensor:
+    flat = [tpl.format(name=name, index=i) for tpl in templates for i, name in enumerate(names)]
+    return embed(flat).reshape(len(templates), len(names), -1).transpose(0, 1).contiguous()
+
+
+def prompt_table(num_classes: int, names: Sequence[str] = DIGIT_NAMES,
+                 templates: Sequence[str] = PROMPT_TEMPLATES) -> Tensor:
+    """Embeddings of every (class, template) prompt, (num_classes, len(templates), 384); computed once per
+    process (the encoder runs once per template set)."""
+    if num_classes > len(names):
+        raise ValueError(f"text conditioning names {len(names)} classes ({', '.join(names)}); "
+                         f"the data has {num_classes}")
+    return _prompt_table(tuple(names[:num_classes]), tuple(templates))
 
 
 def class_descriptions(names: Sequence[str] = DIGIT_NAMES, template: str = "a handwritten {name}") -> list[str]:
@@ -69,4 +91,5 @@ def prompt_to_class(prompt: str, names: Sequence[str] = DIGIT_NAMES, min_similar
     return label, float(sims[label])
 
 
-__all__ = ["DIGIT_NAMES", "available", "class_descriptions", "embed", "prompt_to_class"]
+__all__ = ["DIGIT_NAMES", "PROMPT_TEMPLATES", "available", "class_descriptions", "embed", "prompt_table",
+           "prompt_to_class"]

@@ -88,6 +88,21 @@ def process_slice(batch: int, accum: int, micro: int, rank: int, world: int) -> 
     return slice(start, start + per)
 
 
+def conditions(labels: Tensor, drop: Tensor | None = None, null_label: int | None = None,
+               prompts: Tensor | None = None, templates: Tensor | None = None) -> Tensor:
+    """What the network is conditioned on for a batch of labels.
+
+    Class mode: the labels, with those where `drop` is true replaced by `null_label` (label dropout for
+    classifier-free guidance, Ho & Salimans 2022). Text mode (`prompts`, (classes, templates, dim)): the
+    sentence embedding of template `templates[i]` for label i (Reimers & Gurevych 2019), and the zero
+    embedding where `drop` is true.
+    """
+    if prompts is not None:
+        cond = prompts[labels, templates]
+        return cond if drop is None else torch.where(drop[:, None], torch.zeros_like(cond), cond)
+    return labels if drop is None else torch.where(drop, null_label, labels)
+
+
 def _any_across(accelerator: Any, flag: bool) -> bool:
     """True on every process when it is true on one (keeps processes in step for stops and errors)."""
     if accelerator.num_processes == 1:
@@ -160,6 +175,16 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
     if use_labels and data.labels is None:
         raise ValueError(f"model.num_classes is set but data {data.name!r} has no labels")
     null = config.model.null_label
+    guidable = config.model.guidable
+    # text mode (NetConfig cond "text"): a label becomes the sentence embedding of one of its prompts
+    prompts = None
+    if config.model.text:
+        from noisecraft.text import prompt_table
+
+        prompts = prompt_table(config.model.num_classes)
+        if prompts.shape[-1] != config.model.text_dim:
+            raise ValueError(f"model.text_dim is {config.model.text_dim} but the sentence embeddings have "
+                             f"{prompts.shape[-1]} dimensions")
 
     def checkpoint() -> Path | None:
         accelerator.wait_for_everyone()
@@ -201,14 +226,17 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
             t_all = loss_fn.sample_t(cfg.batch_size, g)
             eps_all = torch.randn((cfg.batch_size, *data.sample_shape), generator=g)
             # drawn after eps so runs without label dropout keep their random stream
-            drop_all = torch.rand(cfg.batch_size, generator=g) < config.model.label_dropout if null is not None else None
+            drop_all = torch.rand(cfg.batch_size, generator=g) < config.model.label_dropout if guidable else None
+            # drawn last, for the same reason; a pure function of (seed, step), so resume stays exact
+            tpl_all = torch.randint(prompts.shape[1], (cfg.batch_size,), generator=g) if prompts is not None else None
             step_loss = torch.zeros((), device=accelerator.device)
             for micro in range(cfg.grad_accum):
                 part = process_slice(cfg.batch_size, cfg.grad_accum, micro, rank, world)
                 x0 = data.x[idx[part]].to(accelerator.device)
-                cond = data.labels[idx[part]].to(accelerator.device) if use_labels else None
-                if drop_all is not None:  # classifier-free guidance: some labels become the null label
-                    cond = torch.where(drop_all[part].to(accelerator.device), null, cond)
+                cond = None
+                if use_labels:
+                    cond = conditions(data.labels[idx[part]], None if drop_all is None else drop_all[part], null,
+                                      prompts, None if tpl_all is None else tpl_all[part]).to(accelerator.device)
                 sync = micro == cfg.grad_accum - 1
                 ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model)
                 with ctx, accelerator.autocast():

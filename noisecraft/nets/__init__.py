@@ -3,10 +3,11 @@ diffusers' UNet2DModel for images. `NetConfig` builds either from a plain config
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import nn
+from torch import Tensor, nn
 
 from noisecraft.nets.mlp import MLP
 from noisecraft.nets.unet import UNet
@@ -32,6 +33,10 @@ class NetConfig(BaseModel):
     # `num_classes` with this probability; > 0 adds that null class's embedding to the network
     label_dropout: float = Field(0.0, ge=0, lt=1)
     time_scale: float | None = None
+    # what the network is conditioned on: the class label, or a sentence embedding (Reimers & Gurevych
+    # 2019) of width text_dim of a prompt made from the label (noisecraft.text); the text null is zeros
+    cond: Literal["class", "text"] = "class"
+    text_dim: int = Field(384, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> NetConfig:
@@ -40,17 +45,43 @@ class NetConfig(BaseModel):
                              f"got {self.attention}")
         if self.label_dropout > 0 and self.num_classes is None:
             raise ValueError(f"label_dropout {self.label_dropout} needs num_classes (class-conditional training)")
+        if self.cond == "text" and self.num_classes is None:
+            raise ValueError("cond 'text' needs num_classes: training turns each of the data's labels into a prompt")
         return self
+
+    @property
+    def text(self) -> bool:
+        """Whether the network takes sentence embeddings (cond 'text') rather than class labels."""
+        return self.cond == "text"
 
     @property
     def null_label(self) -> int | None:
         """The label that means "no class" (classifier-free guidance), or None without label dropout."""
+        if self.text:
+            return None
         return self.num_classes if self.num_classes is not None and self.label_dropout > 0 else None
+
+    @property
+    def guidable(self) -> bool:
+        """Whether the network was trained with a null condition (label dropout), so CFG can use it."""
+        return self.num_classes is not None and self.label_dropout > 0
 
     @property
     def class_embeddings(self) -> int | None:
         """Rows of the network's class embedding: the classes, plus the null label when there is one."""
-        return None if self.num_classes is None else self.num_classes + (self.null_label is not None)
+        if self.num_classes is None or self.text:
+            return None
+        return self.num_classes + (self.null_label is not None)
+
+    def null_cond(self, batch: int, device: Any = None) -> Tensor:
+        """The null condition for a batch (classifier-free guidance, Ho & Salimans 2022): the null label
+        in class mode, the zero embedding (batch, text_dim) in text mode."""
+        if not self.guidable:
+            raise ValueError("this run has no null condition: it was trained without label dropout "
+                             "(model.label_dropout = 0)")
+        if self.text:
+            return torch.zeros(batch, self.text_dim, device=device)
+        return torch.full((batch,), self.null_label, dtype=torch.long, device=device)
 
     def build(self, sample_shape: tuple[int, ...], time_input: str = "t") -> nn.Module:
         """The network for samples of `sample_shape` ((dim,) or (channels, height, width))."""
@@ -62,11 +93,16 @@ class NetConfig(BaseModel):
         if kind == "mlp":
             if len(sample_shape) != 1:
                 raise ValueError(f"the MLP takes vectors, got samples of shape {sample_shape}; use kind 'unet'")
-            return MLP(sample_shape[0], self.width, self.depth, self.class_embeddings, scale)
+            return MLP(sample_shape[0], self.width, self.depth, self.class_embeddings, scale, self._text_dim)
         if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
             raise ValueError(f"the UNet takes square images (channels, size, size), got {sample_shape}")
         return UNet.build(sample_shape[1], sample_shape[0], self.block_channels, self.attention,
-                          self.layers_per_block, self.class_embeddings, dropout=self.dropout, time_scale=scale)
+                          self.layers_per_block, self.class_embeddings, dropout=self.dropout, time_scale=scale,
+                          text_dim=self._text_dim)
+
+    @property
+    def _text_dim(self) -> int | None:
+        return self.text_dim if self.text else None
 
 
 def count_parameters(net: nn.Module) -> int:

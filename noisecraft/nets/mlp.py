@@ -27,13 +27,17 @@ class MLP(nn.Module):
     """F(x, noise_level[, class]) for x of shape (batch, dim); output has x's shape."""
 
     def __init__(self, dim: int, width: int = 256, depth: int = 3, num_classes: int | None = None,
-                 time_scale: float = 1000.0) -> None:
+                 time_scale: float = 1000.0, text_dim: int | None = None) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"MLP needs dim, width, depth >= 1, got {dim}, {width}, {depth}")
         self.dim = dim
         self.embed = NoiseLevelEmbedding(width, scale=time_scale)
+        if num_classes and text_dim:
+            raise ValueError(f"condition on classes ({num_classes}) or on text (text_dim {text_dim}), not both")
+        # a class label is looked up; a sentence embedding (Reimers & Gurevych 2019) is projected linearly
         self.class_embed = nn.Embedding(num_classes, width) if num_classes else None
+        self.text_proj = nn.Linear(text_dim, width) if text_dim else None
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(_Block(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
@@ -44,7 +48,12 @@ class MLP(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP expects input of shape (batch, {self.dim}), got {tuple(x.shape)}")
         emb = self.embed(noise_level.expand(x.shape[0]))
-        if cond is not None:
+        if cond is not None and self.text_proj is not None:
+            if cond.ndim != 2 or cond.shape[1] != self.text_proj.in_features:
+                raise ValueError(f"this MLP takes text embeddings of shape (batch, {self.text_proj.in_features}), "
+                                 f"got {tuple(cond.shape)}")
+            emb = emb + self.text_proj(cond.to(emb.dtype))
+        elif cond is not None:
             if self.class_embed is None:
                 raise ValueError("got class labels, but this MLP was built without num_classes")
             emb = emb + self.class_embed(cond)
