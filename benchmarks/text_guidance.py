@@ -30,6 +30,10 @@ PROMPTS: tuple[tuple[str, int, bool], ...] = (  # (prompt, digit, one of the tra
     ("a 2 written by hand", 2, False),
     ("draw an eight", 8, False),
     ("zero", 0, False),
+    # harder: arithmetic, order and numerals that a sentence embedding may not resolve
+    ("the number after six", 7, False),
+    ("three plus two", 5, False),
+    ("VII", 7, False),
 )
 SCALES = (0.0, 1.0, 2.0, 3.0)
 
@@ -74,9 +78,13 @@ def main() -> None:
                 panels.append((prompt, x[:36].numpy()))
         routed = ""
         if class_run is not None:
-            label, _ = prompt_to_class(prompt)
-            x = _draw(class_denoiser(class_run, label, 2.0, None), class_run, args.n, seed=i)
-            routed = f"{label} / {float((features_and_classes(x)[1] == digit).mean()):.2f}"
+            try:
+                label, _ = prompt_to_class(prompt)
+            except ValueError:  # near no class
+                routed = "none / -"
+            else:
+                x = _draw(class_denoiser(class_run, label, 2.0, None), class_run, args.n, seed=i)
+                routed = f"{label} / {float((features_and_classes(x)[1] == digit).mean()):.2f}"
         rows.append((prompt, digit, seen, accs, routed))
     seconds = time.perf_counter() - start
     mean = np.mean([r[3] for r in rows], axis=0)
@@ -104,7 +112,7 @@ def main() -> None:
         with open(args.out, "a") as f:
             f.write(text)
     if args.png:
-        save_image_grids(args.png, panels, scale=0.25)
+        save_image_grids(args.png, panels, scale=0.08)
         print(f"wrote {args.png}")
 
 
