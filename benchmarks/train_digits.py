@@ -112,9 +112,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=("wall", "process"), default="wall")
     parser.add_argument("--out", default="runs/bench_train_digits")
+    parser.add_argument("--sigma-data", type=float, default=None,
+                        help="override EDM's sigma_data for noisecraft (the digits' pixel std is 0.75)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = demo_config(args.minutes)
+    if args.sigma_data is not None:
+        cfg = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"sigma_data": args.sigma_data})})
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": args.threads, "clock": args.clock})})
     out = Path(args.out)
     results = {"date": str(date.today()), "machine": f"{platform.machine()} {platform.processor() or ''} "
