@@ -66,6 +66,9 @@ def draw(run: LoadedRun, n: int, solver: str | None = None, steps: int | None = 
     """n samples (float32, on CPU) in one batch; sample i depends only on (seed, i) (noisecraft.noise)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if run.config.model.num_classes is not None:
+        how = "--prompt TEXT" if run.config.model.cond == "text" else "--class K (0..{})".format(run.config.model.num_classes - 1)
+        raise ValueError(f"this run is {run.config.model.cond}-conditional; choose what to draw with {how}")
     cfg = run.config.sample
     clip = cfg.clip if clip == "config" else clip
     device = next(run.net.parameters()).device
