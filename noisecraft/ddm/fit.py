@@ -36,6 +36,18 @@ QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PENALTY = 1e10
 
 
+
+def _trial_loglik(rt: np.ndarray, response: np.ndarray, tv: dict, s: float, lapse_density: np.ndarray | float) -> np.ndarray:
+    """Per-trial log-likelihood of the Ratcliff model mixed with a lapse of probability tv["lapse"]:
+    log((1 - p) f(rt, response) + p * lapse_density)."""
+    ll = logpdf(rt, response, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], tv["sz"], tv["st0"], s=s)
+    p = tv["lapse"]
+    if np.any(p > 0):
+        with np.errstate(divide="ignore"):
+            ll = np.logaddexp(np.log1p(-p) + ll, np.log(p * lapse_density))
+    return ll
+
+
 @dataclass
 class FitResult:
     """A fitted model: estimates, uncertainty, fit statistics and how the optimiser got there."""
@@ -150,23 +162,7 @@ class _Problem:
         vals, tv = self.trial_values(theta)
         if self.design.valid(vals) > 0:
             return np.full(self.data.n, -np.inf)
-        ll = logpdf(
-            self.data.rt,
-            self.data.response,
-            tv["v"],
-            tv["a"],
-            tv["z"],
-            tv["t0"],
-            tv["sv"],
-            tv["sz"],
-            tv["st0"],
-            s=self.spec.s,
-        )
-        p = tv["lapse"]
-        if np.any(p > 0):
-            with np.errstate(divide="ignore"):
-                ll = np.logaddexp(np.log1p(-p) + ll, np.log(p * self.lapse_c))
-        return ll
+        return _trial_loglik(self.data.rt, self.data.response, tv, self.spec.s, self.lapse_c)
 
     def nll(self, theta: np.ndarray) -> float:
         vals = self.design.values(theta)
@@ -238,22 +234,7 @@ class _Problem:
                 lapse_density=np.tile(self.lapse_c, J),
             )[0]
         else:
-            ll = logpdf(
-                rt,
-                resp,
-                tv["v"],
-                tv["a"],
-                tv["z"],
-                tv["t0"],
-                tv["sv"],
-                tv["sz"],
-                tv["st0"],
-                s=self.spec.s,
-            )
-            p = tv["lapse"]
-            if np.any(p > 0):
-                with np.errstate(divide="ignore"):
-                    ll = np.logaddexp(np.log1p(-p) + ll, np.log(p * np.tile(self.lapse_c, J)))
+            ll = _trial_loglik(rt, resp, tv, self.spec.s, np.tile(self.lapse_c, J))
         vals = -ll.reshape(J, n).sum(1)
         out[ok] = np.where(np.isfinite(vals), vals, _PENALTY)
         return out
