@@ -36,7 +36,6 @@ QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PENALTY = 1e10
 
 
-
 def _trial_loglik(rt: np.ndarray, response: np.ndarray, tv: dict, s: float, lapse_density: np.ndarray | float) -> np.ndarray:
     """Per-trial log-likelihood of the Ratcliff model mixed with a lapse of probability tv["lapse"]:
     log((1 - p) f(rt, response) + p * lapse_density)."""
