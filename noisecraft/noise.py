@@ -24,10 +24,15 @@ class SampleNoise:
         self.seed = int(seed)
         self.batch = batch
         self.block = block
-        self._generators = [
-            torch.Generator().manual_seed((self.seed * _SEED_STRIDE + i) % (2**63 - 1)) for i in range(batch)
-        ]
+        self._generators: list[torch.Generator] | None = None  # made on the first draw: deterministic solvers never pay
         self._buffers: dict[tuple, tuple[Tensor, int]] = {}
+
+    def _streams(self) -> list[torch.Generator]:
+        if self._generators is None:
+            self._generators = [
+                torch.Generator().manual_seed((self.seed * _SEED_STRIDE + i) % (2**63 - 1)) for i in range(self.batch)
+            ]
+        return self._generators
 
     @classmethod
     def from_generator(cls, generator: torch.Generator | None, batch: int) -> "SampleNoise":
@@ -40,7 +45,7 @@ class SampleNoise:
         buffer, used = self._buffers.get(key, (None, self.block))
         if buffer is None or used >= self.block:
             buffer = torch.stack(
-                [torch.randn((self.block, *key), generator=g, dtype=torch.float64) for g in self._generators],
+                [torch.randn((self.block, *key), generator=g, dtype=torch.float64) for g in self._streams()],
                 dim=1,
             )
             used = 0
