@@ -130,6 +130,17 @@ def diffusers_run(mixture, n: int, nfe: int, name: str, spacing: str) -> tuple[t
     return x, calls["n"]
 
 
+def record(table: list[str], best: dict, nfe: int, out: tuple[torch.Tensor, int], mixture, truth: torch.Tensor,
+           sampler: str, config: str, label: str) -> dict[str, float]:
+    """Score one run, add its table row, and keep it as best[nfe] if its within-mode W2 is the lowest so far."""
+    x, used = out
+    m = metrics(x, mixture, truth)
+    table.append(f"| {sampler} | {config} | {used} | {m['sw2']:.4f} | {m['tv']:.4f} | {m['within']:.4f} |")
+    if not math.isnan(m["within"]) and (nfe not in best or m["within"] < best[nfe][0]):
+        best[nfe] = (m["within"], label, m)
+    return m
+
+
 def pathwise_table(steps_list=(5, 10, 20, 40, 80)) -> list[str]:
     gauss = nc.oracle.gaussian(torch.zeros(16), torch.from_numpy(nc.oracle.mixture16d().covariances[0].numpy()))
     x = torch.randn(256, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * SCHED.prior_std()
@@ -181,12 +192,9 @@ def main() -> None:
                         out = run_ours(mixture, args.n, nfe, solver, grid, t_min, t_max)
                         if out is None:
                             continue
-                        x, used = out
-                        m = metrics(x, mixture, truth)
-                        table.append(f"| noisecraft {solver} | {grid}, t {t_max} to {t_min} | {used} | {m['sw2']:.4f} | {m['tv']:.4f} | {m['within']:.4f} |")
-                        if not math.isnan(m["within"]) and (nfe not in best_ours or m["within"] < best_ours[nfe][0]):
-                            best_ours[nfe] = (m["within"], f"{solver} ({grid}, t {t_max} to {t_min})", m)
-                        print(f"{key} NFE {used:3d} {solver:15s} {grid:8s} t {t_max} to {t_min:<6} within {m['within']:.4f} ({time.time() - t0:.1f}s)", flush=True)
+                        m = record(table, best_ours, nfe, out, mixture, truth, f"noisecraft {solver}",
+                                   f"{grid}, t {t_max} to {t_min}", f"{solver} ({grid}, t {t_max} to {t_min})")
+                        print(f"{key} NFE {out[1]:3d} {solver:15s} {grid:8s} t {t_max} to {t_min:<6} within {m['within']:.4f} ({time.time() - t0:.1f}s)", flush=True)
             if args.no_diffusers:
                 continue
             try:
@@ -198,12 +206,8 @@ def main() -> None:
                     out = diffusers_run(mixture, args.n, nfe, name, spacing)
                     if out is None:
                         continue
-                    x, used = out
-                    m = metrics(x, mixture, truth)
-                    table.append(f"| diffusers {name} | {spacing} | {used} | {m['sw2']:.4f} | {m['tv']:.4f} | {m['within']:.4f} |")
-                    if not math.isnan(m["within"]) and (nfe not in best_theirs or m["within"] < best_theirs[nfe][0]):
-                        best_theirs[nfe] = (m["within"], f"{name} ({spacing})", m)
-                    print(f"{key} NFE {used:3d} diffusers {name:8s} {spacing:8s} within {m['within']:.4f}", flush=True)
+                    m = record(table, best_theirs, nfe, out, mixture, truth, f"diffusers {name}", spacing, f"{name} ({spacing})")
+                    print(f"{key} NFE {out[1]:3d} diffusers {name:8s} {spacing:8s} within {m['within']:.4f}", flush=True)
         lines.append("### Best per NFE (by within-mode W2)\n")
         lines.append("| NFE | noisecraft best | within-mode W2 (mode TV) | diffusers best | within-mode W2 (mode TV) | ratio ours/theirs | ours / floor |")
         lines.append("|---|---|---|---|---|---|---|")
