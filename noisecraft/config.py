@@ -54,7 +54,8 @@ class TrainConfig(BaseModel):
 
 
 class SampleConfig(BaseModel):
-    """How `noisecraft sample` draws by default; clip bounds x0_hat to [-clip, clip] (Ho et al. 2020, sec. 3.3)."""
+    """How `noisecraft sample` draws by default. clip bounds x0_hat to [-clip, clip] (Ho et al. 2020, sec. 3.3);
+    threshold, a quantile such as 0.995, turns on dynamic thresholding (Saharia et al. 2022) capped at clip."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,6 +63,7 @@ class SampleConfig(BaseModel):
     steps: int = Field(20, ge=1)
     grid: str = "log_snr"
     clip: float | None = Field(None, gt=0)
+    threshold: float | None = Field(None, gt=0, lt=1)
 
 
 class RunConfig(BaseModel):

@@ -54,15 +54,16 @@ def _loaded(run: str, ema: bool):
     return loaded
 
 
-def _clip(loaded) -> float | None:
-    return loaded.config.sample.clip
+def _bounds(loaded) -> tuple[float | None, float | None]:
+    """The run's x0_hat bounds for noisecraft.sampling.bound: (clip, threshold)."""
+    return loaded.config.sample.clip, loaded.config.sample.threshold
 
 
 def base_denoiser(loaded) -> Callable[..., Tensor]:
     """The run's unconditional x0_hat(x, t): the null label for a classifier-free model, clipped as configured."""
     from noisecraft.sampling import clipped
 
-    denoise = clipped(loaded.denoiser, _clip(loaded))
+    denoise = clipped(loaded.denoiser, *_bounds(loaded))
     model = loaded.config.model
     if model.num_classes is None:
         return denoise
@@ -81,7 +82,7 @@ def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) 
     classifier folder, classifier guidance of the unconditional model with that scale."""
     from noisecraft.classifier import load_classifier
     from noisecraft.guidance import check_labels, check_scale, classifier_free, classifier_guidance
-    from noisecraft.sampling import clipped
+    from noisecraft.sampling import bound, clipped
 
     scale = check_scale(guidance, "--guidance")
     if classifier is not None:
@@ -99,15 +100,15 @@ def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) 
     if model.null_label is None and scale != 1.0:
         raise ValueError(f"--guidance {guidance} needs a run trained with label dropout (model.label_dropout > 0); "
                          "this one can only sample with --guidance 1")
-    denoise = clipped(loaded.denoiser, _clip(loaded))
+    denoise = clipped(loaded.denoiser, *_bounds(loaded))
     if model.null_label is None:
         return lambda x, t: denoise(x, t, torch.full((x.shape[0],), label, dtype=torch.long, device=x.device))
     guided = classifier_free(loaded.denoiser, scale, model.null_label)
-    clip = _clip(loaded)
+    bounds = _bounds(loaded)
 
     def cfg(x: Tensor, t: Tensor) -> Tensor:
         out = guided(x, t, torch.full((x.shape[0],), label, dtype=torch.long, device=x.device))
-        return out if clip is None else out.clamp(-clip, clip)
+        return bound(out, *bounds)
 
     return cfg
 
@@ -116,6 +117,7 @@ def text_denoiser(loaded, embedding: Tensor, guidance: float) -> Callable[..., T
     """x0_hat(x, t) of a text-conditioned run steered to a prompt's sentence embedding (Reimers & Gurevych
     2019): classifier-free guidance (Ho & Salimans 2022) against the zero embedding, clipped as configured."""
     from noisecraft.guidance import check_scale, classifier_free
+    from noisecraft.sampling import bound
 
     scale = check_scale(guidance, "--guidance")
     model = loaded.config.model
@@ -125,7 +127,7 @@ def text_denoiser(loaded, embedding: Tensor, guidance: float) -> Callable[..., T
     embedding = embedding.reshape(1, -1)
     if embedding.shape[1] != model.text_dim:
         raise ValueError(f"the prompt embedding has {embedding.shape[1]} dimensions; the run expects {model.text_dim}")
-    clip = _clip(loaded)
+    bounds = _bounds(loaded)
     if model.guidable:
         guided = classifier_free(loaded.denoiser, scale, torch.zeros(model.text_dim))
     else:
@@ -133,7 +135,7 @@ def text_denoiser(loaded, embedding: Tensor, guidance: float) -> Callable[..., T
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
         out = guided(x, t, embedding.to(x.device).expand(x.shape[0], -1))
-        return out if clip is None else out.clamp(-clip, clip)
+        return bound(out, *bounds)
 
     return denoise
 
@@ -158,12 +160,14 @@ def _write(out: Path, panels: list[tuple[str, Any]]) -> None:
 
 
 def guided_sample_command(run: str, label: int | None, prompt: str | None, guidance: float, classifier: str | None,
-                          solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool) -> None:
+                          solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool,
+                          threshold: float | None = None) -> None:
     from noisecraft.guidance import check_scale
+    from noisecraft.sampling import with_threshold
 
     try:
         check_scale(guidance, "--guidance")
-        loaded = _loaded(run, ema)
+        loaded = with_threshold(_loaded(run, ema), threshold)
         title = ""
         if prompt is not None and label is not None:
             raise ValueError("pass --class or --prompt, not both")

@@ -4,7 +4,7 @@ draw with any solver of `noisecraft.sample`, and write a .npy plus a PNG grid (i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,35 @@ def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device =
     return LoadedRun(config, net, config.loss.denoiser(net), shape, info["is_image"], meta["step"])
 
 
-def clipped(denoiser: Denoiser, clip: float | None) -> Any:
-    """x0_hat bounded to [-clip, clip] (Ho et al. 2020's clipping of the clean estimate); identity if None."""
-    if clip is None:
+def with_threshold(run: LoadedRun, threshold: float | None) -> LoadedRun:
+    """The run with its sampling config's dynamic-thresholding quantile set; unchanged if None."""
+    if threshold is None:
+        return run
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a quantile in (0, 1), such as 0.995; got {threshold}")
+    sample_cfg = run.config.sample.model_copy(update={"threshold": threshold})
+    return replace(run, config=run.config.model_copy(update={"sample": sample_cfg}))
+
+
+def bound(x0: Tensor, clip: float | None, threshold: float | None = None) -> Tensor:
+    """x0_hat kept in range: static clipping to [-clip, clip] (Ho et al. 2020, sec. 3.3) or, with a quantile
+    `threshold` p, dynamic thresholding (Saharia et al. 2022, sec. 2.3): per sample s = the p-quantile of
+    |x0_hat|, raised to at least 1 and capped at clip; x0_hat is clamped to [-s, s] and divided by s."""
+    if threshold is None:
+        return x0 if clip is None else x0.clamp(-clip, clip)
+    s = torch.quantile(x0.reshape(x0.shape[0], -1).abs().to(torch.promote_types(x0.dtype, torch.float32)),
+                       threshold, dim=1)
+    s = s.clamp(min=1.0, max=clip).to(x0.dtype).reshape(-1, *[1] * (x0.dim() - 1))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def clipped(denoiser: Denoiser, clip: float | None, threshold: float | None = None) -> Any:
+    """The denoiser with its x0_hat bounded by `bound`; the denoiser itself if neither is set."""
+    if clip is None and threshold is None:
         return denoiser
 
     def denoise(x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
-        return denoiser(x, t, cond).clamp(-clip, clip)
+        return bound(denoiser(x, t, cond), clip, threshold)
 
     return denoise
 
@@ -67,12 +89,12 @@ def draw(run: LoadedRun, n: int, solver: str | None = None, steps: int | None = 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if run.config.model.num_classes is not None:
-        how = "--prompt TEXT" if run.config.model.cond == "text" else "--class K (0..{})".format(run.config.model.num_classes - 1)
+        how = "--prompt TEXT" if run.config.model.cond == "text" else f"--class K (0..{run.config.model.num_classes - 1})"
         raise ValueError(f"this run is {run.config.model.cond}-conditional; choose what to draw with {how}")
     cfg = run.config.sample
     clip = cfg.clip if clip == "config" else clip
     device = next(run.net.parameters()).device
-    x = sample(clipped(run.denoiser, clip), run.denoiser.schedule, solver=solver or cfg.solver,
+    x = sample(clipped(run.denoiser, clip, cfg.threshold), run.denoiser.schedule, solver=solver or cfg.solver,
                steps=steps or cfg.steps, shape=(n, *run.sample_shape), grid=cfg.grid,
                generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
     return x.float().cpu()

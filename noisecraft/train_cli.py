@@ -51,11 +51,12 @@ def train_command(data: str, preset: str, loss: str | None, config: str | None, 
     typer.echo(f"run directory: {result.run_dir}  (checkpoint {result.checkpoint}, metrics.jsonl)")
 
 
-def sample_command(run: str, solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool) -> None:
-    from noisecraft.sampling import draw, load_run, write_samples
+def sample_command(run: str, solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool,
+                   threshold: float | None = None) -> None:
+    from noisecraft.sampling import draw, load_run, with_threshold, write_samples
 
     try:
-        loaded = load_run(run, ema=ema)
+        loaded = with_threshold(load_run(run, ema=ema), threshold)
         x = draw(loaded, n, solver, steps, seed, progress=True)
         reference = _reference(loaded)
         outs = [Path(out)] if out else [Path(run) / "samples.png", Path(run) / "samples.npy"]

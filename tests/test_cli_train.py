@@ -33,6 +33,12 @@ def test_train_sample_eval_digits(tmp_path: Path) -> None:
     assert x.shape == (8, 1, 8, 8) and x.min() >= -1 and x.max() <= 1  # the data's range
     res = runner.invoke(app, ["sample", str(run), "--steps", "2", "--n", "4"])
     assert res.exit_code == 0 and (run / "samples.png").is_file() and (run / "samples.npy").is_file()
+    res = runner.invoke(app, ["sample", str(run), "--steps", "2", "--n", "4", "--threshold", "0.99",
+                              "--out", str(tmp_path / "t.npy")])
+    assert res.exit_code == 0, res.output
+    assert np.abs(np.load(tmp_path / "t.npy")).max() <= 1
+    res = runner.invoke(app, ["sample", str(run), "--n", "4", "--threshold", "1.5"])
+    assert res.exit_code == 2 and "quantile in (0, 1)" in res.output
     res = runner.invoke(app, ["eval", str(run), "--n", "20", "--steps", "2"])
     assert res.exit_code == 0, res.output
     assert "digits-FD" in res.output and "floor" in res.output and (run / "eval.json").is_file()

@@ -88,3 +88,22 @@ def test_heun():
     ours, info = nc.solve(EXACT, SCHED, x, times, solver="heun")
     assert info.nfe == 2 * (len(timesteps) - 1) + 1
     assert torch.allclose(run_diffusers(sch, x.clone(), scaled=True), ours, atol=1e-9)
+
+
+def test_dpm_solver_pp_2m_with_dynamic_thresholding():
+    """Saharia et al. 2022's thresholding of x0_hat, as diffusers applies it inside DPM-Solver++."""
+    from noisecraft.sampling import clipped
+
+    sch = diffusers.DPMSolverMultistepScheduler(**config(
+        algorithm_type="dpmsolver++", solver_order=2, solver_type="heun", thresholding=True,
+        dynamic_thresholding_ratio=0.8, sample_max_value=1.5))
+    sch.set_timesteps(timesteps=[999, 800, 600, 400, 250, 120, 40])
+    times = our_times(sch.timesteps)
+    x = start(times)
+    ours, _ = nc.solve(clipped(EXACT, 1.5, threshold=0.8), SCHED, x, times, solver="dpm++2m")
+    plain, _ = nc.solve(EXACT, SCHED, x, times, solver="dpm++2m")
+    assert (ours - plain).abs().max() > 0.1  # ring points (radius 2) are pulled in: the bound acts
+    theirs = x.clone().reshape(-1, 2, 1)  # diffusers' thresholding needs a channel axis and one more
+    for timestep in sch.timesteps:
+        theirs = sch.step(eps_model(theirs.reshape(-1, 2), timestep).reshape(-1, 2, 1), timestep, theirs).prev_sample
+    assert torch.allclose(theirs.reshape(-1, 2), ours, atol=1e-9)
