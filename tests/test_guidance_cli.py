@@ -44,6 +44,8 @@ def _ok(args: list[str], out: Path) -> None:
 def test_commands_write_side_by_side_pngs(run: Path) -> None:
     r = str(run / "run")
     _ok(["sample", r, "--class", "7", "--guidance", "3", "--steps", "2", "--n", "4"], run / "s.png")
+    _ok(["sample", r, "--class", "7", "--guidance", "3", "--threshold", "0.995", "--steps", "2", "--n", "4"],
+        run / "st.png")
     _ok(["inpaint", r, "--image", str(run / "x.png"), "--mask", str(run / "m.png"), "--steps", "4", "--n", "2",
          "--jump-length", "2", "--jump-count", "2"], run / "i.png")
     _ok(["inpaint", r, "--image", str(run / "x.png"), "--mask", str(run / "m.png"), "--method", "mmps",
@@ -55,6 +57,7 @@ def test_commands_write_side_by_side_pngs(run: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["sample", "{r}", "--class", "11"], "unknown class 11"),
     (["sample", "{r}", "--class", "3", "--guidance", "-2"], "--guidance must be a finite number >= 0, got -2"),
+    (["sample", "{r}", "--class", "3", "--guidance", "2", "--threshold", "0"], "quantile in (0, 1)"),
     (["inpaint", "{r}", "--image", "{d}/x.png", "--mask", "{d}/small.png"], "mask is 4x4 but the images are 8x8"),
     (["inpaint", "{r}", "--image", "{d}/x.png", "--mask", "{d}/m.png", "--method", "magic"], "unknown inpainting method 'magic'"),
     (["upscale", "{r}", "--image", "{d}/x.png", "--factor", "2"], "is 8x8; expected 4x4"),
