@@ -52,7 +52,7 @@ def sample(
     guidance: float = typer.Option(1.0, help="Guidance scale w >= 0: 1 is the plain conditional model, 0 unconditional."),
     prompt: str = typer.Option(None, help="A text prompt routed to a class, e.g. 'a handwritten seven' (noisecraft[text])."),
     classifier: str = typer.Option(None, help="A noisy-classifier folder: classifier guidance instead of classifier-free."),
-    threshold: float = typer.Option(None, help="Dynamic thresholding of x0 at this quantile, e.g. 0.995 (Saharia et al. 2022)."),
+    threshold: float = typer.Option(None, help="Dynamic thresholding of x0 at this quantile, e.g. 0.95, in place of the run's clip (Saharia et al. 2022)."),
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
     if class_ is not None or prompt is not None or classifier is not None or guidance != 1.0:

@@ -191,7 +191,8 @@ def guided_sample_command(run: str, label: int | None, prompt: str | None, guida
         x = _sample(class_denoiser(loaded, label, guidance, classifier), loaded, n, solver, steps, seed)
         kind = "classifier" if classifier else "CFG"
         path = Path(out) if out else Path(run) / f"samples_class{label}_w{guidance:g}.png"
-        _write(path, [(f"{title}class {label}, {kind} w={guidance:g}", x)])
+        bounded = "" if threshold is None else f", threshold {threshold:g}"
+        _write(path, [(f"{title}class {label}, {kind} w={guidance:g}{bounded}", x)])
     except ValueError as err:
         _fail(err)
 

@@ -50,12 +50,13 @@ def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device =
 
 
 def with_threshold(run: LoadedRun, threshold: float | None) -> LoadedRun:
-    """The run with its sampling config's dynamic-thresholding quantile set; unchanged if None."""
+    """The run sampled with dynamic thresholding at quantile `threshold` in place of its static clip (which
+    would otherwise cap s, and at clip 1 make thresholding a plain clip); unchanged if None."""
     if threshold is None:
         return run
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be a quantile in (0, 1), such as 0.995; got {threshold}")
-    sample_cfg = run.config.sample.model_copy(update={"threshold": threshold})
+    sample_cfg = run.config.sample.model_copy(update={"threshold": threshold, "clip": None})
     return replace(run, config=run.config.model_copy(update={"sample": sample_cfg}))
 
 

@@ -47,3 +47,14 @@ def test_with_threshold_rejects_non_quantiles(threshold):
 
     with pytest.raises(ValueError, match="quantile in \\(0, 1\\)"):
         with_threshold(object(), threshold)
+
+
+def test_with_threshold_replaces_the_static_clip():
+    from noisecraft.config import RunConfig, SampleConfig
+    from noisecraft.sampling import LoadedRun, with_threshold
+
+    run = LoadedRun(RunConfig(sample=SampleConfig(clip=1.0)), None, None, (2,), False, 0)
+    assert with_threshold(run, None) is run
+    sample_cfg = with_threshold(run, 0.95).config.sample
+    assert sample_cfg.threshold == 0.95 and sample_cfg.clip is None
+    assert run.config.sample.clip == 1.0  # the loaded run itself is left as it was
