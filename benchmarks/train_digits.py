@@ -51,7 +51,7 @@ from noisecraft.train import batch_indices, learning_rate, train
 
 STEPS = (10, 20, 50)
 RECIPES = ("diffusers", "diffusers-matched", "noisecraft")
-EXAMPLE_OPTIMISER = dict(lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, warmup_steps=500, min_lr_ratio=0.0)
+EXAMPLE_OPTIMISER = {"lr": 1e-4, "betas": (0.95, 0.999), "weight_decay": 1e-6, "warmup_steps": 500, "min_lr_ratio": 0.0}
 
 
 def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
@@ -160,13 +160,18 @@ def run_job(job: tuple[str, RunConfig, str]) -> dict:
 
 def summary(rows: list[dict], recipe: str) -> dict:
     """Mean and (n>1) standard deviation over seeds of every reported figure."""
-    mine = [r for r in rows if r["recipe"] == recipe]
+    mine = [{**r, "scores": {int(k): v for k, v in r["scores"].items()}} for r in rows if r["recipe"] == recipe]
     figures = {"images_per_s": [r["images_per_s"] for r in mine], "steps": [r["steps_trained"] for r in mine]}
     for s in STEPS:
         figures[f"fd{s}"] = [r["scores"][s]["digits_fd"] for r in mine]
     figures["p20"] = [r["scores"][20]["precision"] for r in mine]
     figures["r20"] = [r["scores"][20]["recall"] for r in mine]
     return {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in figures.items()}
+
+
+def cell(mean_sd: tuple[float, float], fmt: str, spread: bool) -> str:
+    mean, sd = mean_sd
+    return f"{mean:{fmt}}" + (f" ± {sd:{fmt}}" if spread else "")
 
 
 def print_table(results: dict) -> None:
@@ -179,13 +184,10 @@ def print_table(results: dict) -> None:
     for recipe in results["recipes"]:
         st = stats[recipe] = summary(rows, recipe)
         params = next(r["params"] for r in rows if r["recipe"] == recipe)
-
-        def cell(key: str, fmt: str = ".1f") -> str:
-            mean, sd = st[key]
-            return f"{mean:{fmt}}" + (f" ± {sd:{fmt}}" if len(results["seeds"]) > 1 else "")
-
-        print(f"| {recipe} | {params / 1e6:.2f}M | {cell('images_per_s', '.0f')} | {cell('steps', '.0f')} | "
-              f"{cell('fd10')} | {cell('fd20')} | {cell('fd50')} | {cell('p20', '.2f')} | {cell('r20', '.2f')} |")
+        cells = [cell(st[key], fmt, len(results["seeds"]) > 1) for key, fmt in (
+            ("images_per_s", ".0f"), ("steps", ".0f"), ("fd10", ".1f"), ("fd20", ".1f"), ("fd50", ".1f"),
+            ("p20", ".2f"), ("r20", ".2f"))]
+        print(f"| {recipe} | {params / 1e6:.2f}M | " + " | ".join(cells) + " |")
     if "noisecraft" in stats:
         n = stats["noisecraft"]
         for base in ("diffusers", "diffusers-matched"):
@@ -205,7 +207,11 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override noisecraft's config, e.g. --set train.lr=3e-3 --set loss.p_mean=-0.8")
     parser.add_argument("--out", default="runs/bench_train_digits")
+    parser.add_argument("--table", metavar="RESULTS_JSON", help="print the table of a saved results.json and stop")
     args = parser.parse_args()
+    if args.table:
+        print_table(json.loads(Path(args.table).read_text()))
+        return
     base = with_overrides(demo_config(args.minutes), args.overrides)
     out = Path(args.out)
     jobs = []
