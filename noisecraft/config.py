@@ -55,7 +55,7 @@ class TrainConfig(BaseModel):
 
 class SampleConfig(BaseModel):
     """How `noisecraft sample` draws by default. clip bounds x0_hat to [-clip, clip] (Ho et al. 2020, sec. 3.3);
-    threshold, a quantile such as 0.995, turns on dynamic thresholding (Saharia et al. 2022) capped at clip."""
+    threshold, a quantile such as 0.95, turns on dynamic thresholding (Saharia et al. 2022) capped at clip."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

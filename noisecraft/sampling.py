@@ -55,7 +55,7 @@ def with_threshold(run: LoadedRun, threshold: float | None) -> LoadedRun:
     if threshold is None:
         return run
     if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a quantile in (0, 1), such as 0.995; got {threshold}")
+        raise ValueError(f"threshold must be a quantile in (0, 1), such as 0.95; got {threshold}")
     sample_cfg = run.config.sample.model_copy(update={"threshold": threshold, "clip": None})
     return replace(run, config=run.config.model_copy(update={"sample": sample_cfg}))
 
