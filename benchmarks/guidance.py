@@ -160,7 +160,7 @@ def digits_threshold_section(run_dir: str, n: int) -> list[str]:
 
 def digits_inpainting_section(run_dir: str, n: int) -> list[str]:
     from noisecraft.data import load_digits_split
-    from noisecraft.inverse_cli import base_denoiser
+    from noisecraft.inverse_cli import base_denoiser, moment_matched_denoiser
     from noisecraft.metrics.digits import evaluate_digits
     from noisecraft.sampling import load_run
 
@@ -179,7 +179,7 @@ def digits_inpainting_section(run_dir: str, n: int) -> list[str]:
         ("replacement, ddpm 50", lambda: nc.sample(projection(den, meas), sched, "ddpm", 50, shape, g())),
         ("RePaint 25 steps, jump 5 x 4", lambda: repaint(den, sched, meas, shape, 25, 5, 4, g())),
         ("DPS zeta=1, ddpm 50", lambda: nc.sample(dps(den, meas, sched, 1.0), sched, "ddpm", 50, shape, g())),
-        ("moment matched (cg 4), ddpm 30", lambda: nc.sample(moment_matched(den, meas, sched, 4), sched, "ddpm", 30, shape, g())),
+        ("moment matched (cg 4), ddpm 30", lambda: nc.sample(moment_matched_denoiser(run, meas, 4), sched, "ddpm", 30, shape, g())),
     ]
     rows = []
     for name, fn in methods:

@@ -59,11 +59,12 @@ def _bounds(loaded) -> tuple[float | None, float | None]:
     return loaded.config.sample.clip, loaded.config.sample.threshold
 
 
-def base_denoiser(loaded) -> Callable[..., Tensor]:
-    """The run's unconditional x0_hat(x, t): the null label for a classifier-free model, clipped as configured."""
+def base_denoiser(loaded, bounded: bool = True) -> Callable[..., Tensor]:
+    """The run's unconditional x0_hat(x, t): the null label for a classifier-free model, clipped as configured
+    (bounded=False: as the network gives it)."""
     from noisecraft.sampling import clipped
 
-    denoise = clipped(loaded.denoiser, *_bounds(loaded))
+    denoise = clipped(loaded.denoiser, *_bounds(loaded)) if bounded else loaded.denoiser
     model = loaded.config.model
     if model.num_classes is None:
         return denoise
@@ -75,6 +76,18 @@ def base_denoiser(loaded) -> Callable[..., Tensor]:
         return denoise(x, t, model.null_cond(x.shape[0], x.device))
 
     return unconditional
+
+
+def moment_matched_denoiser(loaded, measurement, cg_steps: int = 8) -> Callable[..., Tensor]:
+    """Moment matching (Rozet et al. 2024) on the run's unbounded x0_hat, bounded after the correction.
+
+    Its covariance is the denoiser's Jacobian (Tweedie); clipping x0_hat first would zero that Jacobian at
+    every saturated pixel (the digits' background) and leave the known pixels uncorrected."""
+    from noisecraft.inverse import moment_matched
+    from noisecraft.sampling import clipped
+
+    corrected = moment_matched(base_denoiser(loaded, bounded=False), measurement, loaded.denoiser.schedule, cg_steps)
+    return clipped(corrected, *_bounds(loaded))
 
 
 def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) -> Callable[..., Tensor]:
@@ -203,7 +216,7 @@ def _panel_row(x: Tensor, n: int) -> Tensor:
 
 def inpaint_command(run: str, image: str, mask: str, method: str, n: int, solver: str, steps: int, seed: int,
                     jump_length: int, jump_count: int, zeta: float, out: str | None, ema: bool) -> None:
-    from noisecraft.inverse import dps, moment_matched, projection, repaint
+    from noisecraft.inverse import dps, projection, repaint
     from noisecraft.measurements import mask_from_png, measure
 
     try:
@@ -220,7 +233,7 @@ def inpaint_command(run: str, image: str, mask: str, method: str, n: int, solver
         else:
             wrapped = {"replacement": lambda: projection(denoise, meas),
                        "dps": lambda: dps(denoise, meas, schedule, zeta),
-                       "mmps": lambda: moment_matched(denoise, meas, schedule)}[method]()
+                       "mmps": lambda: moment_matched_denoiser(loaded, meas)}[method]()
             x = _sample(wrapped, loaded, n, solver if method == "replacement" else "ddpm", steps, seed)
         shown_mask = 1.0 - 2.0 * m.mask.float()[None]  # filled-in pixels dark
         _write(Path(out) if out else Path(run) / f"inpaint_{method}.png",
@@ -231,7 +244,7 @@ def inpaint_command(run: str, image: str, mask: str, method: str, n: int, solver
 
 def upscale_command(run: str, image: str, factor: int, method: str, n: int, steps: int, seed: int, sigma: float,
                     zeta: float, out: str | None, ema: bool) -> None:
-    from noisecraft.inverse import dps, moment_matched, projection
+    from noisecraft.inverse import dps, projection
     from noisecraft.measurements import AvgPool, Measurement
 
     try:
@@ -250,7 +263,7 @@ def upscale_command(run: str, image: str, factor: int, method: str, n: int, step
         denoise, schedule = base_denoiser(loaded), loaded.denoiser.schedule
         wrapped = {"ddnm": lambda: projection(denoise, meas, schedule),
                    "dps": lambda: dps(denoise, meas, schedule, zeta),
-                   "mmps": lambda: moment_matched(denoise, meas, schedule)}[method]()
+                   "mmps": lambda: moment_matched_denoiser(loaded, meas)}[method]()
         x = _sample(wrapped, loaded, n, "ddpm", steps, seed)
         _write(Path(out) if out else Path(run) / f"upscale_x{factor}_{method}.png",
                [(f"input {h // factor}x{w // factor}", op.pinv(small)), (f"x{factor} {method}", x),
@@ -261,7 +274,7 @@ def upscale_command(run: str, image: str, factor: int, method: str, n: int, step
 
 def denoise_command(run: str, image: str, sigma: float, method: str, n: int, steps: int, seed: int,
                     out: str | None, ema: bool) -> None:
-    from noisecraft.inverse import denoise_observation, moment_matched, projection
+    from noisecraft.inverse import denoise_observation, projection
     from noisecraft.measurements import Identity, Measurement
 
     try:
@@ -277,7 +290,7 @@ def denoise_command(run: str, image: str, sigma: float, method: str, n: int, ste
                                         torch.Generator().manual_seed(seed)).float()
         else:
             meas = Measurement(Identity(), y, sigma)
-            wrapped = moment_matched(denoise, meas, schedule) if method == "mmps" else projection(denoise, meas, schedule)
+            wrapped = moment_matched_denoiser(loaded, meas) if method == "mmps" else projection(denoise, meas, schedule)
             x = _sample(wrapped, loaded, n, "ddpm", steps, seed)
         _write(Path(out) if out else Path(run) / f"denoise_{method}.png",
                [(f"noisy (sigma={sigma:g})", y), (f"{method} samples", x), ("sample mean", x.mean(0, keepdim=True))])

@@ -205,3 +205,22 @@ def test_noisy_projection_needs_a_schedule_and_denoising_range_is_checked():
     with pytest.raises(ValueError, match="sigma=1000000.0 is outside"):
         denoise_observation(lambda x, t: x, nc.schedules.EDM(), torch.zeros(1, D), 1e6)
     assert math.isfinite(float(SCHED.t_from_sigma_tilde(0.2)))
+
+
+def test_cli_moment_matching_uses_the_unclipped_jacobian():
+    """A run clipped to [-1, 1] whose x0_hat saturates: the correction must still reach the known pixels.
+    Clipping before moment matching zeroes the Jacobian there and leaves x0_hat at the clip instead of y."""
+    from noisecraft.config import RunConfig, SampleConfig
+    from noisecraft.inverse_cli import moment_matched_denoiser
+    from noisecraft.sampling import LoadedRun
+
+    schedule = nc.schedules.VPCosine()
+    denoiser = nc.Denoiser.from_x0(lambda x, t: 0.5 * x, schedule)  # Jacobian 0.5 I: a valid covariance
+    loaded = LoadedRun(RunConfig(sample=SampleConfig(clip=1.0)), None, denoiser, (1, 2, 2), True, 0)
+    mask = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    y_true = torch.full((1, 1, 2, 2), 0.3, dtype=torch.float64)
+    meas = measure(Mask(mask), y_true)
+    x = torch.full((1, 1, 2, 2), 4.0, dtype=torch.float64)  # 0.5 x = 2: saturated under clip 1
+    out = moment_matched_denoiser(loaded, meas)(x, torch.tensor([0.5], dtype=torch.float64))
+    assert torch.allclose(out[mask.bool().expand_as(out)], torch.full((2,), 0.3, dtype=torch.float64), atol=1e-8)
+    assert out.abs().max() <= 1.0  # the corrected estimate is still bounded
