@@ -78,11 +78,13 @@ def base_denoiser(loaded, bounded: bool = True) -> Callable[..., Tensor]:
     return unconditional
 
 
-def moment_matched_denoiser(loaded, measurement, cg_steps: int = 8) -> Callable[..., Tensor]:
+def moment_matched_denoiser(loaded, measurement, cg_steps: int = 4) -> Callable[..., Tensor]:
     """Moment matching (Rozet et al. 2024) on the run's unbounded x0_hat, bounded after the correction.
 
     Its covariance is the denoiser's Jacobian (Tweedie); clipping x0_hat first would zero that Jacobian at
-    every saturated pixel (the digits' background) and leave the known pixels uncorrected."""
+    every saturated pixel (the digits' background) and leave the known pixels uncorrected. Four CG steps:
+    on a learned network more make it worse (docs/benchmarks/guidance.md), as its Jacobian is not exactly
+    symmetric positive definite."""
     from noisecraft.inverse import moment_matched
     from noisecraft.sampling import clipped
 
