@@ -35,7 +35,7 @@ def solver_parity() -> dict:
 
 
 def likelihood_parity() -> dict:
-    from noisecraft.likelihood import log_likelihood
+    from noisecraft.analysis.likelihood import log_likelihood
 
     mix = nc.oracle.mixture16d()
     sched = nc.schedules.VPLinear(t_min=1e-5)
@@ -52,10 +52,10 @@ def likelihood_parity() -> dict:
 
 
 def train_and_sample(seconds: float, out_dir: str) -> dict:
-    from noisecraft.config import preset_config
     from noisecraft.metrics.digits import evaluate_digits
-    from noisecraft.sampling import draw, load_run
-    from noisecraft.train import train
+    from noisecraft.runs.config import preset_config
+    from noisecraft.runs.pipeline import draw, load_run
+    from noisecraft.runs.train import train
 
     config = preset_config("digits", "edm", minutes=seconds / 60.0)
     t0 = time.time()

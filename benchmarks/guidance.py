@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 import noisecraft as nc
-from noisecraft.inverse import denoise_observation, dps, moment_matched, projection, repaint
-from noisecraft.measurements import Mask, Matrix, measure
+from noisecraft.guide.inverse import denoise_observation, dps, moment_matched, projection, repaint
+from noisecraft.guide.measurements import Mask, Matrix, measure
 
 
 def gaussian16(seed: int = 0, dim: int = 16):
@@ -102,10 +102,10 @@ def guided_digits(run, denoise, labels: torch.Tensor) -> tuple[float, dict]:
 
 
 def digits_guidance_section(run_dir: str, n: int, classifier: str | None) -> list[str]:
-    from noisecraft.classifier import load_classifier
-    from noisecraft.guidance import classifier_free, classifier_guidance
-    from noisecraft.inverse_cli import base_denoiser
-    from noisecraft.sampling import clipped, load_run
+    from noisecraft.cli.restore import base_denoiser
+    from noisecraft.guide.classifier import load_classifier
+    from noisecraft.guide.guidance import classifier_free, classifier_guidance
+    from noisecraft.runs.pipeline import clipped, load_run
 
     run = load_run(run_dir)
     labels = torch.arange(n) % 10
@@ -130,8 +130,8 @@ def digits_guidance_section(run_dir: str, n: int, classifier: str | None) -> lis
 
 def digits_threshold_section(run_dir: str, n: int) -> list[str]:
     """CFG at growing w with x0_hat clipped to [-1, 1] or dynamically thresholded (Saharia et al. 2022)."""
-    from noisecraft.guidance import classifier_free
-    from noisecraft.sampling import clipped, load_run
+    from noisecraft.guide.guidance import classifier_free
+    from noisecraft.runs.pipeline import clipped, load_run
 
     run = load_run(run_dir)
     labels = torch.arange(n) % 10
@@ -151,10 +151,10 @@ def digits_threshold_section(run_dir: str, n: int) -> list[str]:
 
 
 def digits_inpainting_section(run_dir: str, n: int) -> list[str]:
+    from noisecraft.cli.restore import base_denoiser, moment_matched_denoiser
     from noisecraft.data import load_digits_split
-    from noisecraft.inverse_cli import base_denoiser, moment_matched_denoiser
     from noisecraft.metrics.digits import evaluate_digits
-    from noisecraft.sampling import load_run
+    from noisecraft.runs.pipeline import load_run
 
     run = load_run(run_dir)
     sched = run.denoiser.schedule

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import noisecraft as nc
-from noisecraft.likelihood import GaussianFit, log_likelihood
+from noisecraft.analysis.likelihood import GaussianFit, log_likelihood
 
 SCHED = nc.schedules.VPLinear(t_min=1e-5)
 

@@ -47,11 +47,11 @@ def _draw(denoise, run, n: int, seed: int) -> torch.Tensor:
 
 
 def main() -> None:
-    from noisecraft.inverse_cli import class_denoiser, text_denoiser
+    from noisecraft.cli.restore import class_denoiser, text_denoiser
+    from noisecraft.guide.text import embed, prompt_to_class
     from noisecraft.metrics.digits import features_and_classes
-    from noisecraft.plots import save_image_grids
-    from noisecraft.sampling import load_run
-    from noisecraft.text import embed, prompt_to_class
+    from noisecraft.runs.pipeline import load_run
+    from noisecraft.viz.plots import save_image_grids
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True)

@@ -38,16 +38,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from noisecraft.config import RunConfig, TrainConfig, config_from_dict
-from noisecraft.demo import demo_config
-from noisecraft.denoiser import Denoiser
+from noisecraft.core.denoiser import Denoiser
+from noisecraft.core.schedules import DiscreteVP
 from noisecraft.metrics.digits import evaluate_digits, floor
 from noisecraft.nets import count_parameters
-from noisecraft.plots import save_image_grids
-from noisecraft.sampling import draw, load_run
-from noisecraft.schedules import DiscreteVP
+from noisecraft.runs.config import RunConfig, TrainConfig, config_from_dict
+from noisecraft.runs.demo import demo_config
+from noisecraft.runs.pipeline import draw, load_run
+from noisecraft.runs.train import batch_indices, learning_rate, train
 from noisecraft.solvers import sample
-from noisecraft.train import batch_indices, learning_rate, train
+from noisecraft.viz.plots import save_image_grids
 
 STEPS = (10, 20, 50)
 RECIPES = ("diffusers", "diffusers-matched", "noisecraft")

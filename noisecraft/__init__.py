@@ -19,16 +19,22 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
-    "Denoiser": "noisecraft.denoiser",
-    "SampleNoise": "noisecraft.noise",
-    "q_sample": "noisecraft.sde",
+    "Denoiser": "noisecraft.core.denoiser",
+    "SampleNoise": "noisecraft.core.noise",
+    "q_sample": "noisecraft.core.forward",
     "SOLVERS": "noisecraft.solvers",
     "SampleInfo": "noisecraft.solvers",
     "SolverConfig": "noisecraft.solvers",
     "sample": "noisecraft.solvers",
     "solve": "noisecraft.solvers",
 }
-_SUBMODULES = ("oracle", "schedules", "timesteps", "likelihood", "elbo")
+_SUBMODULES = {
+    "oracle": "noisecraft.analysis.oracle",
+    "schedules": "noisecraft.core.schedules",
+    "timesteps": "noisecraft.core.timesteps",
+    "likelihood": "noisecraft.analysis.likelihood",
+    "elbo": "noisecraft.analysis.elbo",
+}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 __version__ = "0.1.0"
@@ -38,7 +44,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"noisecraft.{name}")
+        value = importlib.import_module(_SUBMODULES[name])
     else:
         raise AttributeError(f"module 'noisecraft' has no attribute {name!r}")
     globals()[name] = value

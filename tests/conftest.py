@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 import noisecraft as nc
 from noisecraft import schedules as S
 

@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from noisecraft.cli import app
-from noisecraft.config import preset_config
+from noisecraft.runs.config import preset_config
 
 runner = CliRunner()
 

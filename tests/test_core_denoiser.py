@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
-from noisecraft.parameterization import PARAMETERIZATIONS, prediction_from_x0, x0_from_prediction
-
-from _helpers import gen
+from noisecraft.core.parameterization import (
+    PARAMETERIZATIONS,
+    prediction_from_x0,
+    x0_from_prediction,
+)
 
 
 @pytest.mark.parametrize("kind", PARAMETERIZATIONS)
@@ -36,7 +39,7 @@ def test_wrappers_agree_with_the_exact_denoiser(schedule, ring):
 def test_edm_preconditioning_round_trip(schedule, ring):
     """An EDM network F that returns the exact target reproduces the exact denoiser."""
     exact = ring.denoiser(schedule)
-    from noisecraft.parameterization import edm_coefficients
+    from noisecraft.core.parameterization import edm_coefficients
 
     def F(x_in, c_noise):
         sigma_tilde = torch.exp(4 * c_noise)[:, None]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
+from _helpers import gen
 
 from noisecraft import schedules as S
-from noisecraft.sde import q_sample, run_chain
-
-from _helpers import gen
+from noisecraft.core.forward import q_sample, run_chain
 
 
 def test_q_sample_moments(schedule):

@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
-
-from _helpers import gen
 
 
 @pytest.mark.parametrize("t", [0.05, 0.3, 0.8])

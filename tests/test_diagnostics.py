@@ -10,7 +10,7 @@ import torch
 from _helpers import gen
 
 import noisecraft as nc
-from noisecraft.diagnostics import (
+from noisecraft.analysis.diagnostics import (
     denoising_error,
     kl_bound,
     loss_per_level,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from noisecraft.ema import EMA
+from noisecraft.runs.ema import EMA
 
 
 def test_shadow_moves_with_the_model():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import noisecraft as nc
-from noisecraft.figures import all_schedules, plot_forward, plot_trajectories, reverse_paths
+from noisecraft.viz.figures import all_schedules, plot_forward, plot_trajectories, reverse_paths
 
 
 def test_reverse_paths_end_where_the_sampler_ends(ring):

@@ -11,7 +11,12 @@ import torch
 from _helpers import gen
 
 import noisecraft as nc
-from noisecraft.guidance import check_labels, check_scale, classifier_free, classifier_guidance
+from noisecraft.guide.guidance import (
+    check_labels,
+    check_scale,
+    classifier_free,
+    classifier_guidance,
+)
 
 SCHED = nc.schedules.VPCosine()
 

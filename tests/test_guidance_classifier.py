@@ -6,8 +6,8 @@ import torch
 from _helpers import gen
 
 import noisecraft as nc
-from noisecraft.classifier import load_classifier, train_classifier
-from noisecraft.guidance import classifier_guidance
+from noisecraft.guide.classifier import load_classifier, train_classifier
+from noisecraft.guide.guidance import classifier_guidance
 
 SCHED = nc.schedules.VPCosine()
 

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from noisecraft.cli import app
-from noisecraft.config import preset_config
+from noisecraft.runs.config import preset_config
 
 runner = CliRunner()
 

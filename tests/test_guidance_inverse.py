@@ -12,7 +12,7 @@ import torch
 from _helpers import gen
 
 import noisecraft as nc
-from noisecraft.inverse import (
+from noisecraft.guide.inverse import (
     denoise_observation,
     dps,
     moment_matched,
@@ -21,7 +21,7 @@ from noisecraft.inverse import (
     resampling_path,
     sdedit,
 )
-from noisecraft.measurements import (
+from noisecraft.guide.measurements import (
     AvgPool,
     Identity,
     Mask,
@@ -210,9 +210,9 @@ def test_noisy_projection_needs_a_schedule_and_denoising_range_is_checked():
 def test_cli_moment_matching_uses_the_unclipped_jacobian():
     """A run clipped to [-1, 1] whose x0_hat saturates: the correction must still reach the known pixels.
     Clipping before moment matching zeroes the Jacobian there and leaves x0_hat at the clip instead of y."""
-    from noisecraft.config import RunConfig, SampleConfig
-    from noisecraft.inverse_cli import moment_matched_denoiser
-    from noisecraft.sampling import LoadedRun
+    from noisecraft.cli.restore import moment_matched_denoiser
+    from noisecraft.runs.config import RunConfig, SampleConfig
+    from noisecraft.runs.pipeline import LoadedRun
 
     schedule = nc.schedules.VPCosine()
     denoiser = nc.Denoiser.from_x0(lambda x, t: 0.5 * x, schedule)  # Jacobian 0.5 I: a valid covariance

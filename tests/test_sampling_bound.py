@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisecraft.sampling import bound, clipped
+from noisecraft.runs.pipeline import bound, clipped
 
 
 def test_static_clipping_is_a_clamp():
@@ -43,15 +43,15 @@ def test_clipped_wraps_a_denoiser():
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0, 1.5])
 def test_with_threshold_rejects_non_quantiles(threshold):
-    from noisecraft.sampling import with_threshold
+    from noisecraft.runs.pipeline import with_threshold
 
     with pytest.raises(ValueError, match="quantile in \\(0, 1\\)"):
         with_threshold(object(), threshold)
 
 
 def test_with_threshold_replaces_the_static_clip():
-    from noisecraft.config import RunConfig, SampleConfig
-    from noisecraft.sampling import LoadedRun, with_threshold
+    from noisecraft.runs.config import RunConfig, SampleConfig
+    from noisecraft.runs.pipeline import LoadedRun, with_threshold
 
     run = LoadedRun(RunConfig(sample=SampleConfig(clip=1.0)), None, None, (2,), False, 0)
     assert with_threshold(run, None) is run

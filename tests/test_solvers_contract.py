@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
 from noisecraft import schedules as S
-
-from _helpers import gen
 
 SCHED = S.VPLinear()
 MIX = nc.oracle.gaussian(torch.zeros(16), torch.eye(16) * 0.3)

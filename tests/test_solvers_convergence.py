@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
 from noisecraft import schedules as S
 from noisecraft.metrics.distribution import mode_weight_error, sliced_w2, within_mode_w2
-
-from _helpers import gen
 
 N = 2000
 SCHEDULE = S.VPCosine()

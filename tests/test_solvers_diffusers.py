@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
-
-from _helpers import gen
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -92,7 +91,7 @@ def test_heun():
 
 def test_dpm_solver_pp_2m_with_dynamic_thresholding():
     """Saharia et al. 2022's thresholding of x0_hat, as diffusers applies it inside DPM-Solver++."""
-    from noisecraft.sampling import clipped
+    from noisecraft.runs.pipeline import clipped
 
     sch = diffusers.DPMSolverMultistepScheduler(**config(
         algorithm_type="dpmsolver++", solver_order=2, solver_type="heun", thresholding=True,

@@ -10,11 +10,10 @@ import math
 
 import pytest
 import torch
+from _helpers import gen
 
 import noisecraft as nc
 from noisecraft import schedules as S
-
-from _helpers import gen
 
 ORDERS = {"unipc": 3, "ddim": 1, "euler": 1, "heun": 2, "dpm++2m": 2, "dpm++3m": 3, "dpm2s": 2, "dpm++2s": 2, "dpm++1m": 1}
 GAUSSIAN = nc.oracle.gaussian([0.5, -1.0, 0.2], [[0.3, 0.1, 0.0], [0.1, 0.05, 0.01], [0.0, 0.01, 0.02]])

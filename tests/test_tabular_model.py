@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from noisecraft.config import TrainConfig
+from noisecraft.runs.config import TrainConfig
 from noisecraft.tabular.model import TabularConfig, TabularDiffusion
 
 N = 3000

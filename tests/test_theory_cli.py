@@ -70,7 +70,7 @@ def test_likelihood_cli_rejects_bad_input(compared, args, message):
 def test_likelihood_cli_needs_a_checkpoint(tmp_path):
     import shutil
 
-    from noisecraft.config import preset_config
+    from noisecraft.runs.config import preset_config
 
     run = tmp_path / "empty"
     run.mkdir()

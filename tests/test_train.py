@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisecraft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from noisecraft.config import RunConfig, TrainConfig, config_from_dict, load_config, preset_config
-from noisecraft.ema import EMA
 from noisecraft.nets import NetConfig
-from noisecraft.train import NonFiniteLossError, learning_rate, train
+from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from noisecraft.runs.config import (
+    RunConfig,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    preset_config,
+)
+from noisecraft.runs.ema import EMA
+from noisecraft.runs.train import NonFiniteLossError, learning_rate, train
 
 
 def tiny(**train_kw) -> RunConfig:

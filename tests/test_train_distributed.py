@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from noisecraft.train import batch_indices, process_slice, train
+from noisecraft.runs.train import batch_indices, process_slice, train
 
 WORKER = Path(__file__).with_name("train_dist_worker.py")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from noisecraft.config import preset_config
 from noisecraft.nets import NetConfig
-from noisecraft.train import train
+from noisecraft.runs.config import preset_config
+from noisecraft.runs.train import train
 
 
 def tiny_config():

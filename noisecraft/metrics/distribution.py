@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64
-from noisecraft.oracle import GaussianMixture
+from noisecraft.analysis.oracle import GaussianMixture
+from noisecraft.core.tensors import FLOAT64
 
 
 def sliced_w2(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None) -> float:

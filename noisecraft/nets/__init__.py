@@ -34,7 +34,7 @@ class NetConfig(BaseModel):
     label_dropout: float = Field(0.0, ge=0, lt=1)
     time_scale: float | None = None
     # what the network is conditioned on: the class label, or a sentence embedding (Reimers & Gurevych
-    # 2019) of width text_dim of a prompt made from the label (noisecraft.text); the text null is zeros
+    # 2019) of width text_dim of a prompt made from the label (noisecraft.guide.text); the text null is zeros
     cond: Literal["class", "text"] = "class"
     text_dim: int = Field(384, ge=1)
 

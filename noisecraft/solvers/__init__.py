@@ -16,14 +16,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
-from noisecraft._tensor import as_time
-from noisecraft.noise import SampleNoise
-from noisecraft.schedules import Schedule
+from noisecraft.core.noise import SampleNoise
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import as_time
+from noisecraft.core.timesteps import make_grid
 from noisecraft.solvers.ancestral import ddim, ddpm
 from noisecraft.solvers.dpm import multistep, singlestep_2s, singlestep_pp2s
 from noisecraft.solvers.ode import euler, heun, rk45
 from noisecraft.solvers.stochastic import euler_maruyama, predictor_corrector
-from noisecraft.timesteps import make_grid
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from noisecraft.schedules import Schedule
+from noisecraft.core.schedules import Schedule
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,16 @@ from typing import Callable
 
 from torch import Tensor
 
-from noisecraft.noise import Generator
-from noisecraft.schedules import Schedule
-from noisecraft.solvers._steps import Point, eps_of, exponential_step, exponential_taylor_step, phi, point
+from noisecraft.core.noise import Generator
+from noisecraft.core.schedules import Schedule
+from noisecraft.solvers._steps import (
+    Point,
+    eps_of,
+    exponential_step,
+    exponential_taylor_step,
+    phi,
+    point,
+)
 
 
 def multistep(

@@ -13,9 +13,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from noisecraft.noise import Generator, randn_like
-from noisecraft.schedules import Schedule
-from noisecraft.sde import pf_ode_drift
+from noisecraft.core.forward import pf_ode_drift
+from noisecraft.core.noise import Generator, randn_like
+from noisecraft.core.schedules import Schedule
 from noisecraft.solvers._steps import point
 
 

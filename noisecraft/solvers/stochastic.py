@@ -16,8 +16,8 @@ from typing import Callable
 
 from torch import Tensor
 
-from noisecraft.noise import Generator, randn_like
-from noisecraft.schedules import Schedule
+from noisecraft.core.noise import Generator, randn_like
+from noisecraft.core.schedules import Schedule
 from noisecraft.solvers._steps import Point, forward_std, point, score_of
 
 

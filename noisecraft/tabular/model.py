@@ -7,7 +7,7 @@ balance a categorical column's classes.
 
 A saved model is a folder: schema.json (column kinds, categories, ranges, missing rates), model.json (this
 config, the quantile transforms, fit statistics) and checkpoints/ (EMA weights, safetensors, written
-atomically by noisecraft.checkpoint). Loading needs no training data and no pickle.
+atomically by noisecraft.runs.checkpoint). Loading needs no training data and no pickle.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from noisecraft.checkpoint import (
+from noisecraft.core.losses import DenoisingLoss, preset
+from noisecraft.runs.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     write_text_atomic,
 )
-from noisecraft.config import TrainConfig
-from noisecraft.losses import DenoisingLoss, preset
+from noisecraft.runs.config import TrainConfig
 from noisecraft.tabular.discrete import MaskedDiffusion
 from noisecraft.tabular.network import JointNet
 from noisecraft.tabular.sampler import Conditions, sample_rows

@@ -18,11 +18,11 @@ import torch
 from scipy.special import ndtr
 from torch import Tensor
 
-from noisecraft.losses import DenoisingLoss
-from noisecraft.noise import SampleNoise
+from noisecraft.core.losses import DenoisingLoss
+from noisecraft.core.noise import SampleNoise
+from noisecraft.core.timesteps import make_grid
 from noisecraft.solvers import final_step, get_solver, prior_sample
 from noisecraft.tabular.network import JointNet, NumericHead
-from noisecraft.timesteps import make_grid
 
 #: solvers whose step on one interval uses no history from earlier intervals
 SINGLE_STEP_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpm2s", "dpm++2s")

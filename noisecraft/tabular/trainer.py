@@ -2,7 +2,7 @@
 cross-entropy on the categories, one shared time t per row (TabDDPM's sum of the two losses, Kotelnikov et
 al. 2023, eq. 4, with absorbing instead of multinomial noise).
 
-The shared trainer (noisecraft.train) drives one `DenoisingLoss` over a tensor dataset; a row here is a
+The shared trainer (noisecraft.runs.train) drives one `DenoisingLoss` over a tensor dataset; a row here is a
 pair (numbers, tokens) whose categorical part needs its own corruption and loss, so this is a small
 focused loop. It reuses the trainer's pieces rather than rewriting them: the learning-rate schedule and
 the seeded batch order (`learning_rate`, `batch_indices`), `TrainConfig`, the EMA, and the loss's own
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from noisecraft.config import TrainConfig
-from noisecraft.ema import EMA
-from noisecraft.losses import DenoisingLoss
+from noisecraft.core.losses import DenoisingLoss
+from noisecraft.runs.config import TrainConfig
+from noisecraft.runs.ema import EMA
+from noisecraft.runs.train import batch_indices, learning_rate
 from noisecraft.tabular.network import JointNet, NumericHead
-from noisecraft.train import batch_indices, learning_rate
 
 _STEP_STRIDE = 1_000_003
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from noisecraft.ddm.cli import app
+from noisecraft.cli.ddm import app
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from noisecraft.config import RunConfig, preset_config
+from noisecraft.runs.config import RunConfig, preset_config
 
 DEMO_MINUTES = 5.0
 
@@ -23,11 +23,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dic
     import shutil
 
     from noisecraft.data.digits import load_digits_split
-    from noisecraft.evaluate import format_result
+    from noisecraft.runs.evaluate import format_result
     from noisecraft.metrics.digits import evaluate_digits, floor
-    from noisecraft.plots import save_image_grids
-    from noisecraft.sampling import draw, load_run
-    from noisecraft.train import train
+    from noisecraft.viz.plots import save_image_grids
+    from noisecraft.runs.pipeline import draw, load_run
+    from noisecraft.runs.train import train
 
     out = Path(out)
     minutes = minutes or float(os.environ.get("NOISECRAFT_DEMO_MINUTES", DEMO_MINUTES))

@@ -1,7 +1,7 @@
 """The denoiser contract: `denoise(x_t, t) -> x0_hat`, whatever the network predicts (DESIGN.md section 2).
 
 A `Denoiser` wraps a callable and its parameterization (eps, x0, v, score or EDM preconditioning) and
-returns x0_hat; eps_hat, the score and v follow from it (noisecraft.parameterization). Solvers, guidance
+returns x0_hat; eps_hat, the score and v follow from it (noisecraft.core.parameterization). Solvers, guidance
 and likelihood only ever see the denoise function.
 """
 
@@ -12,8 +12,7 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import as_time, expand_like, per_time
-from noisecraft.parameterization import (
+from noisecraft.core.parameterization import (
     PARAMETERIZATIONS,
     edm_coefficients,
     eps_from_x0,
@@ -21,7 +20,8 @@ from noisecraft.parameterization import (
     v_from_x0,
     x0_from_prediction,
 )
-from noisecraft.schedules import DiscreteVP, Schedule
+from noisecraft.core.schedules import DiscreteVP, Schedule
+from noisecraft.core.tensors import as_time, expand_like, per_time
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 TimeInput = Literal["t", "timestep", "c_noise", "log_snr"]

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time
+from noisecraft.core.tensors import FLOAT64, as_time
 
 
 class Schedule(BaseModel):

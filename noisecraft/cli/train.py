@@ -16,9 +16,9 @@ def _fail(err: Exception) -> None:
 def train_command(data: str, preset: str, loss: str | None, config: str | None, run: str | None,
                   minutes: float | None, steps: int | None, batch_size: int | None, lr: float | None,
                   seed: int | None, resume: bool) -> None:
-    from noisecraft.config import config_from_dict, load_config, preset_config
-    from noisecraft.losses import preset as loss_preset
-    from noisecraft.train import train
+    from noisecraft.core.losses import preset as loss_preset
+    from noisecraft.runs.config import config_from_dict, load_config, preset_config
+    from noisecraft.runs.train import train
 
     try:
         if resume:
@@ -53,7 +53,7 @@ def train_command(data: str, preset: str, loss: str | None, config: str | None, 
 
 def sample_command(run: str, solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool,
                    threshold: float | None = None) -> None:
-    from noisecraft.sampling import draw, load_run, with_threshold, write_samples
+    from noisecraft.runs.pipeline import draw, load_run, with_threshold, write_samples
 
     try:
         loaded = with_threshold(load_run(run, ema=ema), threshold)
@@ -76,7 +76,7 @@ def _reference(loaded) -> object | None:
 
 
 def eval_command(run: str, n: int, solver: str, steps: int, seed: int) -> None:
-    from noisecraft.evaluate import evaluate_run, format_result
+    from noisecraft.runs.evaluate import evaluate_run, format_result
 
     try:
         result = evaluate_run(run, n, solver, steps, seed)

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from noisecraft._tensor import FLOAT64, as_time, expand_like, per_time
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import FLOAT64, as_time, expand_like, per_time
 from noisecraft.nets.embedding import NoiseLevelEmbedding
-from noisecraft.schedules import Schedule
 
 
 class NoisyClassifier(nn.Module):
@@ -76,7 +76,7 @@ class ClassifierModel:
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
 
-        from noisecraft.checkpoint import write_text_atomic
+        from noisecraft.runs.checkpoint import write_text_atomic
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,12 +93,12 @@ def load_classifier(folder: str | Path) -> ClassifierModel:
     """A classifier written by `ClassifierModel.save` (folder with config.json and model.safetensors)."""
     from safetensors.torch import load_file
 
-    from noisecraft.schedules import schedule_from_config
+    from noisecraft.core.schedules import schedule_from_config
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"{str(folder)!r} holds no noisy classifier: expected config.json and model.safetensors "
-                         "(made by noisecraft.classifier.train_classifier)")
+                         "(made by noisecraft.guide.classifier.train_classifier)")
     config = json.loads((folder / "config.json").read_text())
     net = NoisyClassifier(tuple(config["sample_shape"]), config["num_classes"], config["width"])
     net.load_state_dict(load_file(str(folder / "model.safetensors")))

@@ -1,4 +1,4 @@
-"""Inverse problems with a diffusion prior: y = A x + sigma_y n (noisecraft.measurements), solved by wrapping
+"""Inverse problems with a diffusion prior: y = A x + sigma_y n (noisecraft.guide.measurements), solved by wrapping
 the denoise function (DESIGN.md section 2), or, where the method changes the time path, by a short loop
 over the schedule that reuses the solvers' own steps.
 
@@ -38,13 +38,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import as_time, expand_like, per_time
-from noisecraft.measurements import Measurement
-from noisecraft.noise import SampleNoise, randn_like
-from noisecraft.schedules import Schedule
+from noisecraft.core.noise import SampleNoise, randn_like
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import as_time, expand_like, per_time
+from noisecraft.core.timesteps import make_grid
+from noisecraft.guide.measurements import Measurement
 from noisecraft.solvers import CountingDenoise, final_step, prior_sample, solve
 from noisecraft.solvers.ancestral import ddpm
-from noisecraft.timesteps import make_grid
 
 DenoiseFn = Callable[..., Tensor]
 

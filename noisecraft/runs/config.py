@@ -1,7 +1,7 @@
 """A run's configuration: data, network, loss, training and sampling, as one pydantic model in YAML.
 
 Every section forbids unknown keys, so a mistyped key is an error that names it. `preset_config` gives
-the defaults for a dataset and a loss preset (noisecraft.losses.PRESETS).
+the defaults for a dataset and a loss preset (noisecraft.core.losses.PRESETS).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from noisecraft.data import DataConfig
-from noisecraft.losses import PRESETS, DenoisingLoss, preset
+from noisecraft.core.losses import PRESETS, DenoisingLoss, preset
 from noisecraft.nets import NetConfig
 
 
@@ -79,7 +79,7 @@ class RunConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        from noisecraft.checkpoint import write_text_atomic
+        from noisecraft.runs.checkpoint import write_text_atomic
 
         write_text_atomic(Path(path), self.to_yaml())
 

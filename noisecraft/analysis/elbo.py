@@ -24,9 +24,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time
-from noisecraft.noise import randn_like
-from noisecraft.schedules import DiscreteVP, Schedule
+from noisecraft.core.noise import randn_like
+from noisecraft.core.schedules import DiscreteVP, Schedule
+from noisecraft.core.tensors import FLOAT64, as_time
 
 
 @dataclass

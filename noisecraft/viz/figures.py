@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64
-from noisecraft.noise import SampleNoise
-from noisecraft.oracle import GaussianMixture
-from noisecraft.schedules import EDM, VE, DiscreteVP, Schedule, SubVP, VPCosine, VPLinear
-from noisecraft.sde import q_sample
+from noisecraft.analysis.oracle import GaussianMixture
+from noisecraft.core.forward import q_sample
+from noisecraft.core.noise import SampleNoise
+from noisecraft.core.schedules import EDM, VE, DiscreteVP, Schedule, SubVP, VPCosine, VPLinear
+from noisecraft.core.tensors import FLOAT64
+from noisecraft.core.timesteps import make_grid
 from noisecraft.solvers import solve
-from noisecraft.timesteps import make_grid
 
 
 def _pyplot():
@@ -39,7 +39,7 @@ def _pyplot():
 
 
 def all_schedules() -> dict[str, Schedule]:
-    """One instance of every schedule in noisecraft.schedules, with its default parameters."""
+    """One instance of every schedule in noisecraft.core.schedules, with its default parameters."""
     return {"VP linear": VPLinear(), "VP cosine": VPCosine(), "DDPM discrete (1000)": DiscreteVP(),
             "sub-VP": SubVP(), "VE": VE(), "EDM": EDM()}
 
@@ -75,7 +75,7 @@ def plot_forward(path: str | Path, x0: Tensor, schedule: Schedule, times: Sequen
                  rows: int = 6, seed: int = 0) -> Path:
     """A strip of data turning into noise: rows of images (one column per time) or one 2-D scatter per time."""
     plt = _pyplot()
-    from noisecraft.plots import grid_array
+    from noisecraft.viz.plots import grid_array
 
     if x0.ndim not in (2, 4) or (x0.ndim == 2 and x0.shape[1] != 2):
         raise ValueError(f"plot_forward takes images (n, c, h, w) or 2-D points (n, 2), got shape {tuple(x0.shape)}")

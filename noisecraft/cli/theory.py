@@ -1,5 +1,5 @@
 """Bodies of `noisecraft likelihood`, `noisecraft compare` and `noisecraft plot ...`: argument checks at the
-boundary, then the library calls (noisecraft.likelihood, noisecraft.compare, noisecraft.figures), with
+boundary, then the library calls (noisecraft.analysis.likelihood, noisecraft.experiments.compare, noisecraft.viz.figures), with
 errors shown as one line naming the bad value. `register(app)` attaches them to the root CLI."""
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def likelihood_command(run: str, data: str, split: str, probes: int, n: int, exa
     """NLL and bits/dim of held-out data under a run's PF-ODE, with a standard error and the offset used."""
     import torch
 
-    from noisecraft.compare import DIGITS_BIN, float64_denoise
-    from noisecraft.likelihood import bits_per_dim, dequantize, log_likelihood
-    from noisecraft.sampling import load_run
+    from noisecraft.analysis.likelihood import bits_per_dim, dequantize, log_likelihood
+    from noisecraft.experiments.compare import DIGITS_BIN, float64_denoise
+    from noisecraft.runs.pipeline import load_run
 
     try:
         _check_data(data)
@@ -98,7 +98,7 @@ def likelihood_command(run: str, data: str, split: str, probes: int, n: int, exa
 # -- compare ---------------------------------------------------------------------------------------
 def compare_command(data: str, minutes: float | None, steps: int | None, out: str | None, nfe: str, solvers: str,
                     n_samples: int, n_likelihood: int, probes: int, seed: int, reuse: bool, threads: int | None) -> None:
-    from noisecraft.compare import CompareSettings, command_line, compare
+    from noisecraft.experiments.compare import CompareSettings, command_line, compare
 
     try:
         _check_data(data)
@@ -121,7 +121,7 @@ def compare_command(data: str, minutes: float | None, steps: int | None, out: st
 @plot_app.command("schedules")
 def plot_schedules_cmd(out: str = typer.Option("schedules.png", help="Output PNG.")) -> None:
     """alpha, sigma and log-SNR of every schedule on shared axes."""
-    from noisecraft.figures import plot_schedules
+    from noisecraft.viz.figures import plot_schedules
 
     try:
         path = plot_schedules(_check_out(out))
@@ -132,7 +132,7 @@ def plot_schedules_cmd(out: str = typer.Option("schedules.png", help="Output PNG
 
 
 def _schedule_by_name(name: str):
-    from noisecraft.schedules import schedule_from_config
+    from noisecraft.core.schedules import schedule_from_config
 
     return schedule_from_config({"name": name})
 
@@ -147,12 +147,12 @@ def plot_forward_cmd(
     """A strip of data turning into noise under the forward process."""
     import torch
 
-    from noisecraft.figures import plot_forward
+    from noisecraft.viz.figures import plot_forward
 
     try:
         path = _check_out(out)
         if run is not None:
-            from noisecraft.sampling import load_run
+            from noisecraft.runs.pipeline import load_run
 
             loaded = load_run(run)
             x0, sched = loaded.config.data.load().x, loaded.denoiser.schedule
@@ -178,22 +178,22 @@ def plot_trajectories_cmd(
     out: str = typer.Option("trajectories.png", help="Output PNG."),
 ) -> None:
     """Reverse-SDE and PF-ODE paths over the density p_t, from the same prior draws."""
-    from noisecraft.figures import plot_trajectories
+    from noisecraft.viz.figures import plot_trajectories
 
     try:
         path = _check_out(out)
         if run is not None:
-            from noisecraft.sampling import load_run
+            from noisecraft.runs.pipeline import load_run
 
             loaded = load_run(run)
             if loaded.sample_shape != (2,):
                 raise ValueError(f"trajectories need a 2-D run; {run!r} models samples of shape {loaded.sample_shape}")
-            from noisecraft.compare import float64_denoise
+            from noisecraft.experiments.compare import float64_denoise
 
             plot_trajectories(path, float64_denoise(loaded), loaded.denoiser.schedule, data=loaded.config.data.load().x,
                               n_paths=paths, steps=steps, seed=seed, title=f"reverse paths of run {run}")
         else:
-            from noisecraft.oracle import ring8
+            from noisecraft.analysis.oracle import ring8
 
             sched = _schedule_by_name(schedule)
             oracle = ring8()

@@ -27,8 +27,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time
-from noisecraft.schedules import Schedule
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import FLOAT64, as_time
 
 
 @dataclass

@@ -12,10 +12,10 @@ from typing import Callable
 
 from torch import Tensor
 
-from noisecraft._tensor import as_time, expand_like
-from noisecraft.noise import Generator, randn_like
-from noisecraft.parameterization import score_from_x0
-from noisecraft.schedules import DiscreteVP, Schedule
+from noisecraft.core.noise import Generator, randn_like
+from noisecraft.core.parameterization import score_from_x0
+from noisecraft.core.schedules import DiscreteVP, Schedule
+from noisecraft.core.tensors import as_time, expand_like
 
 
 def q_sample(schedule: Schedule, x0: Tensor, t: float | Tensor, generator: Generator = None) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,7 @@
    s_theta - s = alpha / sigma^2 (x0_hat - E[x_0 | x_t]), the score term equals
    1/2 integral e^lambda E ||x0_hat - E[x_0 | x_t]||^2 d lambda: the denoising error of (1), weighted.
 4. The divergence actually measured, E_{p_0}[log p_0(x) - log p_theta(x)], with log p_theta from the
-   probability-flow ODE (noisecraft.likelihood). The theorem bounds the SDE's model; the ODE's density
+   probability-flow ODE (noisecraft.analysis.likelihood). The theorem bounds the SDE's model; the ODE's density
    equals it only for an exact score (Lu et al. 2022, "Maximum likelihood training for score-based
    diffusion ODEs by high-order denoising score matching", show the ODE's KL is not bounded by the
    first-order term in general), so the comparison is a measurement, not a guarantee.
@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time, expand_like
-from noisecraft.likelihood import gauss_legendre_panels, log_likelihood
-from noisecraft.losses import log_snr_derivative
-from noisecraft.noise import randn_like
-from noisecraft.oracle import GaussianMixture
-from noisecraft.parameterization import score_from_x0
-from noisecraft.schedules import Schedule
+from noisecraft.analysis.likelihood import gauss_legendre_panels, log_likelihood
+from noisecraft.analysis.oracle import GaussianMixture
+from noisecraft.core.losses import log_snr_derivative
+from noisecraft.core.noise import randn_like
+from noisecraft.core.parameterization import score_from_x0
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import FLOAT64, as_time, expand_like
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -169,7 +169,7 @@ def measured_kl(denoise: DenoiseFn, oracle: GaussianMixture, schedule: Schedule,
                 generator: torch.Generator | None = None, **likelihood_options) -> tuple[float, float]:
     """E_{p_0}[log p_0(x) - log p_theta(x)] and its standard error, log p_theta through the PF-ODE.
 
-    The divergence is exact for dimension <= 16 unless `divergence` is given (noisecraft.likelihood).
+    The divergence is exact for dimension <= 16 unless `divergence` is given (noisecraft.analysis.likelihood).
     """
     x, _ = oracle.sample(n, generator)
     likelihood_options.setdefault("divergence", "exact" if oracle.dim <= 16 else "hutchinson")

@@ -2,17 +2,17 @@
 
 The two models are the loss presets `ddpm` (discrete VP with 1000 linear betas, eps-prediction,
 L_simple; Ho et al. 2020) and `score` (VE SDE, score-prediction, denoising score matching weighted by
-sigma^2; Song et al. 2021), trained by noisecraft.train with the same network config, batch, learning
+sigma^2; Song et al. 2021), trained by noisecraft.runs.train with the same network config, batch, learning
 rate, seed and wall-clock (or step) budget. Each is then measured with:
 
 - sample quality against function evaluations (NFE) for each solver: digits-FD (noisecraft.metrics.digits)
   on 8x8 digits, sliced W2 (noisecraft.metrics.distribution) on 2-D toys, beside the floor that real data
   reach against real data;
-- NLL through the probability-flow ODE (noisecraft.likelihood) and the ELBO (noisecraft.elbo), in bits/dim;
+- NLL through the probability-flow ODE (noisecraft.analysis.likelihood) and the ELBO (noisecraft.analysis.elbo), in bits/dim;
   for digits (17 levels in [-1, 1], bin width 2/16) on uniformly dequantized test images, with the offset
   -log2(2/16) = +3 bits/dim stated (Theis et al. 2016);
 - training curves from each run's metrics.jsonl, wall time, the loss per noise level on held-out data
-  (noisecraft.diagnostics), and on `8gaussians`, whose oracle is known, the KL bound beside the KL measured.
+  (noisecraft.analysis.diagnostics), and on `8gaussians`, whose oracle is known, the KL bound beside the KL measured.
 
 `compare(...)` writes report.md, results.json and PNGs in the output directory; its closing section is
 generated from the numbers.
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64
-from noisecraft.sampling import LoadedRun, clipped
+from noisecraft.core.tensors import FLOAT64
+from noisecraft.runs.pipeline import LoadedRun, clipped
 
 MODELS: dict[str, str] = {
     "ddpm": "DDPM (discrete VP, eps-prediction)",
@@ -166,9 +166,9 @@ def _device(choice: str) -> str:
 
 def train_models(settings: CompareSettings) -> dict[str, dict]:
     """Train (or reuse) one run per model in out/<model>; returns wall time, steps and throughput."""
-    from noisecraft.checkpoint import latest_checkpoint
-    from noisecraft.config import preset_config
-    from noisecraft.train import train
+    from noisecraft.runs.checkpoint import latest_checkpoint
+    from noisecraft.runs.config import preset_config
+    from noisecraft.runs.train import train
 
     info = {}
     for name in MODELS:
@@ -222,9 +222,9 @@ def measure_quality(settings: CompareSettings, run: LoadedRun, model: str, devic
 
 def measure_likelihood(settings: CompareSettings, run: LoadedRun, model: str) -> dict:
     """NLL (PF-ODE), continuous ELBO, and for DDPM its own discrete chain's ELBO, in nats and bits/dim."""
-    from noisecraft.elbo import elbo_continuous, elbo_discrete
-    from noisecraft.likelihood import bits_per_dim, dequantize, log_likelihood
-    from noisecraft.schedules import DiscreteVP
+    from noisecraft.analysis.elbo import elbo_continuous, elbo_discrete
+    from noisecraft.analysis.likelihood import bits_per_dim, dequantize, log_likelihood
+    from noisecraft.core.schedules import DiscreteVP
 
     g = torch.Generator().manual_seed(settings.seed + 7)
     denoise = float64_denoise(run)
@@ -277,7 +277,7 @@ def _elbo_summary(total: Tensor, dim: int) -> dict:
 def _oracle(settings: CompareSettings):
     """The exact mixture behind a toy, where there is one (8gaussians = ring8 with radius 2, std 0.15)."""
     if settings.data == "8gaussians":
-        from noisecraft.oracle import ring8
+        from noisecraft.analysis.oracle import ring8
 
         return ring8(2.0, 0.15)
     return None
@@ -347,7 +347,7 @@ def plot_training(path: Path, curves: dict[str, list[dict]]) -> Path:
 
 
 def save_sample_panels(path: Path, settings: CompareSettings, panels: list[tuple[str, np.ndarray]]) -> Path:
-    from noisecraft.plots import save_image_grids, save_scatter
+    from noisecraft.viz.plots import save_image_grids, save_scatter
 
     real = reference_data(settings, 100 if settings.is_digits else settings.n_samples, 0).numpy()
     label = "real test digits" if settings.is_digits else "real data"
@@ -539,9 +539,14 @@ def write_report(settings: CompareSettings, results: dict) -> Path:
 
 def compare(settings: CompareSettings, command: str | None = None) -> dict:
     """Train both models, measure them, write report.md, results.json and PNGs in settings.out."""
-    from noisecraft.diagnostics import denoising_error, kl_bound, loss_per_level, plot_diagnostics
+    from noisecraft.analysis.diagnostics import (
+        denoising_error,
+        kl_bound,
+        loss_per_level,
+        plot_diagnostics,
+    )
     from noisecraft.nets import count_parameters
-    from noisecraft.sampling import load_run
+    from noisecraft.runs.pipeline import load_run
 
     settings.check()
     settings.out.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Diffusion mo
 
 def _register_subapps() -> None:
     """Attach sub-command groups; each lives in its own module so the CLI stays one file per concept."""
-    from noisecraft.ddm.cli import app as ddm_app
-    from noisecraft.tabular.cli import app as tabular_app
+    from noisecraft.cli.ddm import app as ddm_app
+    from noisecraft.cli.tabular import app as tabular_app
 
     app.add_typer(ddm_app, name="ddm", help="The drift-diffusion model of decisions (response times).")
     app.add_typer(tabular_app, name="tabular", help="Synthetic tables: fit, sample, evaluate fidelity, utility, privacy.")
-    from noisecraft.theory_cli import register as register_theory
+    from noisecraft.cli.theory import register as register_theory
 
     register_theory(app)  # likelihood, compare, plot
 
@@ -34,7 +34,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run in --run from its latest checkpoint."),
 ) -> None:
     """Train a diffusion model; writes config.yaml, checkpoints/, metrics.jsonl in the run directory."""
-    from noisecraft.train_cli import train_command
+    from noisecraft.cli.train import train_command
 
     train_command(data, preset, loss, config, run, minutes, steps, batch_size, lr, seed, resume)
 
@@ -56,11 +56,11 @@ def sample(
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
     if class_ is not None or prompt is not None or classifier is not None or guidance != 1.0:
-        from noisecraft.inverse_cli import guided_sample_command
+        from noisecraft.cli.restore import guided_sample_command
 
         return guided_sample_command(run, class_, prompt, guidance, classifier, solver, steps, n, seed, out, ema,
                                      threshold)
-    from noisecraft.train_cli import sample_command
+    from noisecraft.cli.train import sample_command
 
     sample_command(run, solver, steps, n, seed, out, ema, threshold)
 
@@ -74,7 +74,7 @@ def eval_(
     seed: int = typer.Option(0, help="Sampling seed."),
 ) -> None:
     """Score a digits run: digits-FD, precision/recall, class histogram, beside the floor; writes RUN/eval.json."""
-    from noisecraft.train_cli import eval_command
+    from noisecraft.cli.train import eval_command
 
     eval_command(run, n, solver, steps, seed)
 
@@ -82,12 +82,12 @@ def eval_(
 @app.command()
 def demo(out: str = typer.Option("runs/demo", help="Directory for the demo outputs.")) -> None:
     """Run the main demo on built-in data."""
-    from noisecraft.demo import run_demo
+    from noisecraft.runs.demo import run_demo
 
     run_demo(out)
 
 
-from noisecraft.inverse_cli import register as _register_inverse  # noqa: E402
+from noisecraft.cli.restore import register as _register_inverse  # noqa: E402
 
 _register_inverse(app)  # inpaint, upscale, denoise
 
@@ -95,5 +95,5 @@ _register_inverse(app)  # inpaint, upscale, denoise
 _register_subapps()
 
 
-if __name__ == "__main__":  # `python -m noisecraft.cli` and `torchrun ... -m noisecraft.cli`
-    app()
+
+

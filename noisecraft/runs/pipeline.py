@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft.checkpoint import latest_checkpoint, load_checkpoint
-from noisecraft.config import RunConfig, load_config
-from noisecraft.denoiser import Denoiser
+from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint
+from noisecraft.runs.config import RunConfig, load_config
+from noisecraft.core.denoiser import Denoiser
 from noisecraft.solvers import sample
 
 
@@ -86,7 +86,7 @@ def clipped(denoiser: Denoiser, clip: float | None, threshold: float | None = No
 @torch.no_grad()
 def draw(run: LoadedRun, n: int, solver: str | None = None, steps: int | None = None, seed: int = 0,
          clip: float | None | str = "config", progress: bool = False) -> Tensor:
-    """n samples (float32, on CPU) in one batch; sample i depends only on (seed, i) (noisecraft.noise)."""
+    """n samples (float32, on CPU) in one batch; sample i depends only on (seed, i) (noisecraft.core.noise)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if run.config.model.num_classes is not None:
@@ -103,7 +103,7 @@ def draw(run: LoadedRun, n: int, solver: str | None = None, steps: int | None = 
 
 def write_samples(x: Tensor, out: str | Path, is_image: bool, reference: np.ndarray | None = None) -> Path:
     """Write x as .npy or as a PNG (grid for images, scatter for points), chosen by out's suffix."""
-    from noisecraft.plots import save_image_grids, save_scatter
+    from noisecraft.viz.plots import save_image_grids, save_scatter
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import as_time, expand_like, per_time
-from noisecraft.schedules import Schedule
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import as_time, expand_like, per_time
 
 DenoiseFn = Callable[..., Tensor]
 #: log p(y | x_t, t) for labels y, shape (batch,): differentiable in x_t

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time, per_time
-from noisecraft.denoiser import Denoiser
-from noisecraft.noise import Generator, randn_like
-from noisecraft.schedules import Schedule
+from noisecraft.core.denoiser import Denoiser
+from noisecraft.core.noise import Generator, randn_like
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import FLOAT64, as_time, per_time
 
 
 class GaussianMixture:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from noisecraft.checkpoint import (
+from noisecraft.runs.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     optimizer_from_tensors,
@@ -33,9 +33,9 @@ from noisecraft.checkpoint import (
     save_checkpoint,
     write_text_atomic,
 )
-from noisecraft.config import RunConfig, TrainConfig, load_config
+from noisecraft.runs.config import RunConfig, TrainConfig, load_config
 from noisecraft.data import Dataset
-from noisecraft.ema import EMA
+from noisecraft.runs.ema import EMA
 
 _STEP_STRIDE = 1_000_003
 
@@ -179,7 +179,7 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
     # text mode (NetConfig cond "text"): a label becomes the sentence embedding of one of its prompts
     prompts = None
     if config.model.text:
-        from noisecraft.text import prompt_table
+        from noisecraft.guide.text import prompt_table
 
         prompts = prompt_table(config.model.num_classes)
         if prompts.shape[-1] != config.model.text_dim:

@@ -3,7 +3,7 @@
 Every diffusion objective in common use is this loss for some choice of schedule, network
 parameterization F, distribution of t and weighting w (Kingma & Gao 2023, "Understanding diffusion
 objectives as the ELBO with simple data augmentation", sec. 2-3). The regression target F* is the
-network output that would return the true x_0 (`noisecraft.parameterization.prediction_from_x0`), so no
+network output that would return the true x_0 (`noisecraft.core.parameterization.prediction_from_x0`), so no
 conversion is rewritten here. The weighting is stated in x_0-space, w_x0(t) || x0_hat - x_0 ||^2, and
 carried to the network's own output space by the slope d x0_hat / d F, read off the same affine map.
 
@@ -27,11 +27,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64, as_time, expand_like
-from noisecraft.denoiser import Denoiser, TimeInput
-from noisecraft.noise import Generator, randn_like
-from noisecraft.parameterization import Parameterization, prediction_from_x0, x0_from_prediction
-from noisecraft.schedules import EDM, VE, AnySchedule, DiscreteVP, Schedule, VPCosine
+from noisecraft.core.denoiser import Denoiser, TimeInput
+from noisecraft.core.noise import Generator, randn_like
+from noisecraft.core.parameterization import (
+    Parameterization,
+    prediction_from_x0,
+    x0_from_prediction,
+)
+from noisecraft.core.schedules import EDM, VE, AnySchedule, DiscreteVP, Schedule, VPCosine
+from noisecraft.core.tensors import FLOAT64, as_time, expand_like
 
 TimeDistribution = Literal["uniform", "discrete", "log_normal"]
 Weighting = Literal["prediction", "x0", "snr", "snr_plus_one", "edm", "elbo"]

@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from noisecraft._tensor import FLOAT64
-from noisecraft.schedules import Schedule
+from noisecraft.core.schedules import Schedule
+from noisecraft.core.tensors import FLOAT64
 
 GRIDS = ("uniform", "log_snr", "karras")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from noisecraft.checkpoint import write_text_atomic
-from noisecraft.sampling import draw, load_run
+from noisecraft.runs.checkpoint import write_text_atomic
+from noisecraft.runs.pipeline import draw, load_run
 
 
 def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, steps: int | None = None,

@@ -1,6 +1,6 @@
 """Bodies of the guided `noisecraft sample` (--class, --guidance, --prompt, --classifier) and of `inpaint`,
 `upscale` and `denoise`: inputs checked at the boundary (image and mask sizes, class, scale), then the
-wrappers of noisecraft.guidance and noisecraft.inverse around a trained run's denoiser. Each command writes
+wrappers of noisecraft.guide.guidance and noisecraft.guide.inverse around a trained run's denoiser. Each command writes
 one PNG with the input, mask or measurement and the results side by side."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def load_image(path: str | Path, shape: tuple[int, ...], what: str = "image") ->
 
 
 def _loaded(run: str, ema: bool):
-    from noisecraft.sampling import load_run
+    from noisecraft.runs.pipeline import load_run
 
     loaded = load_run(run, ema=ema)
     if not loaded.is_image:
@@ -55,14 +55,14 @@ def _loaded(run: str, ema: bool):
 
 
 def _bounds(loaded) -> tuple[float | None, float | None]:
-    """The run's x0_hat bounds for noisecraft.sampling.bound: (clip, threshold)."""
+    """The run's x0_hat bounds for noisecraft.runs.pipeline.bound: (clip, threshold)."""
     return loaded.config.sample.clip, loaded.config.sample.threshold
 
 
 def base_denoiser(loaded, bounded: bool = True) -> Callable[..., Tensor]:
     """The run's unconditional x0_hat(x, t): the null label for a classifier-free model, clipped as configured
     (bounded=False: as the network gives it)."""
-    from noisecraft.sampling import clipped
+    from noisecraft.runs.pipeline import clipped
 
     denoise = clipped(loaded.denoiser, *_bounds(loaded)) if bounded else loaded.denoiser
     model = loaded.config.model
@@ -85,8 +85,8 @@ def moment_matched_denoiser(loaded, measurement, cg_steps: int = 4) -> Callable[
     every saturated pixel (the digits' background) and leave the known pixels uncorrected. Four CG steps:
     on a learned network more make it worse (docs/benchmarks/guidance.md), as its Jacobian is not exactly
     symmetric positive definite."""
-    from noisecraft.inverse import moment_matched
-    from noisecraft.sampling import clipped
+    from noisecraft.guide.inverse import moment_matched
+    from noisecraft.runs.pipeline import clipped
 
     corrected = moment_matched(base_denoiser(loaded, bounded=False), measurement, loaded.denoiser.schedule, cg_steps)
     return clipped(corrected, *_bounds(loaded))
@@ -95,9 +95,14 @@ def moment_matched_denoiser(loaded, measurement, cg_steps: int = 4) -> Callable[
 def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) -> Callable[..., Tensor]:
     """x0_hat(x, t) steered to `label`: classifier-free guidance with scale `guidance`, or, with a
     classifier folder, classifier guidance of the unconditional model with that scale."""
-    from noisecraft.classifier import load_classifier
-    from noisecraft.guidance import check_labels, check_scale, classifier_free, classifier_guidance
-    from noisecraft.sampling import bound, clipped
+    from noisecraft.guide.classifier import load_classifier
+    from noisecraft.guide.guidance import (
+        check_labels,
+        check_scale,
+        classifier_free,
+        classifier_guidance,
+    )
+    from noisecraft.runs.pipeline import bound, clipped
 
     scale = check_scale(guidance, "--guidance")
     if classifier is not None:
@@ -131,8 +136,8 @@ def class_denoiser(loaded, label: int, guidance: float, classifier: str | None) 
 def text_denoiser(loaded, embedding: Tensor, guidance: float) -> Callable[..., Tensor]:
     """x0_hat(x, t) of a text-conditioned run steered to a prompt's sentence embedding (Reimers & Gurevych
     2019): classifier-free guidance (Ho & Salimans 2022) against the zero embedding, clipped as configured."""
-    from noisecraft.guidance import check_scale, classifier_free
-    from noisecraft.sampling import bound
+    from noisecraft.guide.guidance import check_scale, classifier_free
+    from noisecraft.runs.pipeline import bound
 
     scale = check_scale(guidance, "--guidance")
     model = loaded.config.model
@@ -165,7 +170,7 @@ def _sample(denoise: Callable, loaded, n: int, solver: str, steps: int, seed: in
 
 
 def _write(out: Path, panels: list[tuple[str, Any]]) -> None:
-    from noisecraft.plots import save_image_grids
+    from noisecraft.viz.plots import save_image_grids
 
     if out.suffix != ".png":
         raise ValueError(f"output {str(out)!r} must end in .png")
@@ -177,8 +182,8 @@ def _write(out: Path, panels: list[tuple[str, Any]]) -> None:
 def guided_sample_command(run: str, label: int | None, prompt: str | None, guidance: float, classifier: str | None,
                           solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool,
                           threshold: float | None = None) -> None:
-    from noisecraft.guidance import check_scale
-    from noisecraft.sampling import with_threshold
+    from noisecraft.guide.guidance import check_scale
+    from noisecraft.runs.pipeline import with_threshold
 
     try:
         check_scale(guidance, "--guidance")
@@ -187,7 +192,7 @@ def guided_sample_command(run: str, label: int | None, prompt: str | None, guida
         if prompt is not None and label is not None:
             raise ValueError("pass --class or --prompt, not both")
         if prompt is not None and loaded.config.model.text and classifier is None:
-            from noisecraft.text import embed
+            from noisecraft.guide.text import embed
 
             denoise = text_denoiser(loaded, embed([prompt]), guidance)
             typer.echo(f"prompt {prompt!r} -> its sentence embedding (text-conditioned run)")
@@ -196,7 +201,7 @@ def guided_sample_command(run: str, label: int | None, prompt: str | None, guida
             _write(path, [(f"{prompt!r}, CFG w={guidance:g}", x)])
             return
         if prompt is not None:
-            from noisecraft.text import prompt_to_class
+            from noisecraft.guide.text import prompt_to_class
 
             label, similarity = prompt_to_class(prompt)
             typer.echo(f"prompt {prompt!r} -> nearest class {label} (similarity {similarity:.2f}; class-conditioned run)")
@@ -218,8 +223,8 @@ def _panel_row(x: Tensor, n: int) -> Tensor:
 
 def inpaint_command(run: str, image: str, mask: str, method: str, n: int, solver: str, steps: int, seed: int,
                     jump_length: int, jump_count: int, zeta: float, out: str | None, ema: bool) -> None:
-    from noisecraft.inverse import dps, projection, repaint
-    from noisecraft.measurements import mask_from_png, measure
+    from noisecraft.guide.inverse import dps, projection, repaint
+    from noisecraft.guide.measurements import mask_from_png, measure
 
     try:
         _check_choice(method, INPAINT_METHODS, "inpainting method")
@@ -246,8 +251,8 @@ def inpaint_command(run: str, image: str, mask: str, method: str, n: int, solver
 
 def upscale_command(run: str, image: str, factor: int, method: str, n: int, steps: int, seed: int, sigma: float,
                     zeta: float, out: str | None, ema: bool) -> None:
-    from noisecraft.inverse import dps, projection
-    from noisecraft.measurements import AvgPool, Measurement
+    from noisecraft.guide.inverse import dps, projection
+    from noisecraft.guide.measurements import AvgPool, Measurement
 
     try:
         _check_choice(method, UPSCALE_METHODS, "super-resolution method")
@@ -276,8 +281,8 @@ def upscale_command(run: str, image: str, factor: int, method: str, n: int, step
 
 def denoise_command(run: str, image: str, sigma: float, method: str, n: int, steps: int, seed: int,
                     out: str | None, ema: bool) -> None:
-    from noisecraft.inverse import denoise_observation, projection
-    from noisecraft.measurements import Identity, Measurement
+    from noisecraft.guide.inverse import denoise_observation, projection
+    from noisecraft.guide.measurements import Identity, Measurement
 
     try:
         _check_choice(method, DENOISE_METHODS, "denoising method")

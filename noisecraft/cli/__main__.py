@@ -1,0 +1,5 @@
+"""`python -m noisecraft.cli` and `torchrun ... -m noisecraft.cli`."""
+
+from noisecraft.cli import app
+
+app()

@@ -1,0 +1,1 @@
+"""Experiments built on the library: reports that train and measure several models side by side."""
