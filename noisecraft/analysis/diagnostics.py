@@ -31,7 +31,6 @@ from torch import Tensor
 
 from noisecraft.analysis.likelihood import gauss_legendre_panels, log_likelihood
 from noisecraft.analysis.oracle import GaussianMixture
-from noisecraft.core.losses import log_snr_derivative
 from noisecraft.core.noise import randn_like
 from noisecraft.core.parameterization import score_from_x0
 from noisecraft.core.schedules import Schedule
@@ -152,7 +151,7 @@ def kl_bound(denoise: DenoiseFn, oracle: GaussianMixture, schedule: Schedule, n:
         gap = score_from_x0(x_t, denoise(x_t, t).to(FLOAT64), alpha, sigma) - score_from_x0(x_t, oracle.x0_hat(x_t, t, schedule), alpha, sigma)
         t1 = t[:1]
         # dt = d lambda / lambda'(t); lambda' < 0 and the integral runs up in lambda as t runs down
-        jacobian = float(schedule.g2(t1)) / 2.0 / abs(float(log_snr_derivative(schedule, t1)))
+        jacobian = float(schedule.g2(t1)) / 2.0 / abs(float(schedule.dlog_snr_dt(t1)))
         contribution = jacobian * (gap**2).reshape(n, -1).sum(1)
         density.append(float(contribution.mean()))
         per_sample += w * contribution

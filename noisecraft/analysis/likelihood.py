@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from noisecraft.core.schedules import Schedule
+from noisecraft.core.sde import ReverseProcess
 from noisecraft.core.tensors import FLOAT64, as_time
 
 
@@ -92,11 +93,6 @@ def dequantize(x: Tensor, bin_width: float, generator: torch.Generator | None = 
     """Uniform dequantization: x + u, u ~ U(-bin_width/2, bin_width/2) (Uria et al. 2013)."""
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5
     return x + bin_width * u.to(x.device)
-
-
-def _time_of_rho(schedule: Schedule, rho: Tensor) -> float:
-    """t at log sigma~ = rho, clamped to [0, 1]: dopri5's trial steps may probe beyond the span's ends."""
-    return min(max(float(schedule.t_from_log_snr(-2.0 * rho.detach().cpu().to(FLOAT64))), 0.0), 1.0)
 
 
 def gauss_legendre_panels(a: float, b: float, panels: int, order: int) -> tuple[Tensor, Tensor]:
@@ -164,20 +160,25 @@ def log_likelihood(
     if estimator == "auto":
         estimator = "ode" if divergence == "exact" else "quadrature"
     device = x.device
-    fixed_eps = _probes(tuple(x.shape), probes, probe_kind, generator).to(device) if divergence == "hutchinson" else None
     count = {"nfe": 0}
+
+    def counted(x_in: Tensor, t: Tensor) -> Tensor:
+        count["nfe"] += 1
+        return denoise(x_in, t)
+
+    flow = ReverseProcess(schedule, counted, probability_flow=True)
+    fixed_eps = _probes(tuple(x.shape), probes, probe_kind, generator).to(device) if divergence == "hutchinson" else None
 
     def x0_and_divergence(x_scaled: Tensor, rho: Tensor, node: int) -> tuple[Tensor, Tensor]:
         """x0_hat and div v at (x~, rho); quadrature nodes draw fresh probes, the ODE keeps fixed ones."""
         eps = fixed_eps
         if divergence == "hutchinson" and estimator == "quadrature":
             eps = _probes(tuple(x.shape), probes, probe_kind, generator).to(device)
-        t = _time_of_rho(schedule, rho)
+        t = flow.time_of_rho(rho)
         alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         with torch.enable_grad():
             xs = x_scaled.detach().requires_grad_(True)
-            x0 = denoise(alpha * xs, as_time(t, batch))
-            count["nfe"] += 1
+            x0 = counted(alpha * xs, as_time(t, batch))
             residual = x0 if control_variate is None else x0 - control_variate.denoise(alpha * xs, alpha, sigma)
             if divergence == "exact":
                 flat = residual.reshape(batch, -1)
@@ -199,7 +200,7 @@ def log_likelihood(
     rho0, rho1 = math.log(float(schedule.sigma_tilde(t_min))), math.log(float(schedule.sigma_tilde(t_max)))
     x_scaled0 = x / alpha0
     if estimator == "ode":
-        def field(rho: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        def field(rho: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:  # dx~/drho with div v beside it
             x0, div = x0_and_divergence(state[0], rho, 0)
             return state[0] - x0, div
 
@@ -208,15 +209,9 @@ def log_likelihood(
         x_scaled_T, integral = xs_path[-1], div_path[-1]
     else:
         nodes, weights = gauss_legendre_panels(rho0, rho1, panels, order)
-
-        def path_field(rho: Tensor, x_scaled: Tensor) -> Tensor:
-            t = _time_of_rho(schedule, rho)
-            count["nfe"] += 1
-            return x_scaled - denoise(float(schedule.alpha(t)) * x_scaled, as_time(t, batch)).to(FLOAT64)
-
         out_times = torch.cat([torch.tensor([rho0], dtype=FLOAT64), nodes, torch.tensor([rho1], dtype=FLOAT64)]).to(device)
         with torch.no_grad():  # the path needs no graph; the divergence builds its own under enable_grad
-            path = odeint(path_field, x_scaled0, out_times, rtol=rtol, atol=atol, method="dopri5")
+            path = odeint(flow.dx_drho, x_scaled0, out_times, rtol=rtol, atol=atol, method="dopri5")
         integral = torch.zeros(batch, dtype=FLOAT64, device=device)
         for j in range(nodes.numel()):
             _, div = x0_and_divergence(path[j + 1], nodes[j].cpu(), j)

@@ -65,7 +65,7 @@ def fit(
     seed: int = typer.Option(0, help="Training seed."),
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
-    from noisecraft.runs.checkpoint import write_text_atomic
+    from noisecraft.io import write_text_atomic
     from noisecraft.tabular.data import split_table
     from noisecraft.tabular.model import TabularConfig, TabularDiffusion
     from noisecraft.tabular.schema import check_table, read_table

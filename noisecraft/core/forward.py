@@ -1,19 +1,15 @@
-"""The forward process and its SDE calculus, all from a schedule's alpha(t) and sigma(t).
+"""The forward process, from a schedule's alpha(t) and sigma(t).
 
 Forward marginal q(x_t | x_0) = N(alpha x_0, sigma^2 I); the discrete Markov chain
-q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n I) (Ho et al. 2020, eq. 2); the reverse SDE
-dx = [f x - g^2 score] dt + g dW and the probability-flow ODE dx/dt = f x - g^2 score / 2
-(Song et al. 2021, eq. 6 and 13).
+q(x_n | x_{n-1}) = N(sqrt(1 - beta_n) x_{n-1}, beta_n I) (Ho et al. 2020, eq. 2). Its reverse in time, the
+reverse SDE and the probability-flow ODE, is noisecraft.core.sde.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import Tensor
 
 from noisecraft.core.noise import Generator, randn_like
-from noisecraft.core.parameterization import score_from_x0
 from noisecraft.core.schedules import DiscreteVP, Schedule
 from noisecraft.core.tensors import as_time, expand_like
 
@@ -42,19 +38,3 @@ def run_chain(schedule: DiscreteVP, x0: Tensor, n_last: int, generator: Generato
     for n in range(n_last + 1):
         x = chain_step(schedule, x, n, generator)
     return x
-
-
-def pf_ode_drift(schedule: Schedule, denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: float | Tensor) -> Tensor:
-    """dx/dt = f x - g^2/2 score (Song et al. 2021, eq. 13)."""
-    t = as_time(t, x.shape[0])
-    alpha, sigma = expand_like(schedule.alpha(t), x), expand_like(schedule.sigma(t), x)
-    score = score_from_x0(x, denoise(x, t), alpha, sigma)
-    return expand_like(schedule.f(t), x) * x - 0.5 * expand_like(schedule.g2(t), x) * score
-
-
-def reverse_sde_drift(schedule: Schedule, denoise: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: float | Tensor) -> Tensor:
-    """Drift of the reverse SDE, f x - g^2 score (Anderson 1982; Song et al. 2021, eq. 6)."""
-    t = as_time(t, x.shape[0])
-    alpha, sigma = expand_like(schedule.alpha(t), x), expand_like(schedule.sigma(t), x)
-    score = score_from_x0(x, denoise(x, t), alpha, sigma)
-    return expand_like(schedule.f(t), x) * x - expand_like(schedule.g2(t), x) * score

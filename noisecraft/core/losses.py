@@ -97,7 +97,7 @@ class DenoisingLoss(BaseModel):
             sigma = torch.exp(-0.5 * lam)
             return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         if self.weighting == "elbo":
-            return -0.5 * log_snr_derivative(self.schedule, t) * lam.exp()
+            return -0.5 * self.schedule.dlog_snr_dt(t) * lam.exp()
         raise ValueError(f"weighting {self.weighting!r} has no x0-space weight; expected a weighting other than 'prediction'")
 
     def weight(self, t: Tensor) -> Tensor:
@@ -146,14 +146,6 @@ class DenoisingLoss(BaseModel):
                  t: Tensor | None = None, eps: Tensor | None = None) -> Tensor:
         """The batch mean of `per_sample`: a scalar to minimise."""
         return self.per_sample(denoiser, x0, generator, cond, t, eps).mean()
-
-
-def log_snr_derivative(schedule: Schedule, t: Tensor) -> Tensor:
-    """d lambda / dt by autograd in float64 (negative: lambda decreases in t)."""
-    t = as_time(t).detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(schedule.log_snr(t).sum(), t)
-    return grad
 
 
 def preset(name: str, **overrides: Any) -> DenoisingLoss:

@@ -12,7 +12,19 @@ from typing import Union
 import torch
 from torch import Tensor
 
-_SEED_STRIDE = 1_000_003  # a prime, so (seed, i) pairs map to distinct generator seeds
+SEED_STRIDE = 1_000_003  # a prime, so (seed, i) pairs map to distinct generator seeds
+
+
+def stream_seed(seed: int, index: int) -> int:
+    """The seed of stream `index` under base `seed`: sample i of a batch, training step k, data epoch e.
+
+    The one definition of the toolkit's seed streams (DESIGN.md section 4)."""
+    return (int(seed) * SEED_STRIDE + int(index)) % (2**63 - 1)
+
+
+def stream_generator(seed: int, index: int) -> torch.Generator:
+    """A CPU torch.Generator seeded with `stream_seed(seed, index)`."""
+    return torch.Generator().manual_seed(stream_seed(seed, index))
 
 
 class SampleNoise:
@@ -30,7 +42,7 @@ class SampleNoise:
     def _streams(self) -> list[torch.Generator]:
         if self._generators is None:
             self._generators = [
-                torch.Generator().manual_seed((self.seed * _SEED_STRIDE + i) % (2**63 - 1)) for i in range(self.batch)
+                stream_generator(self.seed, i) for i in range(self.batch)
             ]
         return self._generators
 

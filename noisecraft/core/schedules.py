@@ -96,6 +96,13 @@ class Schedule(BaseModel):
         f, sigma2, dsigma2 = self._log_alpha_and_sigma2_grads(as_time(t))
         return dsigma2 - 2.0 * f * sigma2
 
+    def dlog_snr_dt(self, t: float | Tensor) -> Tensor:
+        """d lambda / dt by autograd in float64 (negative: lambda decreases in t)."""
+        t = as_time(t).detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.log_snr(t).sum(), t)
+        return grad
+
     def transition(self, t_from: float | Tensor, t_to: float | Tensor) -> tuple[Tensor, Tensor]:
         """(alpha_{to|from}, sigma_{to|from}) of q(x_to | x_from) for t_to > t_from (Kingma et al. 2021, eq. 2)."""
         a_ts = torch.exp(self.log_alpha(as_time(t_to)) - self.log_alpha(as_time(t_from)))

@@ -76,7 +76,7 @@ class ClassifierModel:
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
 
-        from noisecraft.runs.checkpoint import write_text_atomic
+        from noisecraft.io import write_text_atomic
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,7 @@ class RunConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        from noisecraft.runs.checkpoint import write_text_atomic
+        from noisecraft.io import write_text_atomic
 
         write_text_atomic(Path(path), self.to_yaml())
 

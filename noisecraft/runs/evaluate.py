@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from noisecraft.runs.checkpoint import write_text_atomic
+from noisecraft.io import write_text_atomic
 from noisecraft.runs.pipeline import draw, load_run
 
 

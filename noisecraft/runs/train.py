@@ -35,9 +35,8 @@ from noisecraft.runs.checkpoint import (
 )
 from noisecraft.runs.config import RunConfig, TrainConfig, load_config
 from noisecraft.data import Dataset
+from noisecraft.core.noise import stream_generator
 from noisecraft.runs.ema import EMA
-
-_STEP_STRIDE = 1_000_003
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -71,7 +70,7 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> Tensor:
     out, pos = [], start
     while pos < start + batch:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * _STEP_STRIDE + epoch))
+        perm = torch.randperm(n, generator=stream_generator(seed, epoch))
         take = min(n - offset, start + batch - pos)
         out.append(perm[offset:offset + take])
         pos += take
@@ -221,7 +220,7 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, s
             lr = learning_rate(cfg, step, progress_frac)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            g = torch.Generator().manual_seed(cfg.seed * _STEP_STRIDE + step + 1)
+            g = stream_generator(cfg.seed, step + 1)
             idx = batch_indices(len(data), cfg.batch_size, step, cfg.seed)
             t_all = loss_fn.sample_t(cfg.batch_size, g)
             eps_all = torch.randn((cfg.batch_size, *data.sample_shape), generator=g)

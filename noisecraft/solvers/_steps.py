@@ -6,42 +6,15 @@ All coefficients are Python floats computed in float64 from the schedule; tensor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from noisecraft.core.schedules import Schedule
-
-
-@dataclass(frozen=True)
-class Point:
-    """A schedule evaluated at one time: alpha, sigma and eta = log(alpha / sigma) = lambda / 2."""
-
-    t: float
-    alpha: float
-    sigma: float
-
-    @property
-    def eta(self) -> float:
-        return math.log(self.alpha) - math.log(self.sigma)
-
-    @property
-    def sigma_tilde(self) -> float:
-        return self.sigma / self.alpha
-
-
-def point(schedule: Schedule, t: float | Tensor) -> Point:
-    t = float(t)
-    return Point(t, float(schedule.alpha(t)), float(schedule.sigma(t)))
+from noisecraft.core.sde import Point, point
 
 
 def eps_of(x: Tensor, x0: Tensor, p: Point) -> Tensor:
     return (x - p.alpha * x0) / p.sigma
-
-
-def score_of(x: Tensor, x0: Tensor, p: Point) -> Tensor:
-    return (p.alpha * x0 - x) / p.sigma**2
 
 
 def exponential_step(x: Tensor, s: Point, t: Point, x0_terms: Tensor) -> Tensor:

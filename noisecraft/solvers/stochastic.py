@@ -18,37 +18,35 @@ from torch import Tensor
 
 from noisecraft.core.noise import Generator, randn_like
 from noisecraft.core.schedules import Schedule
-from noisecraft.solvers._steps import Point, forward_std, point, score_of
+from noisecraft.core.sde import Point, ReverseProcess, point
+from noisecraft.solvers._steps import forward_std
 
 
-def _em_step(denoise: Callable, schedule: Schedule, x: Tensor, s: Point, t: Point, z: Tensor) -> Tensor:
-    """x_t = x_s - (f x - g^2 score)(s - t) + g sqrt(s - t) z, coefficients at s."""
+def _em_step(sde: ReverseProcess, x: Tensor, s: Point, t: Point, z: Tensor) -> Tensor:
+    """x_t = x_s - drift (s - t) + g sqrt(s - t) z, the reverse SDE's coefficients at s."""
     dt = s.t - t.t
-    f, g2 = float(schedule.f(s.t)), float(schedule.g2(s.t))
-    score = score_of(x, denoise(x, s.t), s)
-    return x - (f * x - g2 * score) * dt + math.sqrt(g2 * dt) * z
+    return x - sde.drift(x, s) * dt + math.sqrt(sde.g2(s) * dt) * z
 
 
-def _reverse_diffusion_step(denoise: Callable, x: Tensor, s: Point, t: Point, z: Tensor) -> Tensor:
+def _reverse_diffusion_step(sde: ReverseProcess, x: Tensor, s: Point, t: Point, z: Tensor) -> Tensor:
     """Reverse of x_s = (alpha_s/alpha_t) x_t + G xi: x_t = (2 - alpha_s/alpha_t) x_s + G^2 score + G z."""
     a_st, G = s.alpha / t.alpha, forward_std(s, t)
-    score = score_of(x, denoise(x, s.t), s)
-    return (2.0 - a_st) * x + G**2 * score + G * z
+    return (2.0 - a_st) * x + G**2 * sde.score(x, s) + G * z
 
 
 def euler_maruyama(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None) -> Tensor:
     """Euler-Maruyama on the reverse SDE; one function evaluation per step."""
+    sde = ReverseProcess(schedule, denoise, probability_flow=False)
     for s_time, t_time in zip(times[:-1], times[1:]):
-        x = _em_step(denoise, schedule, x, point(schedule, s_time), point(schedule, t_time), randn_like(x, generator))
+        x = _em_step(sde, x, point(schedule, s_time), point(schedule, t_time), randn_like(x, generator))
     return x
 
 
-def langevin(denoise: Callable, x: Tensor, p: Point, snr: float, n_steps: int, generator: Generator) -> Tensor:
+def langevin(sde: ReverseProcess, x: Tensor, p: Point, snr: float, n_steps: int, generator: Generator) -> Tensor:
     """Langevin corrector at fixed time (Song et al. 2021, Alg. 4), step eps = 2 (snr sigma_t)^2 (see module doc)."""
     step = 2.0 * (snr * p.sigma) ** 2
     for _ in range(n_steps):
-        score = score_of(x, denoise(x, p.t), p)
-        x = x + step * score + math.sqrt(2.0 * step) * randn_like(x, generator)
+        x = x + step * sde.score(x, p) + math.sqrt(2.0 * step) * randn_like(x, generator)
     return x
 
 
@@ -70,12 +68,13 @@ def predictor_corrector(
         raise ValueError(f"predictor must be 'reverse_diffusion' or 'euler_maruyama', got {predictor!r}")
     if snr <= 0 or corrector_steps < 0:
         raise ValueError(f"need snr > 0 and corrector_steps >= 0, got snr={snr}, corrector_steps={corrector_steps}")
+    sde = ReverseProcess(schedule, denoise, probability_flow=False)
     for s_time, t_time in zip(times[:-1], times[1:]):
         s, t = point(schedule, s_time), point(schedule, t_time)
-        x = langevin(denoise, x, s, snr, corrector_steps, generator)
+        x = langevin(sde, x, s, snr, corrector_steps, generator)
         z = randn_like(x, generator)
         if predictor == "reverse_diffusion":
-            x = _reverse_diffusion_step(denoise, x, s, t, z)
+            x = _reverse_diffusion_step(sde, x, s, t, z)
         else:
-            x = _em_step(denoise, schedule, x, s, t, z)
+            x = _em_step(sde, x, s, t, z)
     return x

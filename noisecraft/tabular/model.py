@@ -23,12 +23,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from noisecraft.core.losses import DenoisingLoss, preset
-from noisecraft.runs.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    write_text_atomic,
-)
+from noisecraft.io import write_text_atomic
+from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from noisecraft.runs.config import TrainConfig
 from noisecraft.tabular.discrete import MaskedDiffusion
 from noisecraft.tabular.network import JointNet

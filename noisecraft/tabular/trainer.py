@@ -20,11 +20,10 @@ from torch import Tensor
 
 from noisecraft.core.losses import DenoisingLoss
 from noisecraft.runs.config import TrainConfig
+from noisecraft.core.noise import stream_generator
 from noisecraft.runs.ema import EMA
 from noisecraft.runs.train import batch_indices, learning_rate
 from noisecraft.tabular.network import JointNet, NumericHead
-
-_STEP_STRIDE = 1_000_003
 
 
 @dataclass
@@ -78,7 +77,7 @@ def fit_joint(net: JointNet, loss: DenoisingLoss, x_num: Tensor, tokens: Tensor,
         frac = max(step / cfg.max_steps if cfg.max_steps else 0.0, elapsed / budget if budget else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step, frac)
-        g = torch.Generator().manual_seed(cfg.seed * _STEP_STRIDE + step + 1)
+        g = stream_generator(cfg.seed, step + 1)
         idx = batch_indices(n, cfg.batch_size, step, cfg.seed)
         num, cat = joint_loss(head, loss, x_num[idx], tokens[idx], g)
         total = (num + cat).mean()
