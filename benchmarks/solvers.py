@@ -70,8 +70,8 @@ def metrics(x: torch.Tensor, mixture, truth: torch.Tensor) -> dict[str, float]:
 
 
 def run_ours(mixture, n: int, nfe: int, solver: str, grid: str, t_min: float, t_max: float) -> tuple[torch.Tensor, int] | None:
-    spec = nc.SOLVERS[solver]
-    steps = (nfe - 1) // spec.nfe_per_step if spec.nfe_per_step else 1
+    per_step = nc.SOLVERS[solver].evaluations_per_step()
+    steps = (nfe - 1) // per_step if per_step else 1
     if steps < 1:
         return None
     x, info = nc.sample(mixture.denoiser(SCHED), SCHED, solver=solver, steps=steps, shape=(n, mixture.dim),

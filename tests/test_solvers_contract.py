@@ -56,6 +56,40 @@ def test_nfe_is_reported(solver):
         assert info.nfe > 4
 
 
+@pytest.mark.parametrize("corrector_steps", [1, 2, 3])
+def test_pc_nfe_counts_every_corrector_step(corrector_steps, monkeypatch):
+    """Predictor-corrector takes 1 + corrector_steps evaluations per step: the registry, the config's budget
+    and the progress bar's total all say so (they said 2 whatever the option)."""
+    totals = []
+
+    class Bar:
+        def __init__(self, total=None, **_):
+            totals.append(total)
+
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    _, info = nc.sample(DEN, SCHED, solver="pc", steps=4, shape=(2, 16), generator=gen(0), return_info=True,
+                        progress=True, corrector_steps=corrector_steps)
+    assert info.nfe == (1 + corrector_steps) * 4 + 1
+    assert nc.SOLVERS["pc"].evaluations_per_step({"corrector_steps": corrector_steps}) == 1 + corrector_steps
+    assert nc.SolverConfig(solver="pc", steps=4, options={"corrector_steps": corrector_steps}).nfe() == info.nfe
+    assert totals == [info.nfe]
+
+
+@pytest.mark.parametrize("solver", sorted(nc.SOLVERS))
+def test_predicted_nfe_matches_the_count(solver):
+    _, info = nc.sample(DEN, SCHED, solver=solver, steps=3, shape=(2, 16), generator=gen(0), return_info=True)
+    predicted = nc.SolverConfig(solver=solver, steps=3).nfe()
+    assert predicted == info.nfe or (predicted is None and solver == "rk45")
+
+
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
 def test_bad_steps(steps):
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):

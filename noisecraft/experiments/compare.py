@@ -119,10 +119,10 @@ def solver_settings(solver: str, nfes: tuple[int, ...], tols: tuple[float, ...])
     """(steps, options) per requested budget: steps = (NFE - 1) / evaluations per step; rk45 by tolerance."""
     from noisecraft.solvers import SOLVERS
 
-    spec = SOLVERS[solver]
-    if spec.nfe_per_step == 0:
+    per_step = SOLVERS[solver].evaluations_per_step()
+    if per_step == 0:
         return [(1, {"rtol": tol, "atol": tol}) for tol in tols]
-    steps = sorted({max(1, round((nfe - 1) / spec.nfe_per_step)) for nfe in nfes})
+    steps = sorted({max(1, round((nfe - 1) / per_step)) for nfe in nfes})
     return [(s, {}) for s in steps]
 
 
