@@ -45,7 +45,8 @@ from noisecraft.nets import count_parameters
 from noisecraft.runs.config import RunConfig, TrainConfig, config_from_dict
 from noisecraft.runs.demo import demo_config
 from noisecraft.runs.pipeline import draw, load_run
-from noisecraft.runs.train import batch_indices, learning_rate, train
+from noisecraft.runs.loop import batch_indices, learning_rate
+from noisecraft.runs.train import train
 from noisecraft.solvers import sample
 from noisecraft.viz.plots import save_image_grids
 

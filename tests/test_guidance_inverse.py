@@ -211,7 +211,8 @@ def test_cli_moment_matching_uses_the_unclipped_jacobian():
     """A run clipped to [-1, 1] whose x0_hat saturates: the correction must still reach the known pixels.
     Clipping before moment matching zeroes the Jacobian there and leaves x0_hat at the clip instead of y."""
     from noisecraft.cli.restore import moment_matched_denoiser
-    from noisecraft.runs.config import RunConfig, SampleConfig
+    from noisecraft.runs.config import RunConfig
+    from noisecraft.solvers import SolverConfig as SampleConfig
     from noisecraft.runs.pipeline import LoadedRun
 
     schedule = nc.schedules.VPCosine()

@@ -50,7 +50,8 @@ def test_with_threshold_rejects_non_quantiles(threshold):
 
 
 def test_with_threshold_replaces_the_static_clip():
-    from noisecraft.runs.config import RunConfig, SampleConfig
+    from noisecraft.runs.config import RunConfig
+    from noisecraft.solvers import SolverConfig as SampleConfig
     from noisecraft.runs.pipeline import LoadedRun, with_threshold
 
     run = LoadedRun(RunConfig(sample=SampleConfig(clip=1.0)), None, None, (2,), False, 0)

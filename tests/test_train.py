@@ -19,7 +19,8 @@ from noisecraft.runs.config import (
     preset_config,
 )
 from noisecraft.runs.ema import EMA
-from noisecraft.runs.train import NonFiniteLossError, learning_rate, train
+from noisecraft.runs.loop import NonFiniteLossError, learning_rate
+from noisecraft.runs.train import train
 
 
 def tiny(**train_kw) -> RunConfig:

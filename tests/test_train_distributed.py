@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from noisecraft.runs.train import batch_indices, process_slice, train
+from noisecraft.runs.loop import batch_indices
+from noisecraft.runs.train import process_slice, train
 
 WORKER = Path(__file__).with_name("train_dist_worker.py")
 

@@ -1,4 +1,5 @@
-"""A run's configuration: data, network, loss, training and sampling, as one pydantic model in YAML.
+"""A run's configuration: data, network, loss, training and sampling (a SolverConfig), as one pydantic model
+in YAML.
 
 Every section forbids unknown keys, so a mistyped key is an error that names it. `preset_config` gives
 the defaults for a dataset and a loss preset (noisecraft.core.losses.PRESETS).
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from noisecraft.data import DataConfig
 from noisecraft.core.losses import PRESETS, DenoisingLoss, preset
 from noisecraft.nets import NetConfig
+from noisecraft.solvers.config import SolverConfig
 
 
 class TrainConfig(BaseModel):
@@ -53,19 +55,6 @@ class TrainConfig(BaseModel):
         return self
 
 
-class SampleConfig(BaseModel):
-    """How `noisecraft sample` draws by default. clip bounds x0_hat to [-clip, clip] (Ho et al. 2020, sec. 3.3);
-    threshold, a quantile such as 0.95, turns on dynamic thresholding (Saharia et al. 2022) capped at clip."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    solver: str = "dpm++2m"
-    steps: int = Field(20, ge=1)
-    grid: str = "log_snr"
-    clip: float | None = Field(None, gt=0)
-    threshold: float | None = Field(None, gt=0, lt=1)
-
-
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,7 +62,8 @@ class RunConfig(BaseModel):
     model: NetConfig = Field(default_factory=NetConfig)
     loss: DenoisingLoss = Field(default_factory=lambda: preset("edm"))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=1000))
-    sample: SampleConfig = Field(default_factory=SampleConfig)
+    #: how `sample` draws from the run by default: one SolverConfig, validated when the run config is built
+    sample: SolverConfig = Field(default_factory=SolverConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -123,5 +113,5 @@ def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunC
         model=NetConfig(),
         loss=preset(loss),
         train=TrainConfig(**train_defaults),
-        sample=SampleConfig(clip=1.0 if image_like else None),
+        sample=SolverConfig(clip=1.0 if image_like else None),
     )

@@ -1,18 +1,15 @@
-"""The training loop of the joint model: Gaussian denoising loss on the numbers plus masked-diffusion
-cross-entropy on the categories, one shared time t per row (TabDDPM's sum of the two losses, Kotelnikov et
-al. 2023, eq. 4, with absorbing instead of multinomial noise).
+"""Training of the joint model: Gaussian denoising loss on the numbers plus masked-diffusion cross-entropy on
+the categories, one shared time t per row (TabDDPM's sum of the two losses, Kotelnikov et al. 2023, eq. 4,
+with absorbing instead of multinomial noise).
 
-The shared trainer (noisecraft.runs.train) drives one `DenoisingLoss` over a tensor dataset; a row here is a
-pair (numbers, tokens) whose categorical part needs its own corruption and loss, so this is a small
-focused loop. It reuses the trainer's pieces rather than rewriting them: the learning-rate schedule and
-the seeded batch order (`learning_rate`, `batch_indices`), `TrainConfig`, the EMA, and the loss's own
-`sample_t` and `per_sample` (the numeric regression target comes from the parameterization module).
+A row here is a pair (numbers, tokens) whose categorical part needs its own corruption and loss, so this
+module supplies the step's loss (`joint_loss`) and hands it to the toolkit's one training loop
+(noisecraft.runs.loop), which owns the optimiser, learning-rate schedule, clipping, EMA, budget and NaN stop.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +17,8 @@ from torch import Tensor
 
 from noisecraft.core.losses import DenoisingLoss
 from noisecraft.runs.config import TrainConfig
-from noisecraft.core.noise import stream_generator
 from noisecraft.runs.ema import EMA
-from noisecraft.runs.train import batch_indices, learning_rate
+from noisecraft.runs.loop import Loop, LoopState, batch_indices, make_optimizer, step_generator
 from noisecraft.tabular.network import JointNet, NumericHead
 
 
@@ -56,48 +52,27 @@ def joint_loss(head: NumericHead, loss: DenoisingLoss, x_num: Tensor, tokens: Te
 def fit_joint(net: JointNet, loss: DenoisingLoss, x_num: Tensor, tokens: Tensor, cfg: TrainConfig,
               progress: bool = True) -> tuple[EMA, FitStats]:
     """Train `net` on rows (x_num, tokens) for cfg.max_steps and/or cfg.minutes; returns the EMA and stats."""
-    from tqdm.auto import tqdm
-
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     n = tokens.shape[0]
     torch.manual_seed(cfg.seed)
     head = NumericHead(net)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    ema = EMA(net, cfg.ema_decay, cfg.ema_power)
-    budget = None if cfg.minutes is None else 60.0 * cfg.minutes
-    bar = tqdm(total=cfg.max_steps, disable=not progress, unit="step", desc="fit table", dynamic_ncols=True)
-    start, step = time.perf_counter(), 0
     history: list[tuple[float, float]] = []
-    net.train()
-    while True:
-        elapsed = time.perf_counter() - start
-        if (cfg.max_steps is not None and step >= cfg.max_steps) or (budget is not None and elapsed >= budget):
-            break
-        frac = max(step / cfg.max_steps if cfg.max_steps else 0.0, elapsed / budget if budget else 0.0)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step, frac)
-        g = stream_generator(cfg.seed, step + 1)
+
+    def step_loss(step: int) -> Tensor:
         idx = batch_indices(n, cfg.batch_size, step, cfg.seed)
-        num, cat = joint_loss(head, loss, x_num[idx], tokens[idx], g)
+        num, cat = joint_loss(head, loss, x_num[idx], tokens[idx], step_generator(cfg.seed, step))
         total = (num + cat).mean()
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"the loss became {float(total)} at step {step}; expected a finite number "
-                                     "(try a lower learning rate)")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        ema.update(net)
+        if torch.isfinite(total):
+            total.backward()
         history.append((float(num.detach().mean()), float(cat.detach().mean())))
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            bar.set_postfix(loss=f"{sum(history[-1]):.4f}")
-    bar.close()
+        return total.detach()
+
+    ema = EMA(net, cfg.ema_decay, cfg.ema_power)
+    loop = Loop(cfg, net, make_optimizer(cfg, net), ema, step_loss, items_per_step=cfg.batch_size)
+    state = loop.run(LoopState(), progress=progress, desc="fit table")
     net.eval()
     tail = history[-max(1, len(history) // 10):] or [(math.nan, math.nan)]
     num_l = sum(h[0] for h in tail) / len(tail)
     cat_l = sum(h[1] for h in tail) / len(tail)
-    return ema, FitStats(step, time.perf_counter() - start, num_l + cat_l, num_l, cat_l)
+    return ema, FitStats(state.step, state.elapsed, num_l + cat_l, num_l, cat_l)
