@@ -112,3 +112,54 @@ def test_discrete_vp_follows_the_device_of_t():
     t = torch.tensor([0.3, 0.7], dtype=torch.float64, device="meta")
     assert s.log_snr(t).device.type == "meta"
     assert s.t_from_log_snr(torch.tensor([1.0, -2.0], dtype=torch.float64, device="meta")).device.type == "meta"
+
+
+@pytest.mark.parametrize(
+    "positional, keywords",
+    [
+        (S.VE(0.01, 50), S.VE(sigma_min=0.01, sigma_max=50)),  # the README's first example
+        (S.VPLinear(0.2, 15.0), S.VPLinear(beta_min=0.2, beta_max=15.0)),
+        (S.SubVP(0.2), S.SubVP(beta_min=0.2)),  # fields inherited from VPLinear keep their order
+        (S.VPCosine(0.01), S.VPCosine(s=0.01)),
+        (S.EDM(0.01, 40.0, 5.0), S.EDM(sigma_min=0.01, sigma_max=40.0, rho=5.0)),
+        (S.DiscreteVP(None, 1e-3, 0.03, 20), S.DiscreteVP(beta_start=1e-3, beta_end=0.03, num_timesteps=20)),
+        (S.VE(0.1, t_max=0.5), S.VE(sigma_min=0.1, t_max=0.5)),  # mixed, time range by keyword
+    ],
+)
+def test_positional_fields_in_declaration_order(positional, keywords):
+    assert positional == keywords
+    again = S.schedule_from_config(yaml.safe_load(yaml.safe_dump(positional.to_config())))
+    assert again == keywords
+
+
+@pytest.mark.parametrize("as_table", [list, lambda b: torch.tensor(b, dtype=torch.float64)])
+def test_discrete_vp_takes_a_beta_table_positionally(as_table):
+    """`DiscreteVP(betas)` as in the README: the first own field is the table (name, t_min, t_max are keyword-only)."""
+    betas = torch.linspace(1e-4, 0.05, 50, dtype=torch.float64).tolist()
+    s = S.DiscreteVP(as_table(betas))
+    assert s == S.DiscreteVP(betas=betas)
+    assert s.N == 50
+    assert torch.allclose(s.alpha(s.t_of_timestep(49)) ** 2, torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0)[-1])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: S.VE(0.01, 50.0, 0.5), r"VE\(\) takes at most 2 positional arguments \(sigma_min, sigma_max\), got 3"),
+        (lambda: S.VPCosine(0.01, 0.9), r"VPCosine\(\) takes at most 1 positional arguments \(s\), got 2; t_min and t_max"),
+        (lambda: S.VE(0.01, sigma_min=0.02), r"VE\(\) got sigma_min both positionally and by keyword"),
+        (lambda: S.EDM(0.01, 40.0, sigma_max=30.0), r"positional order is \(sigma_min, sigma_max, rho, sigma_data\)"),
+    ],
+)
+def test_bad_positional_arguments_are_type_errors_naming_the_fields(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+def test_positional_arguments_are_still_validated():
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        S.VE(50.0, 0.01)
+    with pytest.raises(ValueError, match="greater than 0"):
+        S.VPLinear(-1.0)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        S.DiscreteVP([0.1, 1.5])

@@ -210,14 +210,14 @@ def test_noisy_projection_needs_a_schedule_and_denoising_range_is_checked():
 def test_cli_moment_matching_uses_the_unclipped_jacobian():
     """A run clipped to [-1, 1] whose x0_hat saturates: the correction must still reach the known pixels.
     Clipping before moment matching zeroes the Jacobian there and leaves x0_hat at the clip instead of y."""
-    from noisecraft.cli.restore import moment_matched_denoiser
     from noisecraft.runs.config import RunConfig
-    from noisecraft.solvers import SolverConfig as SampleConfig
-    from noisecraft.runs.pipeline import LoadedRun
+    from noisecraft.runs.pipeline import Pipeline
+    from noisecraft.runs.steer import moment_matched_denoiser
+    from noisecraft.solvers import SolverConfig
 
     schedule = nc.schedules.VPCosine()
     denoiser = nc.Denoiser.from_x0(lambda x, t: 0.5 * x, schedule)  # Jacobian 0.5 I: a valid covariance
-    loaded = LoadedRun(RunConfig(sample=SampleConfig(clip=1.0)), None, denoiser, (1, 2, 2), True, 0)
+    loaded = Pipeline(RunConfig(sample=SolverConfig(clip=1.0)), None, (1, 2, 2), True, network=denoiser)
     mask = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
     y_true = torch.full((1, 1, 2, 2), 0.3, dtype=torch.float64)
     meas = measure(Mask(mask), y_true)

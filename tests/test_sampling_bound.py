@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisecraft.runs.pipeline import bound, clipped
+from noisecraft.core.bounds import bound, clipped
 
 
 def test_static_clipping_is_a_clamp():
@@ -43,19 +43,21 @@ def test_clipped_wraps_a_denoiser():
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0, 1.5])
 def test_with_threshold_rejects_non_quantiles(threshold):
-    from noisecraft.runs.pipeline import with_threshold
+    from noisecraft.runs.config import RunConfig
+    from noisecraft.runs.pipeline import Pipeline
 
+    run = Pipeline(RunConfig(), None, (2,), False, network=lambda x, t: x)
     with pytest.raises(ValueError, match="quantile in \\(0, 1\\)"):
-        with_threshold(object(), threshold)
+        run.with_threshold(threshold)
 
 
 def test_with_threshold_replaces_the_static_clip():
     from noisecraft.runs.config import RunConfig
-    from noisecraft.solvers import SolverConfig as SampleConfig
-    from noisecraft.runs.pipeline import LoadedRun, with_threshold
+    from noisecraft.solvers import SolverConfig
+    from noisecraft.runs.pipeline import Pipeline
 
-    run = LoadedRun(RunConfig(sample=SampleConfig(clip=1.0)), None, None, (2,), False, 0)
-    assert with_threshold(run, None) is run
-    sample_cfg = with_threshold(run, 0.95).config.sample
+    run = Pipeline(RunConfig(sample=SolverConfig(clip=1.0)), None, (2,), False, network=lambda x, t: x)
+    assert run.with_threshold(None) is run
+    sample_cfg = run.with_threshold(0.95).config.sample
     assert sample_cfg.threshold == 0.95 and sample_cfg.clip is None
     assert run.config.sample.clip == 1.0  # the loaded run itself is left as it was

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from noisecraft.cli._common import user_errors
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 _DATA_HELP = "CSV file, or 'roitman' / 'cavanagh' for the shipped data sets."
@@ -74,7 +76,7 @@ def fit_cmd(
     from noisecraft.ddm.fit import fit
 
     df = _read(data, where)
-    try:
+    with user_errors():
         res = fit(
             df,
             rt=rt,
@@ -86,9 +88,6 @@ def fit_cmd(
             rt_max=rt_max,
             statistic=statistic,
         )
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(res.summary())
     if res.ez_per_condition is not None:
         typer.echo("\nEZ per condition:\n" + res.ez_per_condition.to_string(index=False))
@@ -172,7 +171,7 @@ def compare_cmd(
     from noisecraft.ddm.report import compare
 
     df = _read(data, where)
-    try:
+    with user_errors():
         path = compare(
             df,
             out,
@@ -185,7 +184,4 @@ def compare_cmd(
             n_recovery=n_recovery,
             seed=seed,
         )
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"wrote {path}")

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import typer
 
+from noisecraft.cli._common import user_errors
+
 app = typer.Typer(no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code=2)
 
 
 def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
@@ -25,28 +22,10 @@ def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
     for item in items:
         for part in item.split(","):
             if "=" not in part:
-                _fail(f"{what} expects column=value, got {part!r}")
+                raise ValueError(f"{what} expects column=value, got {part!r}")
             key, value = part.split("=", 1)
             out[key.strip()] = value.strip()
     return out
-
-
-def _typed_value(model, column: str, text: str):
-    """A --where value read as the column's own type (so 'survived=1' fixes the integer 1)."""
-    if column not in model.schema.names:
-        _fail(f"cannot fix column {column!r}: not in the table; columns are {model.schema.names}")
-    spec = model.schema.column(column)
-    if text.lower() in ("nan", "na", "none", ""):
-        return None
-    if spec.kind == "numeric":
-        try:
-            return float(text)
-        except ValueError:
-            _fail(f"column {column!r} is numeric; expected a number, got {text!r}")
-    for value in spec.categories:
-        if str(value) == text or (spec.value_type == "bool" and str(value).lower() == text.lower()):
-            return value
-    _fail(f"column {column!r} has no category {text!r}; expected one of {spec.categories}")
 
 
 @app.command()
@@ -71,18 +50,16 @@ def fit(
     from noisecraft.tabular.schema import check_table, read_table
 
     out = Path(out)
-    try:
+    with user_errors():
         frame = read_table(data)
         unknown = [c for c in drop if c not in frame.columns]
         if unknown:
-            _fail(f"--drop names column(s) {unknown} that are not in the table; columns are {list(frame.columns)}")
+            raise ValueError(f"--drop names column(s) {unknown} that are not in the table; columns are {list(frame.columns)}")
         frame = frame.drop(columns=list(drop))
         check_table(frame, target)
         train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
         model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
         model.fit(train, target=target, types=_parse_pairs(types, "--type"), minutes=minutes, steps=steps, seed=seed)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
     model.save(out)
     write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size, "drop": list(drop),
                                               "rows": len(train)}, indent=1))
@@ -104,12 +81,10 @@ def sample(
     from noisecraft.tabular.model import TabularDiffusion
 
     out = Path(out)
-    try:
+    with user_errors():
         model = TabularDiffusion.load(model_dir)
-        fixed = {k: _typed_value(model, k, v) for k, v in _parse_pairs(where, "--where").items()}
+        fixed = {k: model.parse_value(k, v) for k, v in _parse_pairs(where, "--where").items()}
         frame = model.sample(n, where=fixed, balance=balance, seed=seed, steps=steps)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
     frame.to_csv(out, index=False)
     typer.echo(f"wrote {len(frame)} rows to {out}")
 
@@ -132,7 +107,7 @@ def eval_(
     from noisecraft.tabular.schema import check_table, infer_schema, read_table
 
     synthetic = Path(synthetic)
-    try:
+    with user_errors():
         frame = read_table(real).drop(columns=list(drop), errors="ignore")
         synth = read_table(synthetic).drop(columns=list(drop), errors="ignore")
         check_table(frame, target)
@@ -143,8 +118,6 @@ def eval_(
             train, test_frame = split_table(frame, target, test_size)
         schema = infer_schema(train, target)
         report = evaluate(train, test_frame, synth, target, schema, seed)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
     typer.echo(f"real train {len(train)} rows, real test {len(test_frame)} rows, synthetic {len(synth)} rows")
     typer.echo(report.format_table())
     folder = Path(plots) if plots else synthetic.parent

@@ -1,87 +1,46 @@
-"""Bodies of the `noisecraft train`, `sample` and `eval` commands: argument checks at the boundary, then
-the library calls, with errors shown as one line naming the bad value."""
+"""`noisecraft train` and `noisecraft demo`: parse the options, build the run config
+(noisecraft.runs.config.config_from_options), call noisecraft.runs.train.train, print where the run went."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from noisecraft.cli._common import user_errors
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+app = typer.Typer()
 
 
-def train_command(data: str, preset: str, loss: str | None, config: str | None, run: str | None,
-                  minutes: float | None, steps: int | None, batch_size: int | None, lr: float | None,
-                  seed: int | None, resume: bool) -> None:
-    from noisecraft.core.losses import preset as loss_preset
-    from noisecraft.runs.config import config_from_dict, load_config, preset_config
-    from noisecraft.runs.train import train
+@app.command()
+def train(
+    data: str = typer.Option("digits", help="digits, 8gaussians, moons, swissroll, checkerboard, an image folder or a .npy file."),
+    preset: str = typer.Option("edm", help="Loss preset and its defaults: ddpm, score, v, edm, elbo."),
+    loss: str = typer.Option(None, help="Override the loss preset (ddpm, score, v, edm, elbo)."),
+    config: str = typer.Option(None, help="A YAML run config (overrides --data/--preset)."),
+    run: str = typer.Option(None, help="Run directory (default runs/<data>-<preset>)."),
+    minutes: float = typer.Option(None, help="Wall-clock budget in minutes."),
+    steps: int = typer.Option(None, help="Number of optimiser steps."),
+    batch_size: int = typer.Option(None, help="Global batch size."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    seed: int = typer.Option(None, help="Training seed."),
+    resume: bool = typer.Option(False, help="Continue the run in --run from its latest checkpoint."),
+) -> None:
+    """Train a diffusion model; writes config.yaml, checkpoints/, metrics.jsonl in the run directory."""
+    from noisecraft.runs.config import config_from_options, default_run_dir
+    from noisecraft.runs.train import train as train_run
 
-    try:
-        if resume:
-            if run is None:
-                raise ValueError("--resume needs --run RUN_DIR, the run to continue")
-            cfg = None
-        else:
-            overrides = dict(minutes=minutes, max_steps=steps, batch_size=batch_size, lr=lr, seed=seed)
-            if config is not None:
-                cfg = load_config(config)
-                train_over = {k: v for k, v in overrides.items() if v is not None}
-                if minutes is not None and steps is None:
-                    train_over["max_steps"] = None
-                raw = cfg.model_dump()
-                raw["train"].update(train_over)
-                if loss is not None:
-                    raw["loss"] = loss_preset(loss).model_dump()
-                cfg = config_from_dict(raw, source=config)
-            else:
-                cfg = preset_config(data, preset, **overrides)
-                if loss is not None:
-                    cfg = config_from_dict({**cfg.model_dump(), "loss": loss_preset(loss).model_dump()})
-            name = Path(data).stem if not Path(data).is_dir() else Path(data).name
-            run = run or f"runs/{name}-{loss or preset}"
-        result = train(cfg, run, resume=resume)
-    except ValueError as err:
-        _fail(err)
-        return
+    with user_errors():
+        if resume and run is None:
+            raise ValueError("`resume` needs `run` RUN_DIR, the run to continue")
+        cfg = None if resume else config_from_options(data, preset, loss, config, minutes=minutes, max_steps=steps,
+                                                      batch_size=batch_size, lr=lr, seed=seed)
+        result = train_run(cfg, run or default_run_dir(data, loss or preset), resume=resume)
     typer.echo(f"trained {result.step} steps, loss {result.loss:.4f}, {result.images_per_s:.0f} images/s")
     typer.echo(f"run directory: {result.run_dir}  (checkpoint {result.checkpoint}, metrics.jsonl)")
 
 
-def sample_command(run: str, solver: str, steps: int, n: int, seed: int, out: str | None, ema: bool,
-                   threshold: float | None = None) -> None:
-    from noisecraft.runs.pipeline import draw, load_run, with_threshold, write_samples
+@app.command()
+def demo(out: str = typer.Option("runs/demo", help="Directory for the demo outputs.")) -> None:
+    """Run the main demo on built-in data: train on 8x8 digits (~5 min), sample, score."""
+    from noisecraft.runs.demo import run_demo
 
-    try:
-        loaded = with_threshold(load_run(run, ema=ema), threshold)
-        x = draw(loaded, n, solver, steps, seed, progress=True)
-        reference = _reference(loaded)
-        outs = [Path(out)] if out else [Path(run) / "samples.png", Path(run) / "samples.npy"]
-        for path in outs:
-            write_samples(x, path, loaded.is_image, reference)
-    except ValueError as err:
-        _fail(err)
-        return
-    typer.echo("wrote " + ", ".join(str(p) for p in outs))
-
-
-def _reference(loaded) -> object | None:
-    try:
-        return loaded.config.data.load().x.numpy()
-    except ValueError:
-        return None
-
-
-def eval_command(run: str, n: int, solver: str, steps: int, seed: int) -> None:
-    from noisecraft.runs.evaluate import evaluate_run, format_result
-
-    try:
-        result = evaluate_run(run, n, solver, steps, seed)
-    except ValueError as err:
-        _fail(err)
-        return
-    typer.echo(f"{solver}, {steps} steps, {n} samples: {format_result(result)}")
-    typer.echo(f"wrote {Path(run) / 'eval.json'}")
+    run_demo(out)

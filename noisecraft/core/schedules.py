@@ -5,19 +5,23 @@ inverse, and the SDE coefficients f(t) = d log alpha / dt and g^2(t) = d sigma^2
 (Kingma et al. 2021, eq. 7-8; Song et al. 2021, eq. 5). The coefficients are derived once, here,
 by automatic differentiation of alpha and sigma in float64; no schedule writes them by hand.
 
-Every schedule is a pydantic model, so it is built from a plain config and round-trips to YAML.
+Every schedule is a pydantic model, so it is built from a plain config and round-trips to YAML. Its own
+parameters may also be given positionally, in declaration order: `VE(0.01, 50)`, `DiscreteVP(betas)`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from torch import Tensor
 
 from noisecraft.core.tensors import FLOAT64, as_time
+
+#: never positional: the config discriminator and the sampling range every schedule shares
+_KEYWORD_ONLY = ("name", "t_min", "t_max")
 
 
 class Schedule(BaseModel):
@@ -29,6 +33,30 @@ class Schedule(BaseModel):
     t_min: float = 1e-3
     #: the time sampling starts from (the prior is N(0, sigma(t_max)^2 I))
     t_max: float = 1.0
+
+    def __init__(self, /, *args: Any, **data: Any) -> None:
+        """Positional arguments fill the schedule's own fields in declaration order; `name`, `t_min` and
+        `t_max` are keyword-only. Configs (`model_validate`, YAML) do not pass through here."""
+        if args:
+            data = type(self)._positional_to_keywords(args, data)
+        super().__init__(**data)
+
+    @classmethod
+    def _positional_to_keywords(cls, args: tuple[Any, ...], data: dict[str, Any]) -> dict[str, Any]:
+        fields = [name for name in cls.model_fields if name not in _KEYWORD_ONLY]
+        order = f"({', '.join(fields)})"
+        if len(args) > len(fields):
+            raise TypeError(
+                f"{cls.__name__}() takes at most {len(fields)} positional arguments {order}, "
+                f"got {len(args)}; t_min and t_max are keyword-only"
+            )
+        clash = [name for name in fields[: len(args)] if name in data]
+        if clash:
+            raise TypeError(
+                f"{cls.__name__}() got {', '.join(clash)} both positionally and by keyword; "
+                f"positional order is {order}"
+            )
+        return {**dict(zip(fields, args)), **data}
 
     @model_validator(mode="after")
     def _check_range(self) -> "Schedule":

@@ -80,4 +80,25 @@ def check_samples(x: np.ndarray, name: str) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-__all__ = ["BUILTIN", "DataConfig", "Dataset", "load_digits_split", "toy_2d"]
+def check_builtin(name: str) -> str:
+    """`name` if it is a built-in dataset, else a ValueError listing them."""
+    if name not in BUILTIN:
+        raise ValueError(f"unknown data {name!r}; expected one of {list(BUILTIN)}")
+    return name
+
+
+def heldout(name: str, split: str = "test", n: int = 200, seed: int = 0) -> tuple[Tensor, float | None]:
+    """n points of a built-in dataset for evaluation, float64, and the bin width of their grid (digits: 2/16;
+    toys: None, continuous). Toy test points are fresh draws (seed 10_000 + seed), never the training draws."""
+    from noisecraft.data.digits import BIN_WIDTH
+
+    check_builtin(name)
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    if name == "digits":
+        images, _ = load_digits_split(split)
+        return torch.from_numpy(images[:n]).double(), BIN_WIDTH
+    return torch.from_numpy(toy_2d(name, n, seed=0 if split == "train" else 10_000 + seed)).double(), None
+
+
+__all__ = ["BUILTIN", "DataConfig", "Dataset", "check_builtin", "heldout", "load_digits_split", "toy_2d"]

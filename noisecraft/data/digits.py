@@ -11,6 +11,8 @@ import functools
 import numpy as np
 
 TEST_SIZE = 500
+LEVELS = 17  # pixel values 0..16
+BIN_WIDTH = 2.0 / (LEVELS - 1)  # their spacing in [-1, 1]: the dequantization bin of the likelihood
 SPLIT_SEED = 0
 
 

@@ -52,3 +52,19 @@ def load_npy(path: str | Path) -> np.ndarray:
     if x.ndim not in (2, 4) or x.shape[0] < 1:
         raise ValueError(f"{path.name} has shape {x.shape}; expected (n, dim), (n, h, w) or (n, c, h, w) with n >= 1")
     return x
+
+
+def load_image(path: str | Path, shape: tuple[int, ...], what: str = "image") -> "torch.Tensor":
+    """One PNG/JPEG as (1, C, H, W) in [-1, 1]; its size and channels must be `shape` (C, H, W)."""
+    import torch
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} file {str(path)!r} does not exist")
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert("L" if shape[0] == 1 else "RGB"), dtype=np.float32)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if arr.shape[1:] != tuple(shape[1:]):
+        raise ValueError(f"{what} {path.name} is {arr.shape[1]}x{arr.shape[2]}; expected {shape[1]}x{shape[2]}")
+    return torch.from_numpy(arr / 127.5 - 1.0)[None]

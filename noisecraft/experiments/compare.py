@@ -36,7 +36,9 @@ import torch
 from torch import Tensor
 
 from noisecraft.core.tensors import FLOAT64
-from noisecraft.runs.pipeline import LoadedRun, clipped
+from noisecraft.core.bounds import clipped
+from noisecraft.data.digits import BIN_WIDTH as DIGITS_BIN
+from noisecraft.runs.pipeline import Pipeline
 
 MODELS: dict[str, str] = {
     "ddpm": "DDPM (discrete VP, eps-prediction)",
@@ -44,8 +46,6 @@ MODELS: dict[str, str] = {
 }
 DEFAULT_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "pc", "heun", "dpm++2m", "rk45")
 STOCHASTIC = ("ddpm", "pc")
-DIGITS_LEVELS = 17
-DIGITS_BIN = 2.0 / (DIGITS_LEVELS - 1)
 
 
 @dataclass
@@ -72,6 +72,23 @@ class CompareSettings:
     device: str = "auto"
     progress: bool = True
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, data: str, minutes: float | None, steps: int | None, out: str | None, nfe: str,
+                     solvers: str, n_samples: int, n_likelihood: int, probes: int, seed: int, reuse: bool,
+                     threads: int | None) -> CompareSettings:
+        """Settings from `noisecraft compare`'s options (comma-separated lists; 2 minutes when no budget),
+        checked."""
+        from noisecraft.data import check_builtin
+
+        check_builtin(data)
+        settings = cls(data=data, out=Path(out or f"runs/compare-{data}"),
+                       minutes=2.0 if minutes is None and steps is None else minutes, train_steps=steps, seed=seed,
+                       nfes=tuple(int(v) for v in nfe.split(",") if v.strip()),
+                       solvers=tuple(s.strip() for s in solvers.split(",") if s.strip()), n_samples=n_samples,
+                       n_likelihood=n_likelihood, probes=probes, reuse=reuse, threads=threads)
+        settings.check()
+        return settings
 
     def check(self) -> None:
         from noisecraft.data import BUILTIN
@@ -100,21 +117,6 @@ class CompareSettings:
 
 
 # -- pieces ----------------------------------------------------------------------------------------
-def float64_denoise(run: LoadedRun) -> Callable[[Tensor, Tensor], Tensor]:
-    """The run's denoiser as a float64, CPU-in/CPU-out function (the likelihood and ELBO work in float64);
-    the network itself runs in its own dtype on its own device, gradients flowing through the casts."""
-    param = next(run.net.parameters())
-
-    def denoise(x: Tensor, t: Tensor) -> Tensor:
-        # An adaptive solver's first trial step can reach far past t = 1 (the PF-ODE field is ~0 at t_min, so
-        # dopri5's initial-step heuristic picks a huge step); VE's sigma(t) then overflows. Clamping t to the
-        # schedule's domain keeps that trial finite, and the solver rejects it as it should.
-        t = t.clamp(0.0, 1.0)
-        return run.denoiser(x.to(device=param.device, dtype=param.dtype), t).to(device="cpu", dtype=FLOAT64)
-
-    return denoise
-
-
 def solver_settings(solver: str, nfes: tuple[int, ...], tols: tuple[float, ...]) -> list[tuple[int, dict]]:
     """(steps, options) per requested budget: steps = (NFE - 1) / evaluations per step; rk45 by tolerance."""
     from noisecraft.solvers import SOLVERS
@@ -195,17 +197,17 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def measure_quality(settings: CompareSettings, run: LoadedRun, model: str, device: str) -> tuple[list[dict], dict]:
+def measure_quality(settings: CompareSettings, run: Pipeline, model: str, device: str) -> tuple[list[dict], dict]:
     """Quality at each (solver, budget); returns the rows and the samples of each row (for grids)."""
     from noisecraft.solvers import sample
 
     rows, samples = [], {}
-    denoise = clipped(run.denoiser, run.config.sample.clip)
+    denoise = clipped(run.network, run.config.sample.clip)
     for solver in settings.solvers:
         for steps, options in solver_settings(solver, settings.nfes, settings.rk45_tols):
             start = time.perf_counter()
             with torch.no_grad():
-                x, info = sample(denoise, run.denoiser.schedule, solver=solver, steps=steps,
+                x, info = sample(denoise, run.schedule, solver=solver, steps=steps,
                                  shape=(settings.n_samples, *run.sample_shape), grid=run.config.sample.grid,
                                  generator=torch.Generator().manual_seed(settings.seed), device=device,
                                  return_info=True, **options)
@@ -220,15 +222,15 @@ def measure_quality(settings: CompareSettings, run: LoadedRun, model: str, devic
     return rows, samples
 
 
-def measure_likelihood(settings: CompareSettings, run: LoadedRun, model: str) -> dict:
+def measure_likelihood(settings: CompareSettings, run: Pipeline, model: str) -> dict:
     """NLL (PF-ODE), continuous ELBO, and for DDPM its own discrete chain's ELBO, in nats and bits/dim."""
     from noisecraft.analysis.elbo import elbo_continuous, elbo_discrete
     from noisecraft.analysis.likelihood import bits_per_dim, dequantize, log_likelihood
     from noisecraft.core.schedules import DiscreteVP
 
     g = torch.Generator().manual_seed(settings.seed + 7)
-    denoise = float64_denoise(run)
-    schedule = run.denoiser.schedule
+    denoise = run.float64_denoiser()
+    schedule = run.schedule
     oracle = _oracle(settings)
     if oracle is not None:
         x, _ = oracle.sample(settings.n_likelihood, g)
@@ -575,14 +577,14 @@ def compare(settings: CompareSettings, command: str | None = None) -> dict:
             grids.append((f"{m}: {top['solver']}, {top['nfe']} NFE", samples[(top["solver"], top["nfe"])].numpy()))
         likelihood.append(measure_likelihood(settings, run, m))
         held_out = reference_data(settings, min(settings.n_likelihood, 500), 3)
-        level_curves.append(loss_per_level(run.denoiser, run.denoiser.schedule, held_out.to(next(run.net.parameters()).device),
+        level_curves.append(loss_per_level(run.network, run.schedule, held_out.to(next(run.net.parameters()).device),
                                            generator=torch.Generator().manual_seed(settings.seed), label=MODELS[m]))
         oracle = _oracle(settings)
         if oracle is not None:
-            denoise = float64_denoise(run)
+            denoise = run.float64_denoiser()
             g = torch.Generator().manual_seed(settings.seed + 11)
-            oracle_curves.append(denoising_error(denoise, oracle, run.denoiser.schedule, n=256, generator=g, label=MODELS[m]))
-            b = kl_bound(denoise, oracle, run.denoiser.schedule, n=256, generator=g)
+            oracle_curves.append(denoising_error(denoise, oracle, run.schedule, n=256, generator=g, label=MODELS[m]))
+            b = kl_bound(denoise, oracle, run.schedule, n=256, generator=g)
             bounds[m] = {"prior_kl": b.prior_kl, "score_term": b.score_term, "stderr": b.stderr, "total": b.total,
                          "_bound": b}
     figures = {"quality": "quality_vs_nfe.png", "training": "training.png", "levels": "loss_by_level.png",

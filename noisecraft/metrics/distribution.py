@@ -8,11 +8,28 @@ each component's samples and the component, weight-averaged.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
-from noisecraft.analysis.oracle import GaussianMixture
 from noisecraft.core.tensors import FLOAT64
+
+
+class Mixture(Protocol):
+    """What these metrics read from a mixture; `noisecraft.analysis.oracle.GaussianMixture` provides it.
+
+    A protocol rather than an import: metrics sits below analysis (docs/architecture.md).
+    """
+
+    weights: Tensor  # (K,)
+    means: Tensor  # (K, D)
+    covariances: Tensor  # (K, D, D)
+
+    @property
+    def n_components(self) -> int: ...
+
+    def responsibilities(self, x: Tensor) -> Tensor: ...
 
 
 def sliced_w2(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None) -> float:
@@ -28,7 +45,7 @@ def sliced_w2(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Gen
     return float(((px - py) ** 2).mean().sqrt())
 
 
-def mode_weight_error(x: Tensor, mixture: GaussianMixture) -> float:
+def mode_weight_error(x: Tensor, mixture: Mixture) -> float:
     """Total variation between the share of samples whose most likely component is k and w_k."""
     labels = mixture.responsibilities(x.reshape(x.shape[0], -1)).argmax(dim=1)
     share = torch.bincount(labels, minlength=mixture.n_components).to(FLOAT64) / x.shape[0]
@@ -48,7 +65,7 @@ def gaussian_w2(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> flo
     return float(w2_sq.clamp_min(0).sqrt())
 
 
-def within_mode_w2(x: Tensor, mixture: GaussianMixture) -> float:
+def within_mode_w2(x: Tensor, mixture: Mixture) -> float:
     """Weight-averaged Gaussian W2 between the samples assigned to each component and that component."""
     x = x.reshape(x.shape[0], -1).to(FLOAT64)
     labels = mixture.responsibilities(x).argmax(dim=1)
@@ -63,7 +80,7 @@ def within_mode_w2(x: Tensor, mixture: GaussianMixture) -> float:
     return total
 
 
-def distribution_report(x: Tensor, mixture: GaussianMixture, reference: Tensor, seed: int = 0) -> dict[str, float]:
+def distribution_report(x: Tensor, mixture: Mixture, reference: Tensor, seed: int = 0) -> dict[str, float]:
     """The three metrics of the solver benchmark for samples x against the mixture (reference = fresh true samples)."""
     g = torch.Generator().manual_seed(seed)
     return {

@@ -115,3 +115,27 @@ def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunC
         train=TrainConfig(**train_defaults),
         sample=SolverConfig(clip=1.0 if image_like else None),
     )
+
+
+def config_from_options(data: str = "digits", preset_name: str = "edm", loss: str | None = None,
+                        config: str | Path | None = None, **train: Any) -> RunConfig:
+    """The config `noisecraft train` builds: a YAML file or the preset for `data`, with `loss` replacing the
+    preset's loss and the given train fields (None = unchanged) applied; a time budget alone drops the file's
+    step budget."""
+    overrides = {k: v for k, v in train.items() if v is not None}
+    if config is None:
+        raw = preset_config(data, preset_name, **overrides).model_dump()
+    else:
+        raw = load_config(config).model_dump()
+        if "minutes" in overrides and "max_steps" not in overrides:
+            overrides["max_steps"] = None
+        raw["train"].update(overrides)
+    if loss is not None:
+        raw["loss"] = preset(loss).model_dump()
+    return config_from_dict(raw, source=str(config or "options"))
+
+
+def default_run_dir(data: str, preset_name: str) -> str:
+    """runs/<data name>-<preset>: the stem of a .npy file or the name of an image folder."""
+    path = Path(data)
+    return f"runs/{path.name if path.is_dir() else path.stem}-{preset_name}"

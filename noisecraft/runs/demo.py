@@ -26,7 +26,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dic
     from noisecraft.runs.evaluate import format_result
     from noisecraft.metrics.digits import evaluate_digits, floor
     from noisecraft.viz.plots import save_image_grids
-    from noisecraft.runs.pipeline import draw, load_run
+    from noisecraft.runs.pipeline import load_run
     from noisecraft.runs.train import train
 
     out = Path(out)
@@ -37,7 +37,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dic
     print(f"noisecraft demo: training a diffusion model on 8x8 digits for {minutes:g} minutes ...")
     result = train(demo_config(minutes), out)
     run = load_run(out)
-    x = draw(run, 500, "dpm++2m", 20, seed=0)
+    x = run.sample(500, "dpm++2m", 20, seed=0)
     real, _ = load_digits_split("test")
     save_image_grids(out / "samples.png", [("100 samples (DPM-Solver++, 20 steps)", x[:100].numpy()),
                                            ("100 real test digits", real[:100])])

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from noisecraft.io import write_text_atomic
-from noisecraft.runs.pipeline import draw, load_run
+from noisecraft.runs.pipeline import load_run
 
 
 def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, steps: int | None = None,
@@ -17,7 +17,7 @@ def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, s
     run = load_run(run_dir, ema=ema)
     if tuple(run.sample_shape) != (1, 8, 8):
         raise ValueError(f"noisecraft eval scores 8x8 digits runs; this run's samples have shape {run.sample_shape}")
-    x = draw(run, n, solver, steps, seed)
+    x = run.sample(n, solver, steps, seed)
     result = {
         "run": str(run_dir), "step": run.step, "solver": solver or run.config.sample.solver,
         "steps": steps or run.config.sample.steps, "seed": seed, "ema": ema,

@@ -1,10 +1,17 @@
-"""Sampling from a trained run: load its network (EMA weights by default) behind the denoiser contract,
-draw with any solver of `noisecraft.sample`, and write a .npy plus a PNG grid (images) or scatter (2-D)."""
+"""A trained run as one object: `load_run(path)` returns a `Pipeline` that does, from Python, everything the
+command line does with a run directory: sample (unconditional, class, prompt, classifier guidance,
+thresholding), inpaint, upscale, denoise, likelihood, and the raw denoiser contract.
+
+Every method checks its inputs first and raises a ValueError naming the argument (in `backticks`, which the
+CLI spells as its --option) before any network evaluation. Sampling methods return float32 CPU tensors in the
+data's range; sample i of a call depends only on (seed, i) (noisecraft.core.noise).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +19,298 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noisecraft.core.bounds import check_threshold, clipped
+from noisecraft.core.denoiser import Denoiser
+from noisecraft.core.schedules import Schedule
+from noisecraft.runs import steer
 from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint
 from noisecraft.runs.config import RunConfig, load_config
-from noisecraft.core.denoiser import Denoiser
-from noisecraft.solvers import sample
+from noisecraft.solvers.config import SolverConfig
+
+INPAINT_METHODS = ("repaint", "replacement", "dps", "mmps")
+UPSCALE_METHODS = ("ddnm", "dps", "mmps")
+DENOISE_METHODS = ("posterior", "mmps", "ddnm")
 
 
-@dataclass
-class LoadedRun:
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {list(choices)}")
+    return value
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a prompt or label sends sampling: 'none', 'class' (label) or 'text' (embedding), and how."""
+
+    kind: str
+    label: int | None = None
+    embedding: Tensor | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A trained run: its config, network (EMA weights by default) and data shape, and what can be done
+    with them. `network` is the denoiser contract x0_hat(x, t, cond), unbounded; `denoiser(...)` is the
+    function the samplers integrate, conditioned, guided and bounded as asked."""
+
     config: RunConfig
-    net: torch.nn.Module
-    denoiser: Denoiser
+    net: torch.nn.Module | None
     sample_shape: tuple[int, ...]
     is_image: bool
-    step: int
+    step: int = 0
+    run_dir: Path | None = None
+    network: Denoiser | Callable[..., Tensor] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.network is None:
+            object.__setattr__(self, "network", self.config.loss.denoiser(self.net))
+
+    # -- what the run is --------------------------------------------------------------------------
+    @property
+    def schedule(self) -> Schedule:
+        """The schedule of the network's denoiser (the run's loss.schedule)."""
+        return getattr(self.network, "schedule", None) or self.config.loss.schedule
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device if self.net is not None else torch.device("cpu")
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """(clip, threshold) of x0_hat as the run samples (noisecraft.core.bounds)."""
+        return self.config.sample.clip, self.config.sample.threshold
+
+    def solver(self, solver: str | None = None, steps: int | None = None, grid: str | list[float] | None = None,
+               **options: Any) -> SolverConfig:
+        """The run's SolverConfig with the given fields changed (None keeps the run's), validated."""
+        return self.config.sample.override(solver=solver, steps=steps, grid=grid, options=options or None)
+
+    def with_threshold(self, threshold: float | None) -> Pipeline:
+        """This run sampled with dynamic thresholding at quantile `threshold` in place of its static clip (which
+        would otherwise cap s, and at clip 1 make thresholding a plain clip); unchanged if None."""
+        if check_threshold(threshold) is None:
+            return self
+        sample_cfg = self.config.sample.model_copy(update={"threshold": threshold, "clip": None})
+        return replace(self, config=self.config.model_copy(update={"sample": sample_cfg}))
+
+    def reference(self) -> np.ndarray | None:
+        """The run's training data (for side-by-side pictures), or None if it cannot be read here."""
+        try:
+            return self.config.data.load().x.numpy()
+        except ValueError:
+            return None
+
+    # -- conditions -------------------------------------------------------------------------------
+    def route(self, label: int | None = None, prompt: str | None = None, classifier: str | None = None) -> Route:
+        """What a label or prompt means for this run: a text run embeds the prompt; otherwise a prompt goes to
+        its nearest class description (noisecraft.guide.text)."""
+        if prompt is not None and label is not None:
+            raise ValueError("pass `label` or `prompt`, not both")
+        if prompt is None:
+            return Route("none") if label is None else Route("class", label)
+        if self.config.model.text and classifier is None:
+            from noisecraft.guide.text import embed
+
+            return Route("text", embedding=embed([prompt]),
+                         note=f"prompt {prompt!r} -> its sentence embedding (text-conditioned run)")
+        from noisecraft.guide.text import prompt_to_class
+
+        label, similarity = prompt_to_class(prompt)
+        return Route("class", label, note=f"prompt {prompt!r} -> nearest class {label} (similarity {similarity:.2f}; "
+                                          "class-conditioned run)")
+
+    def denoiser(self, label: int | None = None, prompt: str | None = None, guidance: float = 1.0,
+                 classifier: str | None = None, route: Route | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """x0_hat(x, t) as sampling uses it: unconditional (the null condition of a guidable run), steered to a
+        class (classifier-free, or classifier guidance with a noisy-classifier folder) or a prompt, and bounded
+        by the run's clip or threshold."""
+        from noisecraft.guide.guidance import check_scale
+
+        check_scale(guidance, "`guidance`")
+        route = route or self.route(label, prompt, classifier)
+        if route.kind == "text":
+            return steer.text_denoiser(self, route.embedding, guidance)
+        if route.kind == "class" and classifier is not None:
+            return steer.classifier_denoiser(self, route.label, guidance, classifier)
+        if route.kind == "class":
+            return steer.class_denoiser(self, route.label, guidance)
+        if classifier is not None or guidance != 1.0:
+            raise ValueError("`guidance` and `classifier` need a `label` or a `prompt`")
+        return steer.base_denoiser(self)
+
+    def float64_denoiser(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The unconditional, unbounded network as a float64, CPU-in/CPU-out function (the likelihood and ELBO
+        work in float64); the network runs in its own dtype on its own device, gradients flowing through."""
+        param = next(self.net.parameters())
+        network = self.network
+
+        def denoise(x: Tensor, t: Tensor) -> Tensor:
+            t = t.clamp(0.0, 1.0)  # callers outside the ReverseProcess (diagnostics, figures) get the same guard
+            return network(x.to(device=param.device, dtype=param.dtype), t).to(device="cpu", dtype=torch.float64)
+
+        return denoise
+
+    def _check_drawable(self, route: Route) -> None:
+        model = self.config.model
+        if model.num_classes is not None and route.kind == "none":
+            how = "`prompt` TEXT" if model.cond == "text" else f"`label` K (0..{model.num_classes - 1})"
+            raise ValueError(f"this run is {model.cond}-conditional; choose what to draw with {how}")
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool) -> Tensor:
+        if n < 1:
+            raise ValueError(f"`n` must be >= 1, got {n}")
+        with torch.no_grad():
+            x = cfg.run(denoise, self.schedule, (n, *self.sample_shape), _generator(seed), device=self.device,
+                        progress=progress)
+        return x.float().cpu()
+
+    def sample(self, n: int = 16, solver: str | None = None, steps: int | None = None, seed: int = 0,
+               grid: str | list[float] | None = None, label: int | None = None, prompt: str | None = None,
+               guidance: float = 1.0, classifier: str | None = None, threshold: float | None = None,
+               progress: bool = False) -> Tensor:
+        """n samples with the run's sampler (solver, steps, grid; each None keeps the run's setting).
+
+        label / prompt choose a class or a text condition; guidance is the scale w (1: the plain conditional
+        model, 0: unconditional); classifier, a noisy-classifier folder, switches to classifier guidance;
+        threshold, a quantile such as 0.95, replaces the run's clip by dynamic thresholding."""
+        run = self.with_threshold(threshold)
+        route = run.route(label, prompt, classifier)
+        if classifier is None:
+            run._check_drawable(route)
+        denoise = run.denoiser(guidance=guidance, classifier=classifier, route=route)
+        cfg = run.solver(solver, steps, grid).model_copy(update={"clip": None, "threshold": None})
+        return run._draw(denoise, n, cfg, seed, progress)
+
+    # -- inverse problems -------------------------------------------------------------------------
+    def image(self, image: Any, shape: tuple[int, ...] | None = None, what: str = "image") -> Tensor:
+        """An image as (1, C, H, W) in [-1, 1]: a PNG/JPEG path, or an array of shape (C, H, W) or (1, C, H, W)."""
+        from noisecraft.data.files import load_image
+
+        shape = tuple(shape or self.sample_shape)
+        if not self.is_image:
+            raise ValueError(f"this run models vectors of shape {self.sample_shape}; {what}s need an image model")
+        if isinstance(image, (str, Path)):
+            return load_image(image, shape, what)
+        x = torch.as_tensor(np.asarray(image) if not isinstance(image, Tensor) else image, dtype=torch.float32)
+        x = x[None] if x.ndim == len(shape) else x
+        if tuple(x.shape) != (1, *shape):
+            raise ValueError(f"{what} has shape {tuple(x.shape)}; expected {shape} or {(1, *shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{what} holds NaN or inf values; expected finite numbers in [-1, 1]")
+        return x
+
+    def mask(self, mask: Any) -> Any:
+        """An inpainting Mask (1 = known): a grayscale PNG path (white = known), an array or a Mask."""
+        from noisecraft.guide.measurements import Mask, mask_from_array, mask_from_png
+
+        if isinstance(mask, Mask):
+            return mask
+        if isinstance(mask, (str, Path)):
+            return mask_from_png(mask, self.sample_shape)
+        return mask_from_array(mask.cpu().numpy() if isinstance(mask, Tensor) else mask, self.sample_shape)
+
+    def _ddpm(self, denoise: Callable, n: int, steps: int, seed: int, solver: str = "ddpm") -> Tensor:
+        return self._draw(denoise, n, self.solver(solver, steps).model_copy(update={"clip": None, "threshold": None}),
+                          seed, False)
+
+    def inpaint(self, image: Any, mask: Any, method: str = "repaint", n: int = 8, solver: str = "ddpm",
+                steps: int = 50, seed: int = 0, jump_length: int = 5, jump_count: int = 5, zeta: float = 1.0) -> Tensor:
+        """n completions of the unknown pixels (mask 0) of `image`: RePaint (Lugmayr et al. 2022), replacement
+        with any `solver` (Song et al. 2021, app. I), DPS (Chung et al. 2023) or moment matching (Rozet et al.
+        2024)."""
+        from noisecraft.guide.inverse import dps, projection, repaint
+        from noisecraft.guide.measurements import measure
+
+        _check_choice(method, INPAINT_METHODS, "inpainting method")
+        meas = measure(self.mask(mask), self.image(image))
+        denoise = steer.base_denoiser(self)
+        if method == "repaint":
+            with torch.no_grad():
+                return repaint(denoise, self.schedule, meas, (n, *self.sample_shape), steps, jump_length, jump_count,
+                               _generator(seed)).float()
+        wrapped = {"replacement": lambda: projection(denoise, meas),
+                   "dps": lambda: dps(denoise, meas, self.schedule, zeta),
+                   "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
+        return self._ddpm(wrapped, n, steps, seed, solver if method == "replacement" else "ddpm")
+
+    def upscale(self, image: Any, factor: int = 2, method: str = "ddnm", n: int = 8, steps: int = 50, seed: int = 0,
+                sigma: float = 0.0, zeta: float = 1.0) -> Tensor:
+        """n high-resolution images whose `factor`x average pooling is `image` (noise std sigma): DDNM (Wang et
+        al. 2023), DPS or moment matching, on DDPM steps."""
+        from noisecraft.guide.inverse import dps, projection
+        from noisecraft.guide.measurements import AvgPool, Measurement
+
+        _check_choice(method, UPSCALE_METHODS, "super-resolution method")
+        if factor not in (2, 4):
+            raise ValueError(f"`factor` must be 2 or 4, got {factor}")
+        if not sigma >= 0:
+            raise ValueError(f"`sigma` must be >= 0, got {sigma}")
+        c, h, w = self.sample_shape if self.is_image else (0, 0, 0)
+        if self.is_image and h % factor:
+            raise ValueError(f"the model's {h}x{w} images are not divisible by `factor` {factor}")
+        small = self.image(image, (c, h // max(factor, 1), w // max(factor, 1)), "low-resolution image")
+        meas = Measurement(AvgPool(factor), small, sigma)
+        denoise = steer.base_denoiser(self)
+        wrapped = {"ddnm": lambda: projection(denoise, meas, self.schedule),
+                   "dps": lambda: dps(denoise, meas, self.schedule, zeta),
+                   "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
+        return self._ddpm(wrapped, n, steps, seed)
+
+    def denoise(self, image: Any, sigma: float, method: str = "posterior", n: int = 8, steps: int = 50,
+                seed: int = 0) -> Tensor:
+        """n posterior samples of the clean image given `image` = clean + sigma * noise: the reverse SDE started at
+        the matching time (posterior), moment matching or DDNM."""
+        from noisecraft.guide.inverse import denoise_observation, projection
+        from noisecraft.guide.measurements import Identity, Measurement
+
+        _check_choice(method, DENOISE_METHODS, "denoising method")
+        if not sigma > 0:
+            raise ValueError(f"`sigma` must be > 0 (the noise std in [-1, 1] units), got {sigma}")
+        y = self.image(image, what="noisy image")
+        denoise = steer.base_denoiser(self)
+        if method == "posterior":
+            with torch.no_grad():
+                y_n = y.expand(n, *y.shape[1:])
+                return denoise_observation(denoise, self.schedule, y_n, sigma, "ddpm", steps, _generator(seed)).float()
+        meas = Measurement(Identity(), y, sigma)
+        wrapped = steer.moment_matched_denoiser(self, meas) if method == "mmps" else projection(denoise, meas,
+                                                                                                  self.schedule)
+        return self._ddpm(wrapped, n, steps, seed)
+
+    # -- likelihood -------------------------------------------------------------------------------
+    def likelihood(self, x: Tensor | np.ndarray, probes: int = 4, exact: bool = False, rtol: float = 1e-5,
+                   atol: float = 1e-5, seed: int = 0, bin_width: float | None = None) -> Any:
+        """log p(x) of each row of x through the probability-flow ODE (noisecraft.analysis.likelihood): exact
+        divergence or Hutchinson with `probes` fresh probes per node. With `bin_width`, x (on a grid of that
+        spacing) is dequantized uniformly first. Returns a LikelihoodResult (mean_and_stderr, bits/dim)."""
+        from noisecraft.analysis.likelihood import dequantize, log_likelihood
+
+        if probes < 1:
+            raise ValueError(f"`probes` must be >= 1, got {probes}")
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"`rtol` and `atol` must be > 0, got {rtol} and {atol}")
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).double()
+        if tuple(x.shape[1:]) != tuple(self.sample_shape):
+            raise ValueError(f"the data has samples of shape {tuple(x.shape[1:])}, but this run models shape "
+                             f"{tuple(self.sample_shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("the data holds NaN or inf values; expected finite numbers")
+        g = _generator(seed)
+        if bin_width:
+            x = dequantize(x, bin_width, g)
+        return log_likelihood(self.float64_denoiser(), self.schedule, x, divergence="exact" if exact else "hutchinson",
+                              probes=probes, rtol=rtol, atol=atol, generator=g)
 
 
-def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedRun:
-    """The run's config and network from its latest checkpoint (EMA weights unless ema=False)."""
+def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Pipeline:
+    """The run in `run_dir` (made by `noisecraft train` or noisecraft.runs.train.train) as a Pipeline, with the
+    network of its latest checkpoint (EMA weights unless ema=False) on `device`."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{str(run_dir)!r} is not a run directory: expected config.yaml (made by `noisecraft train`)")
@@ -46,77 +327,7 @@ def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device =
     state.update(tensors[group])  # EMA holds the floating-point tensors; integer buffers stay as built
     net.load_state_dict(state)
     net = net.to(device).eval()
-    return LoadedRun(config, net, config.loss.denoiser(net), shape, info["is_image"], meta["step"])
+    return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir)
 
 
-def with_threshold(run: LoadedRun, threshold: float | None) -> LoadedRun:
-    """The run sampled with dynamic thresholding at quantile `threshold` in place of its static clip (which
-    would otherwise cap s, and at clip 1 make thresholding a plain clip); unchanged if None."""
-    if threshold is None:
-        return run
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a quantile in (0, 1), such as 0.95; got {threshold}")
-    sample_cfg = run.config.sample.model_copy(update={"threshold": threshold, "clip": None})
-    return replace(run, config=run.config.model_copy(update={"sample": sample_cfg}))
-
-
-def bound(x0: Tensor, clip: float | None, threshold: float | None = None) -> Tensor:
-    """x0_hat kept in range: static clipping to [-clip, clip] (Ho et al. 2020, sec. 3.3) or, with a quantile
-    `threshold` p, dynamic thresholding (Saharia et al. 2022, sec. 2.3): per sample s = the p-quantile of
-    |x0_hat|, raised to at least 1 and capped at clip; x0_hat is clamped to [-s, s] and divided by s."""
-    if threshold is None:
-        return x0 if clip is None else x0.clamp(-clip, clip)
-    s = torch.quantile(x0.reshape(x0.shape[0], -1).abs().to(torch.promote_types(x0.dtype, torch.float32)),
-                       threshold, dim=1)
-    s = s.clamp(min=1.0, max=clip).to(x0.dtype).reshape(-1, *[1] * (x0.dim() - 1))
-    return torch.maximum(torch.minimum(x0, s), -s) / s
-
-
-def clipped(denoiser: Denoiser, clip: float | None, threshold: float | None = None) -> Any:
-    """The denoiser with its x0_hat bounded by `bound`; the denoiser itself if neither is set."""
-    if clip is None and threshold is None:
-        return denoiser
-
-    def denoise(x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
-        return bound(denoiser(x, t, cond), clip, threshold)
-
-    return denoise
-
-
-@torch.no_grad()
-def draw(run: LoadedRun, n: int, solver: str | None = None, steps: int | None = None, seed: int = 0,
-         clip: float | None | str = "config", progress: bool = False) -> Tensor:
-    """n samples (float32, on CPU) in one batch; sample i depends only on (seed, i) (noisecraft.core.noise)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if run.config.model.num_classes is not None:
-        how = "--prompt TEXT" if run.config.model.cond == "text" else f"--class K (0..{run.config.model.num_classes - 1})"
-        raise ValueError(f"this run is {run.config.model.cond}-conditional; choose what to draw with {how}")
-    cfg = run.config.sample
-    clip = cfg.clip if clip == "config" else clip
-    device = next(run.net.parameters()).device
-    x = sample(clipped(run.denoiser, clip, cfg.threshold), run.denoiser.schedule, solver=solver or cfg.solver,
-               steps=steps or cfg.steps, shape=(n, *run.sample_shape), grid=cfg.grid,
-               generator=torch.Generator().manual_seed(seed), device=device, progress=progress)
-    return x.float().cpu()
-
-
-def write_samples(x: Tensor, out: str | Path, is_image: bool, reference: np.ndarray | None = None) -> Path:
-    """Write x as .npy or as a PNG (grid for images, scatter for points), chosen by out's suffix."""
-    from noisecraft.viz.plots import save_image_grids, save_scatter
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    arr = x.numpy()
-    if out.suffix == ".npy":
-        np.save(out, arr)
-    elif out.suffix == ".png":
-        if is_image:
-            panels = [("samples", arr[:100])] + ([("real data", reference[:100])] if reference is not None else [])
-            save_image_grids(out, panels)
-        else:
-            panels = [("samples", arr)] + ([("real data", reference[: len(arr)])] if reference is not None else [])
-            save_scatter(out, panels)
-    else:
-        raise ValueError(f"output {str(out)!r} must end in .png or .npy")
-    return out
+__all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Pipeline", "Route", "load_run", "clipped"]

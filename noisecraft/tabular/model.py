@@ -110,6 +110,25 @@ class TabularDiffusion:
             raise RuntimeError("the model is not fitted: call fit(...) or TabularDiffusion.load(folder) first")
 
     # -- sampling ---------------------------------------------------------------------------------
+    def parse_value(self, column: str, text: str) -> Any:
+        """A value written as text read as the column's own type ('survived=1' fixes the integer 1; 'nan', 'na',
+        'none' or '' is missing)."""
+        self._require_fitted()
+        if column not in self.schema.names:
+            raise ValueError(f"cannot fix column {column!r}: not in the table; columns are {self.schema.names}")
+        spec = self.schema.column(column)
+        if text.lower() in ("nan", "na", "none", ""):
+            return None
+        if spec.kind == "numeric":
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"column {column!r} is numeric; expected a number, got {text!r}") from None
+        for value in spec.categories:
+            if str(value) == text or (spec.value_type == "bool" and str(value).lower() == text.lower()):
+                return value
+        raise ValueError(f"column {column!r} has no category {text!r}; expected one of {spec.categories}")
+
     def conditions(self, n: int, where: dict[str, Any] | None = None, balance: str | None = None) -> Conditions:
         """Per-row fixed values: `where` fixes columns for every row; `balance` spreads a categorical column's
         observed categories evenly over the rows (row i gets category i mod K)."""

@@ -35,7 +35,7 @@ class JointNet(nn.Module):
 class NumericHead:
     """The network as a denoiser callable `fn(x_in, time_in, tokens) -> numeric output`, keeping the category
     logits of its latest evaluation in `.logits`, so one forward pass serves both parts of the loss and of
-    each sampling step."""
+    each sampling step. Read them right after the call they belong to: a solver may evaluate again."""
 
     def __init__(self, net: JointNet) -> None:
         self.net = net

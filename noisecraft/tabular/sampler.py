@@ -1,6 +1,7 @@
 """Joint reverse process of a mixed table: per interval of the time grid, one Gaussian step for the numbers by a
 registered single-step solver, and one absorbing-state reveal step for the categories, from the same network
-evaluation (TabDDPM's joint sampler, Kotelnikov et al. 2023, sec. 3; MDLM reveal step, Sahoo et al. 2024).
+evaluation, the solver's first, at (x_t, t, tokens_t) (TabDDPM's joint sampler, Kotelnikov et al. 2023, sec. 3;
+MDLM reveal step, Sahoo et al. 2024).
 
 The Gaussian step is the toolkit's own solver, called on the two-point grid [t_k, t_{k+1}] (every solver is a
 pure function of a grid), and the last step is the toolkit's `final_step`; nothing of the step arithmetic is
@@ -76,23 +77,34 @@ def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditio
     x = prior_sample(schedule, (n, net.num_dim), gauss, torch.float32, "cpu", float(times[0]))
     tokens = conditions.apply_tokens(discrete.mask_ids.expand(n, -1).clone())
 
-    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        return conditions.apply_numeric(denoiser(x_t, t, tokens))
+    seen: list[tuple[float, list[Tensor]]] = []  # (t, category logits) of the current step's evaluations
 
-    def evaluate(x_t: Tensor, t: float) -> Tensor:
-        """One network call at (x_t, t) when there is no numeric part (only its logits are needed)."""
+    def denoise(x_t: Tensor, t: float) -> Tensor:
+        x0 = conditions.apply_numeric(denoiser(x_t, t, tokens))
+        seen.append((t, head.logits))
+        return x0
+
+    def logits_at(x_t: Tensor, t: float) -> list[Tensor]:
+        """The category logits at the step's start (x_t, t, tokens_t), which its reveal step z_t -> z_s needs
+        (MDLM, Sahoo et al. 2024, eq. 7). Every single-step solver evaluates there first (DDPM Alg. 2, DDIM
+        eq. 12, Euler on Song et al. 2021 eq. 13, Heun: Karras et al. 2022 Alg. 1, DPM-Solver-2 and ++(2S):
+        Lu et al. 2022a/b Alg. 1); heun, dpm2s and dpm++2s then evaluate again, at t_{k+1} or a midpoint, so
+        the step's first evaluation is used, not the latest. One more call only where the step made none at t
+        (a table with no numeric part)."""
+        if seen and seen[0][0] == t:
+            return seen[0][1]
         head(x_t, torch.full((n,), t, dtype=torch.float32), tokens)
-        return x_t
+        return head.logits
 
     for k in range(len(times) - 1):
         t, s = float(times[k]), float(times[k + 1])
-        if net.num_dim:
-            x = spec.fn(denoise, schedule, x, times[k:k + 2], gauss, **spec.options)
-        else:
-            evaluate(x, t)
-        tokens = conditions.apply_tokens(discrete.reverse_step(tokens, head.logits, t, s, uniforms.draw(),
+        seen.clear()
+        x_s = spec.fn(denoise, schedule, x, times[k:k + 2], gauss, **spec.options) if net.num_dim else x
+        tokens = conditions.apply_tokens(discrete.reverse_step(tokens, logits_at(x, t), t, s, uniforms.draw(),
                                                                uniforms.draw()))
+        x = x_s
     t_last = float(times[-1])
-    x = final_step(denoise, schedule, x, t_last, True) if net.num_dim else evaluate(x, t_last)
-    tokens = discrete.reverse_step(tokens, head.logits, t_last, 0.0, uniforms.draw(), uniforms.draw())
-    return x, conditions.apply_tokens(tokens)
+    seen.clear()
+    x_0 = final_step(denoise, schedule, x, t_last, True) if net.num_dim else x
+    tokens = discrete.reverse_step(tokens, logits_at(x, t_last), t_last, 0.0, uniforms.draw(), uniforms.draw())
+    return x_0, conditions.apply_tokens(tokens)

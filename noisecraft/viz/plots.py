@@ -65,3 +65,30 @@ def save_scatter(path: str | Path, panels: Sequence[tuple[str, np.ndarray]]) -> 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def save_samples(x: np.ndarray, out: str | Path, is_image: bool, reference: np.ndarray | None = None,
+                 title: str = "samples") -> Path:
+    """Samples as a .npy array, or as a PNG (a grid of images, or a scatter of points) beside up to as many
+    `reference` rows (the real data) when given; the format follows out's suffix."""
+    out = Path(out)
+    arr = np.asarray(x, dtype=np.float32)
+    if out.suffix not in (".npy", ".png"):
+        raise ValueError(f"output {str(out)!r} must end in .png or .npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, arr)
+        return out
+    shown = arr[:100] if is_image else arr
+    panels = [(title, shown)] + ([("real data", reference[:len(shown)])] if reference is not None else [])
+    scale = 0.07 if reference is not None else 0.25
+    return save_image_grids(out, panels, scale) if is_image else save_scatter(out, panels)
+
+
+def save_panels(out: str | Path, panels: Sequence[tuple[str, np.ndarray]]) -> Path:
+    """Titled image grids side by side in one PNG (an input, its measurement and the results)."""
+    out = Path(out)
+    if out.suffix != ".png":
+        raise ValueError(f"output {str(out)!r} must end in .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_image_grids(out, [(title, np.asarray(x, dtype=np.float32)) for title, x in panels], scale=0.25)
