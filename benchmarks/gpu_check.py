@@ -54,7 +54,7 @@ def likelihood_parity() -> dict:
 def train_and_sample(seconds: float, out_dir: str) -> dict:
     from noisecraft.metrics.digits import evaluate_digits
     from noisecraft.runs.config import preset_config
-    from noisecraft.runs.pipeline import draw, load_run
+    from noisecraft.runs.pipeline import load_run
     from noisecraft.runs.train import train
 
     config = preset_config("digits", "edm", minutes=seconds / 60.0)
@@ -64,7 +64,7 @@ def train_and_sample(seconds: float, out_dir: str) -> dict:
     run = load_run(out_dir, device="cuda")
     torch.cuda.synchronize()
     t1 = time.time()
-    x = draw(run, 2000, solver="dpm++2m", steps=20, seed=0)
+    x = run.sample(2000, solver="dpm++2m", steps=20, seed=0)
     torch.cuda.synchronize()
     sample_s = time.time() - t1
     metrics = evaluate_digits(x[:500])

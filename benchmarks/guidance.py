@@ -95,29 +95,30 @@ def guided_digits(run, denoise, labels: torch.Tensor) -> tuple[float, dict]:
     from noisecraft.metrics.digits import evaluate_digits, features_and_classes
 
     with torch.no_grad():
-        x = nc.sample(denoise, run.denoiser.schedule, "dpm++2m", 20, (len(labels), *run.sample_shape),
+        x = nc.sample(denoise, run.schedule, "dpm++2m", 20, (len(labels), *run.sample_shape),
                       torch.Generator().manual_seed(0), cond=labels).float()
     _, pred = features_and_classes(x)
     return float((pred == labels.numpy()).mean()), evaluate_digits(x)
 
 
 def digits_guidance_section(run_dir: str, n: int, classifier: str | None) -> list[str]:
-    from noisecraft.cli.restore import base_denoiser
+    from noisecraft.core.bounds import clipped
     from noisecraft.guide.classifier import load_classifier
     from noisecraft.guide.guidance import classifier_free, classifier_guidance
-    from noisecraft.runs.pipeline import clipped, load_run
+    from noisecraft.runs.pipeline import load_run
+    from noisecraft.runs.steer import base_denoiser
 
     run = load_run(run_dir)
     labels = torch.arange(n) % 10
     rows = []
     for w in (0.0, 1.0, 2.0, 3.0, 5.0):
-        agreement, ev = guided_digits(run, clipped(classifier_free(run.denoiser, w, run.config.model.null_label), 1.0), labels)
+        agreement, ev = guided_digits(run, clipped(classifier_free(run.network, w, run.config.model.null_label), 1.0), labels)
         rows.append((f"CFG w = {w:g}", agreement, ev["digits_fd"]))
     if classifier:
         clf = load_classifier(classifier)
         base = base_denoiser(run)
         for s in (1.0, 3.0, 10.0):
-            guided = clipped(classifier_guidance(base, clf.log_prob, run.denoiser.schedule, s), 1.0)
+            guided = clipped(classifier_guidance(base, clf.log_prob, run.schedule, s), 1.0)
             agreement, ev = guided_digits(run, guided, labels)
             rows.append((f"classifier s = {s:g}", agreement, ev["digits_fd"]))
     out = [f"{n} samples (classes 0-9 in turn), dpm++2m 20 steps, x0 clipped to [-1, 1]; agreement = share the "
@@ -130,8 +131,9 @@ def digits_guidance_section(run_dir: str, n: int, classifier: str | None) -> lis
 
 def digits_threshold_section(run_dir: str, n: int) -> list[str]:
     """CFG at growing w with x0_hat clipped to [-1, 1] or dynamically thresholded (Saharia et al. 2022)."""
+    from noisecraft.core.bounds import clipped
     from noisecraft.guide.guidance import classifier_free
-    from noisecraft.runs.pipeline import clipped, load_run
+    from noisecraft.runs.pipeline import load_run
 
     run = load_run(run_dir)
     labels = torch.arange(n) % 10
@@ -143,7 +145,7 @@ def digits_threshold_section(run_dir: str, n: int) -> list[str]:
            "| CFG w | x0_hat bound | class agreement | digits-FD | precision | recall |", "|---|---|---|---|---|---|"]
     for w in (3.0, 6.0, 10.0):
         for name, clip, threshold in bounds:
-            denoise = clipped(classifier_free(run.denoiser, w, run.config.model.null_label), clip, threshold)
+            denoise = clipped(classifier_free(run.network, w, run.config.model.null_label), clip, threshold)
             agreement, ev = guided_digits(run, denoise, labels)
             out.append(f"| {w:g} | {name} | {agreement:.3f} | {ev['digits_fd']:.1f} | "
                        f"{ev['precision']:.2f} | {ev['recall']:.2f} |")
@@ -151,13 +153,13 @@ def digits_threshold_section(run_dir: str, n: int) -> list[str]:
 
 
 def digits_inpainting_section(run_dir: str, n: int) -> list[str]:
-    from noisecraft.cli.restore import base_denoiser, moment_matched_denoiser
     from noisecraft.data import load_digits_split
     from noisecraft.metrics.digits import evaluate_digits
     from noisecraft.runs.pipeline import load_run
+    from noisecraft.runs.steer import base_denoiser, moment_matched_denoiser
 
     run = load_run(run_dir)
-    sched = run.denoiser.schedule
+    sched = run.schedule
     den = base_denoiser(run)
     x_test, _ = load_digits_split("test")
     x_true = torch.from_numpy(x_test[:n])

@@ -42,15 +42,15 @@ def _draw(denoise, run, n: int, seed: int) -> torch.Tensor:
     from noisecraft.solvers import sample
 
     with torch.no_grad():
-        return sample(denoise, run.denoiser.schedule, "dpm++2m", 20, (n, *run.sample_shape),
+        return sample(denoise, run.schedule, "dpm++2m", 20, (n, *run.sample_shape),
                       generator=torch.Generator().manual_seed(seed)).float()
 
 
 def main() -> None:
-    from noisecraft.cli.restore import class_denoiser, text_denoiser
     from noisecraft.guide.text import embed, prompt_to_class
     from noisecraft.metrics.digits import features_and_classes
     from noisecraft.runs.pipeline import load_run
+    from noisecraft.runs.steer import class_denoiser, text_denoiser
     from noisecraft.viz.plots import save_image_grids
 
     ap = argparse.ArgumentParser()
@@ -83,7 +83,7 @@ def main() -> None:
             except ValueError:  # near no class
                 routed = "none / -"
             else:
-                x = _draw(class_denoiser(class_run, label, 2.0, None), class_run, args.n, seed=i)
+                x = _draw(class_denoiser(class_run, label, 2.0), class_run, args.n, seed=i)
                 routed = f"{label} / {float((features_and_classes(x)[1] == digit).mean()):.2f}"
         rows.append((prompt, digit, seen, accs, routed))
     seconds = time.perf_counter() - start

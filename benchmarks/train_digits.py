@@ -44,8 +44,8 @@ from noisecraft.metrics.digits import evaluate_digits, floor
 from noisecraft.nets import count_parameters
 from noisecraft.runs.config import RunConfig, TrainConfig, config_from_dict
 from noisecraft.runs.demo import demo_config
-from noisecraft.runs.pipeline import draw, load_run
 from noisecraft.runs.loop import batch_indices, learning_rate
+from noisecraft.runs.pipeline import load_run
 from noisecraft.runs.train import train
 from noisecraft.solvers import sample
 from noisecraft.viz.plots import save_image_grids
@@ -93,7 +93,7 @@ def run_noisecraft(cfg: RunConfig, out: Path) -> dict:
     result = train(cfg, out, progress=False)
     seconds = clock() - start
     run = load_run(out)
-    scores = score(lambda s: draw(run, 500, "dpm++2m", s, seed=cfg.train.seed), out, f"noisecraft, seed {cfg.train.seed}")
+    scores = score(lambda s: run.sample(500, "dpm++2m", s, seed=cfg.train.seed), out, f"noisecraft, seed {cfg.train.seed}")
     return {"steps_trained": result.step, "images_per_s": result.step * cfg.train.batch_size / seconds,
             "params": count_parameters(run.net), "scores": scores}
 

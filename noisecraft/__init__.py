@@ -27,6 +27,10 @@ _EXPORTS = {
     "SolverConfig": "noisecraft.solvers",
     "sample": "noisecraft.solvers",
     "solve": "noisecraft.solvers",
+    "Pipeline": "noisecraft.runs.pipeline",
+    "load_run": "noisecraft.runs.pipeline",
+    "RunConfig": "noisecraft.runs.config",
+    "train": "noisecraft.runs.train",
 }
 _SUBMODULES = {
     "oracle": "noisecraft.analysis.oracle",
@@ -34,6 +38,7 @@ _SUBMODULES = {
     "timesteps": "noisecraft.core.timesteps",
     "likelihood": "noisecraft.analysis.likelihood",
     "elbo": "noisecraft.analysis.elbo",
+    "data": "noisecraft.data",
 }
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])

@@ -14,15 +14,22 @@ from noisecraft.runs.pipeline import DENOISE_METHODS, INPAINT_METHODS, UPSCALE_M
 app = typer.Typer()
 
 
-def _png(out: str | None, default: Path) -> Path:
-    """The output PNG, checked before any work."""
+def _output(out: str | None, default: Path) -> Path:
+    """The output file, checked before any work: a .png of panels, or a .npy of the results alone."""
     path = Path(out) if out else default
-    if path.suffix != ".png":
-        raise ValueError(f"`out` {str(path)!r} must end in .png")
+    if path.suffix not in (".png", ".npy"):
+        raise ValueError(f"`out` {str(path)!r} must end in .png or .npy")
     return path
 
 
-def _written(path: Path) -> None:
+def _write(path: Path, x, panels) -> None:
+    """The results as .npy, or the panels (a callable, so nothing is drawn for .npy) as one PNG."""
+    from noisecraft.viz.plots import save_panels, save_samples
+
+    if path.suffix == ".npy":
+        save_samples(x, path, is_image=True)
+    else:
+        save_panels(path, panels())
     typer.echo(f"wrote {path}")
 
 
@@ -39,22 +46,20 @@ def inpaint(
     jump_length: int = typer.Option(5, help="RePaint: steps between jumps back."),
     jump_count: int = typer.Option(5, help="RePaint: passes over each block of steps."),
     zeta: float = typer.Option(1.0, help="DPS step size."),
-    out: str = typer.Option(None, help="Output PNG (default RUN/inpaint_METHOD.png)."),
+    out: str = typer.Option(None, help="Output .png of panels or .npy of the completions (default RUN/inpaint_METHOD.png)."),
     ema: bool = typer.Option(True, help="Use the EMA weights."),
 ) -> None:
     """Fill in the masked pixels of an image; writes input, mask, known pixels and the completions."""
     from noisecraft.runs.pipeline import load_run
-    from noisecraft.viz.plots import save_panels
 
     with user_errors():
-        path = _png(out, Path(run) / f"inpaint_{method}.png")
+        path = _output(out, Path(run) / f"inpaint_{method}.png")
         pipe = load_run(run, ema=ema)
         x_in, m = pipe.image(image), pipe.mask(mask)
         x = pipe.inpaint(x_in, m, method, n, solver, steps, seed, jump_length, jump_count, zeta)
         shown_mask = 1.0 - 2.0 * m.mask.float()[None]  # filled-in pixels dark
-        _written(save_panels(path,
-                             [("input", x_in), ("mask (dark = fill)", shown_mask), ("known pixels", m(x_in)),
-                              (method, x)]))
+        _write(path, x, lambda: [("input", x_in), ("mask (dark = fill)", shown_mask), ("known pixels", m(x_in)),
+                                 (method, x)])
 
 
 @app.command()
@@ -68,23 +73,21 @@ def upscale(
     seed: int = typer.Option(0, help="Sampling seed."),
     sigma: float = typer.Option(0.0, help="Noise std of the low-resolution image, in [-1, 1] units."),
     zeta: float = typer.Option(1.0, help="DPS step size."),
-    out: str = typer.Option(None, help="Output PNG (default RUN/upscale_xF_METHOD.png)."),
+    out: str = typer.Option(None, help="Output .png of panels or .npy of the samples (default RUN/upscale_xF_METHOD.png)."),
     ema: bool = typer.Option(True, help="Use the EMA weights."),
 ) -> None:
     """Super-resolution: high-resolution images whose average pooling is the input."""
     from noisecraft.guide.measurements import AvgPool
     from noisecraft.runs.pipeline import load_run
-    from noisecraft.viz.plots import save_panels
 
     with user_errors():
-        path = _png(out, Path(run) / f"upscale_x{factor}_{method}.png")
+        path = _output(out, Path(run) / f"upscale_x{factor}_{method}.png")
         pipe = load_run(run, ema=ema)
         x = pipe.upscale(image, factor, method, n, steps, seed, sigma, zeta)
         (c, h, w), op = pipe.sample_shape, AvgPool(factor)
         small = pipe.image(image, (c, h // factor, w // factor), "low-resolution image")
-        _written(save_panels(path,
-                             [(f"input {h // factor}x{w // factor}", op.pinv(small)), (f"x{factor} {method}", x),
-                              ("results pooled", op.pinv(op(x)))]))
+        _write(path, x, lambda: [(f"input {h // factor}x{w // factor}", op.pinv(small)), (f"x{factor} {method}", x),
+                                 ("results pooled", op.pinv(op(x)))])
 
 
 @app.command()
@@ -96,17 +99,15 @@ def denoise(
     n: int = typer.Option(8, help="Number of posterior samples."),
     steps: int = typer.Option(50, help="DDPM steps."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    out: str = typer.Option(None, help="Output PNG (default RUN/denoise_METHOD.png)."),
+    out: str = typer.Option(None, help="Output .png of panels or .npy of the samples (default RUN/denoise_METHOD.png)."),
     ema: bool = typer.Option(True, help="Use the EMA weights."),
 ) -> None:
     """Posterior samples of the clean image given a noisy one of known noise level."""
     from noisecraft.runs.pipeline import load_run
-    from noisecraft.viz.plots import save_panels
 
     with user_errors():
-        path = _png(out, Path(run) / f"denoise_{method}.png")
+        path = _output(out, Path(run) / f"denoise_{method}.png")
         pipe = load_run(run, ema=ema)
         x = pipe.denoise(image, sigma, method, n, steps, seed)
-        _written(save_panels(path,
-                             [(f"noisy (sigma={sigma:g})", pipe.image(image, what="noisy image")),
-                              (f"{method} samples", x), ("sample mean", x.mean(0, keepdim=True))]))
+        _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", pipe.image(image, what="noisy image")),
+                                 (f"{method} samples", x), ("sample mean", x.mean(0, keepdim=True))])

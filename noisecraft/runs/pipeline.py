@@ -144,10 +144,10 @@ class Pipeline:
         return steer.base_denoiser(self)
 
     def float64_denoiser(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The unconditional, unbounded network as a float64, CPU-in/CPU-out function (the likelihood and ELBO
+        """The unconditional (null-condition), unbounded network as a float64, CPU-in/CPU-out function (the likelihood and ELBO
         work in float64); the network runs in its own dtype on its own device, gradients flowing through."""
         param = next(self.net.parameters())
-        network = self.network
+        network = steer.base_denoiser(self, bounded=False)  # the null condition of a guidable conditional run
 
         def denoise(x: Tensor, t: Tensor) -> Tensor:
             t = t.clamp(0.0, 1.0)  # callers outside the ReverseProcess (diagnostics, figures) get the same guard
