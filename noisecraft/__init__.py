@@ -30,6 +30,7 @@ _EXPORTS = {
     "Pipeline": "noisecraft.runs.pipeline",
     "load_run": "noisecraft.runs.pipeline",
     "RunConfig": "noisecraft.runs.config",
+    "preset_config": "noisecraft.runs.config",
     "train": "noisecraft.runs.train",
 }
 _SUBMODULES = {
