@@ -53,8 +53,8 @@ def test_with_threshold_rejects_non_quantiles(threshold):
 
 def test_with_threshold_replaces_the_static_clip():
     from noisecraft.runs.config import RunConfig
-    from noisecraft.solvers import SolverConfig
     from noisecraft.runs.pipeline import Pipeline
+    from noisecraft.solvers import SolverConfig
 
     run = Pipeline(RunConfig(sample=SolverConfig(clip=1.0)), None, (2,), False, network=lambda x, t: x)
     assert run.with_threshold(None) is run

@@ -91,7 +91,7 @@ def test_heun():
 
 def test_dpm_solver_pp_2m_with_dynamic_thresholding():
     """Saharia et al. 2022's thresholding of x0_hat, as diffusers applies it inside DPM-Solver++."""
-    from noisecraft.runs.pipeline import clipped
+    from noisecraft.core.bounds import clipped
 
     sch = diffusers.DPMSolverMultistepScheduler(**config(
         algorithm_type="dpmsolver++", solver_order=2, solver_type="heun", thresholding=True,

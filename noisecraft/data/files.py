@@ -7,8 +7,12 @@ found and what was expected, before any training starts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -54,7 +58,7 @@ def load_npy(path: str | Path) -> np.ndarray:
     return x
 
 
-def load_image(path: str | Path, shape: tuple[int, ...], what: str = "image") -> "torch.Tensor":
+def load_image(path: str | Path, shape: tuple[int, ...], what: str = "image") -> torch.Tensor:
     """One PNG/JPEG as (1, C, H, W) in [-1, 1]; its size and channels must be `shape` (C, H, W)."""
     import torch
     from PIL import Image

@@ -26,7 +26,6 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft.core.tensors import FLOAT64
 from noisecraft.core.bounds import clipped
+from noisecraft.core.tensors import FLOAT64
 from noisecraft.data.digits import BIN_WIDTH as DIGITS_BIN
 from noisecraft.runs.pipeline import Pipeline
 

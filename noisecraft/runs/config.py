@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from noisecraft.data import DataConfig
 from noisecraft.core.losses import PRESETS, DenoisingLoss, preset
+from noisecraft.data import DataConfig
 from noisecraft.nets import NetConfig
 from noisecraft.solvers.config import SolverConfig
 

@@ -23,11 +23,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float | None = None) -> dic
     import shutil
 
     from noisecraft.data.digits import load_digits_split
-    from noisecraft.runs.evaluate import format_result
     from noisecraft.metrics.digits import evaluate_digits, floor
-    from noisecraft.viz.plots import save_image_grids
+    from noisecraft.runs.evaluate import format_result
     from noisecraft.runs.pipeline import load_run
     from noisecraft.runs.train import train
+    from noisecraft.viz.plots import save_image_grids
 
     out = Path(out)
     minutes = minutes or float(os.environ.get("NOISECRAFT_DEMO_MINUTES", DEMO_MINUTES))

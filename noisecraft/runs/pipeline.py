@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft.core.bounds import check_threshold, clipped
+from noisecraft.core.bounds import check_threshold
 from noisecraft.core.denoiser import Denoiser
 from noisecraft.core.schedules import Schedule
 from noisecraft.runs import steer
@@ -330,4 +330,4 @@ def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device =
     return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir)
 
 
-__all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Pipeline", "Route", "load_run", "clipped"]
+__all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Pipeline", "Route", "load_run"]

@@ -31,7 +31,14 @@ from noisecraft.runs.checkpoint import (
 )
 from noisecraft.runs.config import RunConfig, load_config
 from noisecraft.runs.ema import EMA
-from noisecraft.runs.loop import Loop, LoopState, NonFiniteLossError, batch_indices, make_optimizer, step_generator
+from noisecraft.runs.loop import (
+    Loop,
+    LoopState,
+    NonFiniteLossError,
+    batch_indices,
+    make_optimizer,
+    step_generator,
+)
 
 __all__ = ["NonFiniteLossError", "TrainResult", "conditions", "process_slice", "train"]
 
