@@ -56,7 +56,8 @@ def inpaint(
         path = _output(out, Path(run) / f"inpaint_{method}.png")
         pipe = load_run(run, ema=ema)
         x_in, m = pipe.image(image), pipe.mask(mask)
-        x = pipe.inpaint(x_in, m, method, n, solver, steps, seed, jump_length, jump_count, zeta)
+        x = pipe.inpaint(x_in, m, method=method, n=n, solver=solver, steps=steps, seed=seed, jump_length=jump_length,
+                         jump_count=jump_count, zeta=zeta)
         shown_mask = 1.0 - 2.0 * m.mask.float()[None]  # filled-in pixels dark
         _write(path, x, lambda: [("input", x_in), ("mask (dark = fill)", shown_mask), ("known pixels", m(x_in)),
                                  (method, x)])
@@ -83,7 +84,7 @@ def upscale(
     with user_errors():
         path = _output(out, Path(run) / f"upscale_x{factor}_{method}.png")
         pipe = load_run(run, ema=ema)
-        x = pipe.upscale(image, factor, method, n, steps, seed, sigma, zeta)
+        x = pipe.upscale(image, factor=factor, method=method, n=n, steps=steps, seed=seed, sigma=sigma, zeta=zeta)
         (c, h, w), op = pipe.sample_shape, AvgPool(factor)
         small = pipe.image(image, (c, h // factor, w // factor), "low-resolution image")
         _write(path, x, lambda: [(f"input {h // factor}x{w // factor}", op.pinv(small)), (f"x{factor} {method}", x),
@@ -108,6 +109,6 @@ def denoise(
     with user_errors():
         path = _output(out, Path(run) / f"denoise_{method}.png")
         pipe = load_run(run, ema=ema)
-        x = pipe.denoise(image, sigma, method, n, steps, seed)
+        x = pipe.denoise(image, sigma, method=method, n=n, steps=steps, seed=seed)
         _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", pipe.image(image, what="noisy image")),
                                  (f"{method} samples", x), ("sample mean", x.mean(0, keepdim=True))])

@@ -41,8 +41,8 @@ def sample(
         route = pipe.route(class_, prompt, classifier)
         if route.note:
             typer.echo(route.note)
-        x = pipe.sample(n, solver, steps, seed, label=class_, prompt=prompt, guidance=guidance, classifier=classifier,
-                        progress=True)
+        x = pipe.sample(n, solver=solver, steps=steps, seed=seed, label=class_, prompt=prompt, guidance=guidance,
+                        classifier=classifier, progress=True)
         if route.kind == "none":
             outs = [Path(out)] if out else [Path(run) / "samples.png", Path(run) / "samples.npy"]
             for path in outs:

@@ -50,7 +50,7 @@ def likelihood(
         x, bin_width = heldout(data, split, n, seed)
         pipe = load_run(run)
         start = time.perf_counter()
-        result = pipe.likelihood(x, probes, exact, rtol, atol, seed, bin_width)
+        result = pipe.likelihood(x, probes=probes, exact=exact, rtol=rtol, atol=atol, seed=seed, bin_width=bin_width)
     seconds = time.perf_counter() - start
     mean, se = result.mean_and_stderr()
     dim = result.dim
