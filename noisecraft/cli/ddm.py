@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from noisecraft.cli._common import user_errors
@@ -13,38 +11,17 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 _DATA_HELP = "CSV file, or 'roitman' / 'cavanagh' for the shipped data sets."
 
 
-def _read(data: str, where: str | None):
-    import pandas as pd
-
-    from noisecraft.ddm.data import load_cavanagh, load_roitman
-
-    if data == "roitman":
-        df = load_roitman()
-    elif data == "cavanagh":
-        df = load_cavanagh()
-    else:
-        p = Path(data)
-        if not p.exists():
-            raise typer.BadParameter(
-                f"data file {data!r} not found; expected a CSV path or 'roitman'/'cavanagh'"
-            )
-        df = pd.read_csv(p)
-    if where:
-        df = df.query(where)
-    return df
-
-
-def _spec(spec: str | None, lapse: float | None, lapse_range: str | None, s: float | None):
-    from noisecraft.ddm.spec import ModelSpec
-
-    d = ModelSpec.load(spec).to_dict() if spec else {}
-    if lapse is not None:
-        d["lapse"] = lapse
-    if lapse_range is not None:
-        d["lapse_range"] = lapse_range
-    if s is not None:
-        d["s"] = s
-    return ModelSpec.from_dict(d)
+def _floats(text: str, sep: str, what: str, example: str, count: int | None = None) -> list[float]:
+    """Option text like "0.5,1" (sep ",") or "0:2" (sep ":") as floats, `count` of them if given."""
+    try:
+        values = [float(x) for x in text.split(sep)]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count):
+        raise ValueError(
+            f"`{what}` expects numbers separated by {sep!r} like {example}, got {text!r}"
+        )
+    return values
 
 
 @app.command("fit")
@@ -73,16 +50,17 @@ def fit_cmd(
     out: str = typer.Option(None, help="Also write the parameter table to this CSV."),
 ) -> None:
     """Fit the DDM and print a parameter table."""
+    from noisecraft.ddm.data import read_trials
     from noisecraft.ddm.fit import fit
+    from noisecraft.ddm.spec import ModelSpec
 
-    df = _read(data, where)
     with user_errors():
         res = fit(
-            df,
+            read_trials(data, where),
             rt=rt,
             response=response,
             condition=condition,
-            spec=_spec(spec, lapse, lapse_range, s),
+            spec=ModelSpec.from_options(spec, lapse, lapse_range, s),
             method=method,
             rt_min=rt_min,
             rt_max=rt_max,
@@ -116,19 +94,14 @@ def simulate_cmd(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Simulate trials and write a CSV (columns rt, response[, condition], contaminant)."""
-    import pandas as pd
+    from noisecraft.ddm.simulate import simulate_conditions
 
-    from noisecraft.ddm.density import Lapse
-    from noisecraft.ddm.simulate import simulate
-
-    lo, hi = (float(x) for x in lapse_range.split(":"))
-    lap = Lapse(lapse, lo, hi) if lapse > 0 else None
-    levels = [float(x) for x in conditions.split(",")] if conditions else [None]
-    parts = []
-    for i, c in enumerate(levels):
-        d = simulate(
+    with user_errors():
+        lo, hi = _floats(lapse_range, ":", "lapse_range", "0:2", count=2)
+        levels = _floats(conditions, ",", "conditions", "0.5,1") if conditions else None
+        df = simulate_conditions(
             n,
-            v * (c if c is not None else 1.0),
+            v,
             a,
             z,
             t0,
@@ -136,14 +109,12 @@ def simulate_cmd(
             sz,
             st0,
             s=s,
-            lapse=lap,
+            conditions=levels,
+            lapse=lapse,
+            lapse_range=(lo, hi),
             method=method,
-            seed=seed + 1000 * i,
+            seed=seed,
         )
-        if c is not None:
-            d.insert(2, "condition", c)
-        parts.append(d)
-    df = pd.concat(parts, ignore_index=True)
     df.to_csv(out, index=False)
     typer.echo(f"wrote {len(df)} trials to {out}")
 
@@ -168,17 +139,18 @@ def compare_cmd(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Fit by ML, chi-square and EZ; write a markdown report with plots."""
+    from noisecraft.ddm.data import read_trials
     from noisecraft.ddm.report import compare
+    from noisecraft.ddm.spec import ModelSpec
 
-    df = _read(data, where)
     with user_errors():
         path = compare(
-            df,
+            read_trials(data, where),
             out,
             rt=rt,
             response=response,
             condition=condition,
-            spec=_spec(spec, lapse, lapse_range, s),
+            spec=ModelSpec.from_options(spec, lapse, lapse_range, s),
             rt_min=rt_min,
             rt_max=rt_max,
             n_recovery=n_recovery,

@@ -45,21 +45,13 @@ def fit(
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
     from noisecraft.io import write_text_atomic
-    from noisecraft.tabular.data import split_table
-    from noisecraft.tabular.model import TabularConfig, TabularDiffusion
-    from noisecraft.tabular.schema import check_table, read_table
+    from noisecraft.tabular.model import fit_table
 
     out = Path(out)
     with user_errors():
-        frame = read_table(data)
-        unknown = [c for c in drop if c not in frame.columns]
-        if unknown:
-            raise ValueError(f"--drop names column(s) {unknown} that are not in the table; columns are {list(frame.columns)}")
-        frame = frame.drop(columns=list(drop))
-        check_table(frame, target)
-        train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
-        model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
-        model.fit(train, target=target, types=_parse_pairs(types, "--type"), minutes=minutes, steps=steps, seed=seed)
+        model, train = fit_table(data, target, test_size=test_size, drop=drop, types=_parse_pairs(types, "--type"),
+                                 minutes=minutes, steps=steps, seed=seed, width=width, depth=depth,
+                                 max_epochs=max_epochs)
     model.save(out)
     write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size, "drop": list(drop),
                                               "rows": len(train)}, indent=1))
@@ -101,30 +93,17 @@ def eval_(
     seed: int = typer.Option(0, help="Seed of the classifiers and subsampling."),
 ) -> None:
     """Print utility, fidelity and privacy beside the real test set's values; write plots and eval.json."""
-    from noisecraft.tabular.data import split_table
-    from noisecraft.tabular.evaluate import column_kinds, evaluate
-    from noisecraft.tabular.plots import plot_associations, plot_marginals
-    from noisecraft.tabular.schema import check_table, infer_schema, read_table
+    from noisecraft.tabular.evaluate import evaluate_files
+    from noisecraft.tabular.plots import write_plots
 
     synthetic = Path(synthetic)
     with user_errors():
-        frame = read_table(real).drop(columns=list(drop), errors="ignore")
-        synth = read_table(synthetic).drop(columns=list(drop), errors="ignore")
-        check_table(frame, target)
-        check_table(synth, target)
-        if test is not None:
-            train, test_frame = frame, read_table(test).drop(columns=list(drop), errors="ignore")
-        else:
-            train, test_frame = split_table(frame, target, test_size)
-        schema = infer_schema(train, target)
-        report = evaluate(train, test_frame, synth, target, schema, seed)
-    typer.echo(f"real train {len(train)} rows, real test {len(test_frame)} rows, synthetic {len(synth)} rows")
-    typer.echo(report.format_table())
+        result = evaluate_files(real, synthetic, target, test=test, test_size=test_size, drop=drop, seed=seed)
+    typer.echo(f"real train {len(result.train)} rows, real test {len(result.test)} rows, "
+               f"synthetic {len(result.synthetic)} rows")
+    typer.echo(result.report.format_table())
     folder = Path(plots) if plots else synthetic.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    numeric, categorical = column_kinds(schema)
     stem = synthetic.stem
-    paths = [plot_marginals(train, synth, numeric, categorical, folder / f"{stem}_marginals.png"),
-             plot_associations(train, synth, numeric, categorical, folder / f"{stem}_associations.png")]
-    (folder / f"{stem}_eval.json").write_text(report.to_json())
+    paths = write_plots(result.train, result.synthetic, result.schema, folder, stem)
+    (folder / f"{stem}_eval.json").write_text(result.report.to_json())
     typer.echo("wrote " + ", ".join(str(p) for p in [*paths, folder / f"{stem}_eval.json"]))

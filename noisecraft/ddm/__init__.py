@@ -4,7 +4,7 @@ Ratcliff, R. (1978). A theory of memory retrieval. Psychological Review 85:59-10
 
 * :mod:`~noisecraft.ddm.density`: exact first-passage density, log-density and CDF
   (Navarro & Fuss 2009), the full model (v, a, z, t0, sv, sz, st0) and a lapse mixture.
-* :mod:`~noisecraft.ddm.simulate`: exact and Euler/Brownian-bridge samplers.
+* :mod:`~noisecraft.ddm.simulate`: exact and Euler/Brownian-bridge samplers, one block per condition.
 * :mod:`~noisecraft.ddm.ez`: EZ-diffusion (Wagenmakers et al. 2007).
 * :mod:`~noisecraft.ddm.fit`: maximum likelihood, quantile chi-square / G^2
   (Ratcliff & Tuerlinckx 2002) and EZ, with conditions declared in a :class:`ModelSpec`.
@@ -14,11 +14,11 @@ Ratcliff, R. (1978). A theory of memory retrieval. Psychological Review 85:59-10
 
 from __future__ import annotations
 
-from noisecraft.ddm.data import RTData, load_cavanagh, load_roitman, prepare
+from noisecraft.ddm.data import RTData, load_cavanagh, load_roitman, prepare, read_trials
 from noisecraft.ddm.density import Lapse, cdf, logpdf, pdf, prob_upper, wiener_cdf, wiener_logpdf
 from noisecraft.ddm.ez import EZResult, ez, ez_from_data
 from noisecraft.ddm.fit import FitResult, fit, negloglik
-from noisecraft.ddm.simulate import simulate
+from noisecraft.ddm.simulate import simulate, simulate_conditions
 from noisecraft.ddm.spec import ModelSpec, Rule
 
 __all__ = [
@@ -39,7 +39,9 @@ __all__ = [
     "pdf",
     "prepare",
     "prob_upper",
+    "read_trials",
     "simulate",
+    "simulate_conditions",
     "wiener_cdf",
     "wiener_logpdf",
 ]

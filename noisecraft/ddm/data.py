@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DATA_DIR", "RTData", "load_cavanagh", "load_roitman", "prepare"]
+__all__ = ["DATA_DIR", "RTData", "load_cavanagh", "load_roitman", "prepare", "read_trials"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Fewest trials per condition each method can work with.
@@ -41,6 +41,27 @@ def load_roitman(
 def load_cavanagh() -> pd.DataFrame:
     """Cavanagh et al. (2011) trials: subj_idx, stim, rt (s), response (1 = better option), theta, dbs, conf."""
     return pd.read_csv(DATA_DIR / "cavanagh_theta_nn.csv")
+
+
+def read_trials(data: str | Path, where: str | None = None) -> pd.DataFrame:
+    """Trials from a shipped data set ('roitman' or 'cavanagh') or a CSV path, then an optional pandas query.
+
+    ``where`` is passed to :meth:`pandas.DataFrame.query`, e.g. ``"monkey == 1 and coh >= 0.128"``.
+    """
+    if data == "roitman":
+        df = load_roitman()
+    elif data == "cavanagh":
+        df = load_cavanagh()
+    else:
+        p = Path(data)
+        if not p.exists():
+            raise ValueError(
+                f"data file {str(data)!r} not found; expected a CSV path or 'roitman'/'cavanagh'"
+            )
+        df = pd.read_csv(p)
+    if where:
+        df = df.query(where)
+    return df
 
 
 @dataclass

@@ -13,9 +13,13 @@ Two samplers, both vectorised over trials and seeded:
 
 Across-trial variability: v ~ N(v, sv^2), z ~ U(z +- sz/2), t0 ~ U(t0, t0 + st0).
 Contaminant trials (``lapse``) replace the trial by a uniform RT with a random response.
+``simulate_conditions`` stacks one simulated block per condition value c, drift v * c.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +27,7 @@ from numpy.typing import ArrayLike
 
 from noisecraft.ddm.density import Lapse, _cdf_surv_lower, _check_params, _prob_lower_unit
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "simulate_conditions"]
 
 
 def _decision_times_exact(
@@ -140,3 +144,60 @@ def simulate(
         rt[contaminant] = rng.uniform(lapse.lo, lapse.hi, k)
         upper[contaminant] = rng.random(k) < lapse.p_upper
     return pd.DataFrame({"rt": rt, "response": upper.astype(int), "contaminant": contaminant})
+
+
+def simulate_conditions(
+    n: int,
+    v: float,
+    a: float,
+    z: float = 0.5,
+    t0: float = 0.0,
+    sv: float = 0.0,
+    sz: float = 0.0,
+    st0: float = 0.0,
+    *,
+    s: float = 1.0,
+    conditions: Sequence[float] | None = None,
+    lapse: float = 0.0,
+    lapse_range: tuple[float, float] = (0.0, 2.0),
+    method: str = "exact",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """n trials per condition value c with drift v * c (one block of n with drift v when ``conditions`` is None).
+
+    Block i is drawn with seed ``seed + 1000 * i``. Columns: ``rt``, ``response``, ``condition``
+    (only with ``conditions``) and ``contaminant``; ``lapse`` > 0 mixes in contaminants uniform on
+    ``lapse_range`` (lo, hi) in s.
+    """
+    if conditions is not None:
+        levels: list[float | None] = [float(c) for c in conditions]
+        if not levels or not all(math.isfinite(c) for c in levels):
+            raise ValueError(
+                f"conditions={list(conditions)!r}; expected one or more finite numbers, or None"
+            )
+    else:
+        levels = [None]
+    if len(lapse_range) != 2:
+        raise ValueError(f"lapse_range={tuple(lapse_range)!r}; expected a pair (lo, hi)")
+    lo, hi = (float(x) for x in lapse_range)
+    lap = Lapse(lapse, lo, hi) if lapse > 0 else None
+    parts = []
+    for i, c in enumerate(levels):
+        d = simulate(
+            n,
+            v * (c if c is not None else 1.0),
+            a,
+            z,
+            t0,
+            sv,
+            sz,
+            st0,
+            s=s,
+            lapse=lap,
+            method=method,
+            seed=seed + 1000 * i,
+        )
+        if c is not None:
+            d.insert(2, "condition", c)
+        parts.append(d)
+    return pd.concat(parts, ignore_index=True)

@@ -120,6 +120,25 @@ class ModelSpec:
         return cls(rules=d, lapse_range=tuple(lr) if lr is not None else None, s=s)
 
     @classmethod
+    def from_options(
+        cls,
+        spec: str | Path | None = None,
+        lapse: float | None = None,
+        lapse_range: str | tuple[float, float] | None = None,
+        s: float | None = None,
+    ) -> ModelSpec:
+        """A spec from text or a file (see :meth:`load`; None: the defaults), with ``lapse``,
+        ``lapse_range`` ("lo:hi" or a pair) and ``s`` overriding it where given."""
+        d = cls.load(spec).to_dict() if spec else {}
+        if lapse is not None:
+            d["lapse"] = lapse
+        if lapse_range is not None:
+            d["lapse_range"] = lapse_range
+        if s is not None:
+            d["s"] = s
+        return cls.from_dict(d)
+
+    @classmethod
     def load(cls, source: str | Path) -> ModelSpec:
         """A spec from a JSON/YAML file path, or from spec text."""
         p = Path(str(source))

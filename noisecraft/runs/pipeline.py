@@ -215,7 +215,8 @@ class Pipeline:
             return mask_from_png(mask, self.sample_shape)
         return mask_from_array(mask.cpu().numpy() if isinstance(mask, Tensor) else mask, self.sample_shape)
 
-    def _ddpm(self, denoise: Callable, n: int, steps: int, seed: int, solver: str = "ddpm") -> Tensor:
+    def _restore_with(self, denoise: Callable, n: int, steps: int, seed: int, solver: str = "ddpm") -> Tensor:
+        """n draws of a measurement-guided denoiser with `solver` (DDPM steps by default) on the run's grid."""
         return self._draw(denoise, n, self.solver(solver, steps).model_copy(update={"clip": None, "threshold": None}),
                           seed, False)
 
@@ -237,7 +238,7 @@ class Pipeline:
         wrapped = {"replacement": lambda: projection(denoise, meas),
                    "dps": lambda: dps(denoise, meas, self.schedule, zeta),
                    "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
-        return self._ddpm(wrapped, n, steps, seed, solver if method == "replacement" else "ddpm")
+        return self._restore_with(wrapped, n, steps, seed, solver if method == "replacement" else "ddpm")
 
     def upscale(self, image: Any, factor: int = 2, method: str = "ddnm", n: int = 8, steps: int = 50, seed: int = 0,
                 sigma: float = 0.0, zeta: float = 1.0) -> Tensor:
@@ -260,7 +261,7 @@ class Pipeline:
         wrapped = {"ddnm": lambda: projection(denoise, meas, self.schedule),
                    "dps": lambda: dps(denoise, meas, self.schedule, zeta),
                    "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
-        return self._ddpm(wrapped, n, steps, seed)
+        return self._restore_with(wrapped, n, steps, seed)
 
     def denoise(self, image: Any, sigma: float, method: str = "posterior", n: int = 8, steps: int = 50,
                 seed: int = 0) -> Tensor:
@@ -281,7 +282,7 @@ class Pipeline:
         meas = Measurement(Identity(), y, sigma)
         wrapped = steer.moment_matched_denoiser(self, meas) if method == "mmps" else projection(denoise, meas,
                                                                                                   self.schedule)
-        return self._ddpm(wrapped, n, steps, seed)
+        return self._restore_with(wrapped, n, steps, seed)
 
     # -- likelihood -------------------------------------------------------------------------------
     def likelihood(self, x: Tensor | np.ndarray, probes: int = 4, exact: bool = False, rtol: float = 1e-5,

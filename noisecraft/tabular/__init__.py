@@ -7,9 +7,14 @@ baseline. See docs/tabular.md.
 
 from noisecraft.tabular.copula import GaussianCopula
 from noisecraft.tabular.data import load_example, split_table
-from noisecraft.tabular.evaluate import EvalReport, evaluate  # the function, not its module
-from noisecraft.tabular.model import TabularConfig, TabularDiffusion
+from noisecraft.tabular.evaluate import (  # the function, not its module
+    EvalReport,
+    TableEvaluation,
+    evaluate,
+    evaluate_files,
+)
+from noisecraft.tabular.model import TabularConfig, TabularDiffusion, fit_table
 from noisecraft.tabular.schema import TableSchema, infer_schema, read_table
 
-__all__ = ["EvalReport", "GaussianCopula", "TableSchema", "TabularConfig", "TabularDiffusion", "evaluate",
-           "infer_schema", "load_example", "read_table", "split_table"]
+__all__ = ["EvalReport", "GaussianCopula", "TableEvaluation", "TableSchema", "TabularConfig", "TabularDiffusion",
+           "evaluate", "evaluate_files", "fit_table", "infer_schema", "load_example", "read_table", "split_table"]

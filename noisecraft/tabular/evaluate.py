@@ -14,19 +14,24 @@ For a real train/test split and a synthetic table fitted on the train part:
 - privacy: distance to the closest train record (DCR) of each synthetic row, beside that of each real
   test row (a generator that memorises sits closer to the train rows than fresh real data does; Zhao et
   al. 2021, CTAB-GAN, sec. 4.3), and the share of exact copies of train rows, beside the test set's own.
+
+`evaluate_files` is what `noisecraft tabular eval` runs: the real CSV split as `fit_table` split it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from noisecraft.tabular.schema import TableSchema, infer_schema
+from noisecraft.tabular.data import split_table
+from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, read_table
 
 
 @dataclass
@@ -302,3 +307,38 @@ def evaluate(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, t
         metrics.append(Metric("privacy", "exact-copy rate", exact_copy_rate(train, synthetic, numeric, categorical),
                               exact_copy_rate(train, test, numeric, categorical), "<= reference"))
     return EvalReport(metrics, per_column, target, task)
+
+
+@dataclass
+class TableEvaluation:
+    """What `evaluate_files` read and measured: the real train and test rows, the synthetic rows, the
+    train part's schema and the report."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    synthetic: pd.DataFrame
+    schema: TableSchema
+    report: EvalReport
+
+
+def evaluate_files(real: str | Path | pd.DataFrame, synthetic: str | Path | pd.DataFrame, target: str | None = None,
+                   test: str | Path | pd.DataFrame | None = None, test_size: float = 0.2, drop: Sequence[str] = (),
+                   seed: int = 0) -> TableEvaluation:
+    """Evaluate a synthetic table against the real one it was fitted on, as `noisecraft tabular eval` does.
+
+    The real table is split into train and test rows as `fit_table` split it (`test_size`, the fixed seed
+    of `split_table`), or used whole as the train part when a separate `test` table is given. The `drop`
+    columns are left out of every table where present. CSV paths or DataFrames.
+    """
+    drop = [drop] if isinstance(drop, str) else list(drop)
+    frame = read_table(real).drop(columns=drop, errors="ignore")
+    synth = read_table(synthetic).drop(columns=drop, errors="ignore")
+    check_table(frame, target)
+    check_table(synth, target)
+    if test is not None:
+        train, test_frame = frame, read_table(test).drop(columns=drop, errors="ignore")
+    else:
+        train, test_frame = split_table(frame, target, test_size)
+    schema = infer_schema(train, target)
+    report = evaluate(train, test_frame, synth, target, schema, seed)
+    return TableEvaluation(train, test_frame, synth, schema, report)

@@ -8,12 +8,15 @@ balance a categorical column's classes.
 A saved model is a folder: schema.json (column kinds, categories, ranges, missing rates), model.json (this
 config, the quantile transforms, fit statistics) and checkpoints/ (EMA weights, safetensors, written
 atomically by noisecraft.runs.checkpoint). Loading needs no training data and no pickle.
+
+`fit_table` is what `noisecraft tabular fit` runs: read, drop columns, check, split off the test rows, fit.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +29,11 @@ from noisecraft.core.losses import DenoisingLoss, preset
 from noisecraft.io import write_text_atomic
 from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from noisecraft.runs.config import TrainConfig
+from noisecraft.tabular.data import split_table
 from noisecraft.tabular.discrete import MaskedDiffusion
 from noisecraft.tabular.network import JointNet
 from noisecraft.tabular.sampler import Conditions, sample_rows
-from noisecraft.tabular.schema import TableSchema, infer_schema, is_missing, read_table
+from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, is_missing, read_table
 from noisecraft.tabular.trainer import FitStats, fit_joint
 from noisecraft.tabular.transform import QuantileNormal, TableCodec
 
@@ -227,6 +231,30 @@ class TabularDiffusion:
         model.net = model._build()
         model.net.load_state_dict(tensors["ema"])
         return model
+
+
+def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, test_size: float = 0.2,
+              drop: Sequence[str] = (), types: dict[str, str] | None = None, minutes: float | None = None,
+              steps: int | None = None, seed: int = 0, width: int = 256, depth: int = 3,
+              max_epochs: float | None = 300.0, progress: bool = True) -> tuple[TabularDiffusion, pd.DataFrame]:
+    """Fit a model on the train part of a table, as `noisecraft tabular fit` does: (model, train rows).
+
+    Reads the CSV (or copies the frame), leaves out the `drop` columns, checks the table, keeps the fixed
+    train split of `split_table` (all rows when `test_size` is 0, so `evaluate_files` on the same table
+    tests on rows the model never saw) and fits a `TabularDiffusion` of the given width and depth; `types`
+    overrides column kinds, `max_epochs` 0 or None means no epoch cap.
+    """
+    drop = [drop] if isinstance(drop, str) else list(drop)
+    frame = read_table(data)
+    unknown = [c for c in drop if c not in frame.columns]
+    if unknown:
+        raise ValueError(f"`drop` names column(s) {unknown} that are not in the table; columns are {list(frame.columns)}")
+    frame = frame.drop(columns=drop)
+    check_table(frame, target)
+    train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
+    model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
+    model.fit(train, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress)
+    return model, train
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noisecraft.tabular.evaluate import association_matrix, category_labels
+from noisecraft.tabular.evaluate import association_matrix, category_labels, column_kinds
+from noisecraft.tabular.schema import TableSchema
 
 
 def _pyplot():
@@ -75,3 +76,14 @@ def plot_associations(real: pd.DataFrame, synthetic: pd.DataFrame, numeric: list
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+def write_plots(real: pd.DataFrame, synthetic: pd.DataFrame, schema: TableSchema, folder: str | Path,
+                stem: str) -> list[Path]:
+    """The marginals and associations plots of `noisecraft tabular eval`: folder/{stem}_marginals.png and
+    folder/{stem}_associations.png (the folder is created)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    numeric, categorical = column_kinds(schema)
+    return [plot_marginals(real, synthetic, numeric, categorical, folder / f"{stem}_marginals.png"),
+            plot_associations(real, synthetic, numeric, categorical, folder / f"{stem}_associations.png")]
