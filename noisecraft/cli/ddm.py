@@ -46,7 +46,7 @@ def fit_cmd(
         None, help="Within-trial noise (1 default; 0.1 is Ratcliff's convention)."
     ),
     statistic: str = typer.Option("chisq", help="For --method chisq: chisq | g2."),
-    where: str = typer.Option(None, help="pandas query to select rows, e.g. 'monkey == 1'."),
+    where: str = typer.Option(None, help="Rows to keep: 'column OP value' clauses joined by 'and', e.g. 'monkey == 1 and coh >= 0.128'."),
     out: str = typer.Option(None, help="Also write the parameter table to this CSV."),
 ) -> None:
     """Fit the DDM and print a parameter table."""
@@ -132,7 +132,7 @@ def compare_cmd(
     lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
     lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
     s: float = typer.Option(None, help="Within-trial noise."),
-    where: str = typer.Option(None, help="pandas query to select rows."),
+    where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
     n_recovery: int = typer.Option(
         20, help="Simulated data sets in the recovery panel (0 to skip)."
     ),

@@ -10,6 +10,9 @@ Shipped (see ``noisecraft/ddm/data/PROVENANCE.md`` for sources, licences and cit
 
 from __future__ import annotations
 
+import operator
+import re
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +46,49 @@ def load_cavanagh() -> pd.DataFrame:
     return pd.read_csv(DATA_DIR / "cavanagh_theta_nn.csv")
 
 
-def read_trials(data: str | Path, where: str | None = None) -> pd.DataFrame:
-    """Trials from a shipped data set ('roitman' or 'cavanagh') or a CSV path, then an optional pandas query.
+_CLAUSE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|<|>)\s*(.+?)\s*$")
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt,
+            ">": operator.gt}
 
-    ``where`` is passed to :meth:`pandas.DataFrame.query`, e.g. ``"monkey == 1 and coh >= 0.128"``.
-    """
+
+def _value(text: str) -> float | str:
+    """A clause's right-hand side: a quoted string, a number, or a bare word taken as text."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", text):
+        raise ValueError(f"`where` value {text!r} is not a number, a word or a quoted string; clauses are joined "
+                         "by 'and' only")
+    return text
+
+
+def select_rows(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The rows meeting every clause of ``where``: ``column OP value`` joined by ``and`` (OP one of == != < <=
+    > >=), e.g. ``"monkey == 1 and coh >= 0.128"``. The text is parsed, never evaluated."""
+    keep = pd.Series(True, index=df.index)
+    for clause in re.split(r"\s+and\s+", where.strip(), flags=re.IGNORECASE):
+        m = _CLAUSE.match(clause)
+        if m is None:
+            raise ValueError(f"`where` clause {clause!r} is not 'column OP value' (OP one of == != < <= > >=), "
+                             "clauses joined by 'and'")
+        column, op, value = m[1], m[2], _value(m[3])
+        if column not in df.columns:
+            raise ValueError(f"`where` names column {column!r}, which is not in the data; columns are "
+                             f"{list(df.columns)}")
+        try:
+            keep &= _COMPARE[op](df[column], value)
+        except TypeError:
+            raise ValueError(f"`where` compares column {column!r} ({df[column].dtype}) with {value!r}; "
+                             "expected a value of the column's type") from None
+    return df[keep]
+
+
+def read_trials(data: str | Path, where: str | None = None) -> pd.DataFrame:
+    """Trials from a shipped data set ('roitman' or 'cavanagh') or a CSV path, then the rows meeting ``where``
+    (`select_rows`), e.g. ``"monkey == 1 and coh >= 0.128"``."""
     if data == "roitman":
         df = load_roitman()
     elif data == "cavanagh":
@@ -60,7 +101,7 @@ def read_trials(data: str | Path, where: str | None = None) -> pd.DataFrame:
             )
         df = pd.read_csv(p)
     if where:
-        df = df.query(where)
+        df = select_rows(df, where)
     return df
 
 

@@ -78,3 +78,20 @@ def test_simulate_conditions_is_one_seeded_block_per_condition():
 def test_simulate_conditions_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):
         simulate_conditions(10, 1.0, 1.0, **kw)
+
+
+def test_select_rows_parses_clauses_and_never_evaluates():
+    import pandas as pd
+
+    from noisecraft.ddm.data import select_rows
+
+    df = pd.DataFrame({"monkey": [1, 1, 2, 2], "coh": [0.0, 0.256, 0.128, 0.512], "conf": ["HC", "LC", "HC", "LC"]})
+    assert list(select_rows(df, "monkey == 2 and coh >= 0.128").index) == [2, 3]
+    assert list(select_rows(df, "conf == 'HC' AND coh < 0.2").index) == [0, 2]
+    assert list(select_rows(df, "conf != LC").index) == [0, 2]
+    for bad, message in [("__import__('os').system('true')", "is not 'column OP value'"),
+                         ("monkey == 1 or coh > 0", "joined by 'and' only"),
+                         ("species == 1", "not in the data"),
+                         ("conf > 1", "compares column 'conf'")]:
+        with pytest.raises(ValueError, match=message):
+            select_rows(df, bad)
