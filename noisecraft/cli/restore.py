@@ -109,6 +109,7 @@ def denoise(
     with user_errors():
         path = _output(out, Path(run) / f"denoise_{method}.png")
         pipe = load_run(run, ema=ema)
-        x = pipe.denoise(image, sigma, method=method, n=n, steps=steps, seed=seed)
-        _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", pipe.image(image, what="noisy image")),
+        y = pipe.image(image, what="noisy image")
+        x = pipe.denoise(y, sigma, method=method, n=n, steps=steps, seed=seed)
+        _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", y),
                                  (f"{method} samples", x), ("sample mean", x.mean(0, keepdim=True))])

@@ -42,7 +42,7 @@ def sample(
         if route.note:
             typer.echo(route.note)
         x = pipe.sample(n, solver=solver, steps=steps, seed=seed, label=class_, prompt=prompt, guidance=guidance,
-                        classifier=classifier, progress=True)
+                        classifier=classifier, progress=True, route=route)
         if route.kind == "none":
             outs = [Path(out)] if out else [Path(run) / "samples.png", Path(run) / "samples.npy"]
             for path in outs:

@@ -163,8 +163,11 @@ class Pipeline:
 
     # -- sampling ---------------------------------------------------------------------------------
     def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool) -> Tensor:
+        """n draws with `cfg`; `denoise` comes bounded (steer), so the config's clip and threshold are not
+        applied a second time."""
         if n < 1:
             raise ValueError(f"`n` must be >= 1, got {n}")
+        cfg = cfg.model_copy(update={"clip": None, "threshold": None})
         with torch.no_grad():
             x = cfg.run(denoise, self.schedule, (n, *self.sample_shape), _generator(seed), device=self.device,
                         progress=progress)
@@ -173,28 +176,32 @@ class Pipeline:
     def sample(self, n: int = 16, solver: str | None = None, steps: int | None = None, seed: int = 0,
                grid: str | list[float] | None = None, label: int | None = None, prompt: str | None = None,
                guidance: float = 1.0, classifier: str | None = None, threshold: float | None = None,
-               progress: bool = False) -> Tensor:
+               progress: bool = False, route: Route | None = None) -> Tensor:
         """n samples with the run's sampler (solver, steps, grid; each None keeps the run's setting).
 
         label / prompt choose a class or a text condition; guidance is the scale w (1: the plain conditional
         model, 0: unconditional); classifier, a noisy-classifier folder, switches to classifier guidance;
-        threshold, a quantile such as 0.95, replaces the run's clip by dynamic thresholding."""
+        threshold, a quantile such as 0.95, replaces the run's clip by dynamic thresholding. `route`, from
+        `route(label, prompt, classifier)`, saves embedding a prompt a second time."""
         run = self.with_threshold(threshold)
-        route = run.route(label, prompt, classifier)
+        route = route or run.route(label, prompt, classifier)
         if classifier is None:
             run._check_drawable(route)
         denoise = run.denoiser(guidance=guidance, classifier=classifier, route=route)
-        cfg = run.solver(solver, steps, grid).model_copy(update={"clip": None, "threshold": None})
-        return run._draw(denoise, n, cfg, seed, progress)
+        return run._draw(denoise, n, run.solver(solver, steps, grid), seed, progress)
 
     # -- inverse problems -------------------------------------------------------------------------
+    def image_shape(self, what: str = "image") -> tuple[int, int, int]:
+        """(C, H, W) of the run's images; a ValueError for a run of vectors."""
+        if not self.is_image:
+            raise ValueError(f"this run models vectors of shape {self.sample_shape}; {what}s need an image model")
+        return self.sample_shape
+
     def image(self, image: Any, shape: tuple[int, ...] | None = None, what: str = "image") -> Tensor:
         """An image as (1, C, H, W) in [-1, 1]: a PNG/JPEG path, or an array of shape (C, H, W) or (1, C, H, W)."""
         from noisecraft.data.files import load_image
 
-        shape = tuple(shape or self.sample_shape)
-        if not self.is_image:
-            raise ValueError(f"this run models vectors of shape {self.sample_shape}; {what}s need an image model")
+        shape = tuple(shape or self.image_shape(what))
         if isinstance(image, (str, Path)):
             return load_image(image, shape, what)
         x = torch.as_tensor(np.asarray(image) if not isinstance(image, Tensor) else image, dtype=torch.float32)
@@ -217,8 +224,7 @@ class Pipeline:
 
     def _restore_with(self, denoise: Callable, n: int, steps: int, seed: int, solver: str = "ddpm") -> Tensor:
         """n draws of a measurement-guided denoiser with `solver` (DDPM steps by default) on the run's grid."""
-        return self._draw(denoise, n, self.solver(solver, steps).model_copy(update={"clip": None, "threshold": None}),
-                          seed, False)
+        return self._draw(denoise, n, self.solver(solver, steps), seed, False)
 
     def inpaint(self, image: Any, mask: Any, method: str = "repaint", n: int = 8, solver: str = "ddpm",
                 steps: int = 50, seed: int = 0, jump_length: int = 5, jump_count: int = 5, zeta: float = 1.0) -> Tensor:
@@ -252,10 +258,10 @@ class Pipeline:
             raise ValueError(f"`factor` must be 2 or 4, got {factor}")
         if not sigma >= 0:
             raise ValueError(f"`sigma` must be >= 0, got {sigma}")
-        c, h, w = self.sample_shape if self.is_image else (0, 0, 0)
-        if self.is_image and h % factor:
+        c, h, w = self.image_shape("low-resolution image")
+        if h % factor:
             raise ValueError(f"the model's {h}x{w} images are not divisible by `factor` {factor}")
-        small = self.image(image, (c, h // max(factor, 1), w // max(factor, 1)), "low-resolution image")
+        small = self.image(image, (c, h // factor, w // factor), "low-resolution image")
         meas = Measurement(AvgPool(factor), small, sigma)
         denoise = steer.base_denoiser(self)
         wrapped = {"ddnm": lambda: projection(denoise, meas, self.schedule),
