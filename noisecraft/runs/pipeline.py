@@ -22,6 +22,7 @@ from torch import Tensor
 from noisecraft.core.bounds import check_threshold
 from noisecraft.core.denoiser import Denoiser
 from noisecraft.core.schedules import Schedule
+from noisecraft.nets.batching import FixedBatch
 from noisecraft.runs import steer
 from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint
 from noisecraft.runs.config import RunConfig, load_config
@@ -65,10 +66,15 @@ class Pipeline:
     step: int = 0
     run_dir: Path | None = None
     network: Denoiser | Callable[..., Tensor] = field(default=None)  # type: ignore[assignment]
+    #: rows per network call when set: every call then has that one shape, so sample i is the same bits
+    #: whatever n, process count or service batch it is drawn in (noisecraft.nets.batching); None calls the
+    #: network on whole batches (fastest; the digits UNet's rows then vary with the batch size at ~1e-6)
+    eval_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.network is None:
-            object.__setattr__(self, "network", self.config.loss.denoiser(self.net))
+            net = self.net if self.eval_batch is None else FixedBatch(self.net, self.eval_batch)
+            object.__setattr__(self, "network", self.config.loss.denoiser(net))
 
     # -- what the run is --------------------------------------------------------------------------
     @property
@@ -97,6 +103,13 @@ class Pipeline:
             return self
         sample_cfg = self.config.sample.model_copy(update={"threshold": threshold, "clip": None})
         return replace(self, config=self.config.model_copy(update={"sample": sample_cfg}))
+
+    def with_eval_batch(self, eval_batch: int | None) -> Pipeline:
+        """This run with its network evaluated in chunks of `eval_batch` rows (bitwise batch-invariant), or
+        on whole batches (None)."""
+        if eval_batch == self.eval_batch:
+            return self
+        return replace(self, eval_batch=eval_batch, network=None)
 
     def reference(self) -> np.ndarray | None:
         """The run's training data (for side-by-side pictures), or None if it cannot be read here."""
