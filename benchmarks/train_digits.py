@@ -213,7 +213,7 @@ def main() -> None:
     if args.table:
         print_table(json.loads(Path(args.table).read_text()))
         return
-    base = with_overrides(demo_config(args.minutes), args.overrides)
+    base = with_overrides(demo_config(minutes=args.minutes), args.overrides)
     out = Path(args.out)
     jobs = []
     for seed in args.seeds:

@@ -2,7 +2,7 @@
 
 A module may import from its own layer or a lower one, never a higher one:
 
-    core, io  <-  solvers, nets, data, metrics  <-  guide, analysis  <-  viz  <-  runs
+    core, io, validation  <-  solvers, nets, data, metrics  <-  guide, analysis  <-  viz  <-  runs
               <-  experiments, tabular, ddm  <-  cli
 
 Two rules sit beside the ranks: ddm is a standalone app that imports only itself and io (numpy/scipy,
@@ -18,6 +18,7 @@ from __future__ import annotations
 LAYERS: dict[str, int] = {
     "core": 0,
     "io": 0,
+    "validation": 0,
     "layers": 0,
     "solvers": 1,
     "nets": 1,

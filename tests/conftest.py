@@ -34,6 +34,9 @@ def mix16() -> nc.oracle.GaussianMixture:
 
 def pytest_configure(config):
     # two xdist workers on two cores: one intra-op thread each avoids oversubscription
+    import os
+
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = "1"  # and jobs the tests start choose 1 (noisecraft.runs.threads) without probing
     torch.set_num_threads(1)

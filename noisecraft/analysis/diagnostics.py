@@ -35,6 +35,7 @@ from noisecraft.core.noise import randn_like
 from noisecraft.core.parameterization import score_from_x0
 from noisecraft.core.schedules import Schedule
 from noisecraft.core.tensors import FLOAT64, as_time, expand_like
+from noisecraft.io import save_figure
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -243,6 +244,5 @@ def plot_diagnostics(path: str | Path, curves: list[LevelCurve], bound: KLBound 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)

@@ -1,4 +1,5 @@
-"""What every command shares: user errors as one red line naming the option, exit code 2.
+"""What every command shares: user errors as one red line naming the option or file (exit code 2 for bad
+input, 1 for a failure while working).
 
 The library names a bad argument in backticks (`guidance`, `label`); a command shows it as its option
 (--guidance, --class), so the message reads right in both places.
@@ -11,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from pydantic import ValidationError
+
+from noisecraft.validation import describe
 
 
 def as_options(message: str, renames: dict[str, str] | None = None) -> str:
@@ -21,9 +25,32 @@ def as_options(message: str, renames: dict[str, str] | None = None) -> str:
 
 @contextmanager
 def user_errors(**renames: str) -> Iterator[None]:
-    """Run a command body; a ValueError or a missing file (bad input, found before any work) ends it with one line and exit 2."""
+    """Run a command body; each failure a user can act on ends it with one red line: bad input (a ValueError,
+    a missing file), found before any work, exits 2; a file that cannot be written (an OSError naming it) or
+    a computation that blew up (a FloatingPointError, e.g. a non-finite loss) exits 1. Anything else is a bug
+    and keeps its traceback."""
     try:
         yield
     except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {as_options(str(err), renames)}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        _fail(_validation_line(err) if isinstance(err, ValidationError) else str(err), 2, renames)
+    except OSError as err:
+        _fail(_os_line(err), 1, renames)
+    except FloatingPointError as err:
+        _fail(str(err), 1, renames)
+
+
+def _fail(message: str, code: int, renames: dict[str, str]) -> None:
+    typer.secho(f"error: {as_options(message, renames)}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=code) from None
+
+
+def _validation_line(err: ValidationError) -> str:
+    """A pydantic error that escaped the library's own checks: top-level fields named as arguments."""
+    return describe(err, lambda path: f"`{path}`" if path.isidentifier() else path)
+
+
+def _os_line(err: OSError) -> str:
+    """"'PATH': Permission denied" for an error that names its file, else the error itself."""
+    if err.filename is None:
+        return str(err)
+    return f"{str(err.filename)!r}: {err.strerror or err}"

@@ -53,8 +53,10 @@ def fit_cmd(
     from noisecraft.ddm.data import read_trials
     from noisecraft.ddm.fit import fit
     from noisecraft.ddm.spec import ModelSpec
+    from noisecraft.io import check_output
 
     with user_errors():
+        table_path = check_output(out, (".csv",)) if out else None
         res = fit(
             read_trials(data, where),
             rt=rt,
@@ -69,8 +71,10 @@ def fit_cmd(
     typer.echo(res.summary())
     if res.ez_per_condition is not None:
         typer.echo("\nEZ per condition:\n" + res.ez_per_condition.to_string(index=False))
-    if out:
-        res.table().to_csv(out, index=False)
+    if table_path is not None:
+        with user_errors():
+            table_path.parent.mkdir(parents=True, exist_ok=True)
+            res.table().to_csv(table_path, index=False)
 
 
 @app.command("simulate")
@@ -95,8 +99,10 @@ def simulate_cmd(
 ) -> None:
     """Simulate trials and write a CSV (columns rt, response[, condition], contaminant)."""
     from noisecraft.ddm.simulate import simulate_conditions
+    from noisecraft.io import check_output
 
     with user_errors():
+        out = check_output(out, (".csv",))
         lo, hi = _floats(lapse_range, ":", "lapse_range", "0:2", count=2)
         levels = _floats(conditions, ",", "conditions", "0.5,1") if conditions else None
         df = simulate_conditions(
@@ -115,7 +121,8 @@ def simulate_cmd(
             method=method,
             seed=seed,
         )
-    df.to_csv(out, index=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
     typer.echo(f"wrote {len(df)} trials to {out}")
 
 
@@ -142,8 +149,10 @@ def compare_cmd(
     from noisecraft.ddm.data import read_trials
     from noisecraft.ddm.report import compare
     from noisecraft.ddm.spec import ModelSpec
+    from noisecraft.io import check_output_folder
 
     with user_errors():
+        check_output_folder(out)
         path = compare(
             read_trials(data, where),
             out,

@@ -15,11 +15,11 @@ app = typer.Typer()
 
 
 def _output(out: str | None, default: Path) -> Path:
-    """The output file, checked before any work: a .png of panels, or a .npy of the results alone."""
-    path = Path(out) if out else default
-    if path.suffix not in (".png", ".npy"):
-        raise ValueError(f"`out` {str(path)!r} must end in .png or .npy")
-    return path
+    """The output file, checked before any work: a .png of panels, or a .npy of the results alone (the
+    default, in the run directory, is checked by loading the run)."""
+    from noisecraft.io import check_output
+
+    return check_output(out, (".png", ".npy")) if out else default
 
 
 def _write(path: Path, x, panels) -> None:

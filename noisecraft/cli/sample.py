@@ -31,12 +31,13 @@ def sample(
                                                "run's clip (Saharia et al. 2022)."),
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
+    from noisecraft.io import check_output
     from noisecraft.runs.pipeline import load_run
     from noisecraft.viz.plots import save_samples
 
     with user_errors(label="--class"):
-        if out is not None and Path(out).suffix not in (".png", ".npy"):
-            raise ValueError(f"output {out!r} must end in .png or .npy")
+        if out is not None:
+            check_output(out, (".png", ".npy"))
         pipe = load_run(run, ema=ema).with_threshold(threshold)
         route = pipe.route(class_, prompt, classifier)
         if route.note:

@@ -45,16 +45,17 @@ def fit(
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
     from noisecraft.io import write_text_atomic
+    from noisecraft.io import check_output_folder
     from noisecraft.tabular.model import fit_table
 
-    out = Path(out)
-    with user_errors():
+    with user_errors(max_steps="--steps", lr="(TabularConfig.train.lr)"):
+        out = check_output_folder(out)
         model, train = fit_table(data, target, test_size=test_size, drop=drop, types=_parse_pairs(types, "--type"),
                                  minutes=minutes, steps=steps, seed=seed, width=width, depth=depth,
                                  max_epochs=max_epochs)
-    model.save(out)
-    write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size, "drop": list(drop),
-                                              "rows": len(train)}, indent=1))
+        model.save(out)
+        write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size,
+                                                        "drop": list(drop), "rows": len(train)}, indent=1))
     typer.echo(f"fitted {len(train)} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
                f"({model.stats.steps} steps, final loss {model.stats.loss:.4f}); saved to {out}")
 
@@ -70,14 +71,16 @@ def sample(
     steps: int = typer.Option(None, help="Reverse-process steps (default: the model's, 100)."),
 ) -> None:
     """Sample a synthetic table with the training table's columns and types."""
+    from noisecraft.io import check_output
     from noisecraft.tabular.model import TabularDiffusion
 
-    out = Path(out)
     with user_errors():
+        out = check_output(out, (".csv",))
         model = TabularDiffusion.load(model_dir)
         fixed = {k: model.parse_value(k, v) for k, v in _parse_pairs(where, "--where").items()}
         frame = model.sample(n, where=fixed, balance=balance, seed=seed, steps=steps)
-    frame.to_csv(out, index=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
     typer.echo(f"wrote {len(frame)} rows to {out}")
 
 
@@ -93,17 +96,19 @@ def eval_(
     seed: int = typer.Option(0, help="Seed of the classifiers and subsampling."),
 ) -> None:
     """Print utility, fidelity and privacy beside the real test set's values; write plots and eval.json."""
+    from noisecraft.io import check_output_folder
     from noisecraft.tabular.evaluate import evaluate_files
     from noisecraft.tabular.plots import write_plots
 
     synthetic = Path(synthetic)
     with user_errors():
+        folder = check_output_folder(plots, "plots") if plots else synthetic.parent
         result = evaluate_files(real, synthetic, target, test=test, test_size=test_size, drop=drop, seed=seed)
     typer.echo(f"real train {len(result.train)} rows, real test {len(result.test)} rows, "
                f"synthetic {len(result.synthetic)} rows")
     typer.echo(result.report.format_table())
-    folder = Path(plots) if plots else synthetic.parent
     stem = synthetic.stem
-    paths = write_plots(result.train, result.synthetic, result.schema, folder, stem)
-    (folder / f"{stem}_eval.json").write_text(result.report.to_json())
+    with user_errors():
+        paths = write_plots(result.train, result.synthetic, result.schema, folder, stem)
+        (folder / f"{stem}_eval.json").write_text(result.report.to_json())
     typer.echo("wrote " + ", ".join(str(p) for p in [*paths, folder / f"{stem}_eval.json"]))

@@ -16,7 +16,7 @@ from torch import Tensor
 def check_threshold(threshold: float | None) -> float | None:
     """A quantile in (0, 1) or None, else a ValueError naming it."""
     if threshold is not None and not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a quantile in (0, 1), such as 0.95; got {threshold}")
+        raise ValueError(f"`threshold` must be a quantile in (0, 1), such as 0.95; got {threshold}")
     return threshold
 
 

@@ -30,11 +30,12 @@ def stream_generator(seed: int, index: int) -> torch.Generator:
 class SampleNoise:
     """Standard normal draws of shape (batch, *sample_shape), sample i from its own stream."""
 
-    def __init__(self, seed: int, batch: int, block: int = 16) -> None:
+    def __init__(self, seed: int, batch: int, block: int = 16, first: int = 0) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.seed = int(seed)
         self.batch = batch
+        self.first = int(first)  # row 0 of this batch is sample `first` of the call (a shard of a larger draw)
         self.block = block
         self._generators: list[torch.Generator] | None = None  # made on the first draw: deterministic solvers never pay
         self._buffers: dict[tuple, tuple[Tensor, int]] = {}
@@ -42,15 +43,16 @@ class SampleNoise:
     def _streams(self) -> list[torch.Generator]:
         if self._generators is None:
             self._generators = [
-                stream_generator(self.seed, i) for i in range(self.batch)
+                stream_generator(self.seed, self.first + i) for i in range(self.batch)
             ]
         return self._generators
 
     @classmethod
-    def from_generator(cls, generator: torch.Generator | None, batch: int) -> "SampleNoise":
-        """Draw one base seed from `generator` (so successive calls differ) and split it per sample."""
+    def from_generator(cls, generator: torch.Generator | None, batch: int, first: int = 0) -> "SampleNoise":
+        """Draw one base seed from `generator` (so successive calls differ) and split it per sample; `first`
+        makes row 0 sample `first` of the draw (its rows first .. first + batch - 1, as one process's shard)."""
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-        return cls(seed, batch)
+        return cls(seed, batch, first=first)
 
     def randn(self, sample_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
         key = tuple(sample_shape)

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: PIL modes read as one grayscale channel
+GRAY_MODES = ("L", "1", "I;16", "I")
 
 
 def load_image_folder(folder: str | Path) -> np.ndarray:
     """All images under `folder` (sorted by path) as float32 (n, channels, height, width) in [-1, 1]."""
-    from PIL import Image
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"image folder {str(folder)!r} does not exist or is not a directory")
@@ -29,9 +29,7 @@ def load_image_folder(folder: str | Path) -> np.ndarray:
         raise ValueError(f"image folder {str(folder)!r} holds no images; expected files ending in {IMAGE_SUFFIXES}")
     arrays, first = [], None
     for path in paths:
-        with Image.open(path) as img:
-            mode = "L" if img.mode in ("L", "1", "I;16", "I") else "RGB"
-            arr = np.asarray(img.convert(mode), dtype=np.float32)
+        arr = read_image(path)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         if first is None:
             first = (path, arr.shape)
@@ -40,6 +38,20 @@ def load_image_folder(folder: str | Path) -> np.ndarray:
                              f"(channels, height, width) but {path.name} is {arr.shape}")
         arrays.append(arr)
     return np.stack(arrays) / 127.5 - 1.0
+
+
+def read_image(path: str | Path, mode: str | None = None, what: str = "image") -> np.ndarray:
+    """The pixels of one image file as float32 (height, width) or (height, width, channels) in 0..255,
+    converted to `mode` ('L' or 'RGB'; None keeps grayscale as 'L' and makes anything else 'RGB'). A file
+    PIL cannot decode (not an image, truncated, corrupt) is a ValueError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            mode = mode or ("L" if img.mode in GRAY_MODES else "RGB")
+            return np.asarray(img.convert(mode), dtype=np.float32)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's ways to say "corrupt"
+        raise ValueError(f"{what} {str(path)!r} is not a readable image: {err}") from None
 
 
 def load_npy(path: str | Path) -> np.ndarray:
@@ -61,13 +73,11 @@ def load_npy(path: str | Path) -> np.ndarray:
 def load_image(path: str | Path, shape: tuple[int, ...], what: str = "image") -> torch.Tensor:
     """One PNG/JPEG as (1, C, H, W) in [-1, 1]; its size and channels must be `shape` (C, H, W)."""
     import torch
-    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what} file {str(path)!r} does not exist")
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("L" if shape[0] == 1 else "RGB"), dtype=np.float32)
+    arr = read_image(path, "L" if shape[0] == 1 else "RGB", what)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if arr.shape[1:] != tuple(shape[1:]):
         raise ValueError(f"{what} {path.name} is {arr.shape[1]}x{arr.shape[2]}; expected {shape[1]}x{shape[2]}")

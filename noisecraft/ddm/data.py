@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import operator
 import re
-
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from noisecraft.io import read_csv
 
 __all__ = ["DATA_DIR", "RTData", "load_cavanagh", "load_roitman", "prepare", "read_trials"]
 
@@ -99,7 +100,7 @@ def read_trials(data: str | Path, where: str | None = None) -> pd.DataFrame:
             raise ValueError(
                 f"data file {str(data)!r} not found; expected a CSV path or 'roitman'/'cavanagh'"
             )
-        df = pd.read_csv(p)
+        df = read_csv(p)
     if where:
         df = select_rows(df, where)
     return df

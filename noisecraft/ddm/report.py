@@ -25,6 +25,7 @@ from noisecraft.ddm.density import Lapse, cdf, pdf
 from noisecraft.ddm.fit import QUANTILES, FitResult, fit
 from noisecraft.ddm.simulate import simulate
 from noisecraft.ddm.spec import ModelSpec, _fmt
+from noisecraft.io import save_figure
 
 __all__ = ["compare"]
 
@@ -91,8 +92,7 @@ def _plot_histograms(data: RTData, fits: dict[str, FitResult], path: Path) -> No
                 ax.set_xlabel("RT (s)")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _plot_qp(data: RTData, fits: dict[str, FitResult], path: Path) -> None:
@@ -124,8 +124,7 @@ def _plot_qp(data: RTData, fits: dict[str, FitResult], path: Path) -> None:
     ax.set_title("quantile-probability plot (points: data)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _recovery(data: RTData, spec: ModelSpec, ml: FitResult, n_sets: int, seed: int) -> pd.DataFrame:
@@ -191,8 +190,7 @@ def _plot_recovery(rec: pd.DataFrame, path: Path) -> None:
     axes[0, 0].set_ylabel("estimate")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:

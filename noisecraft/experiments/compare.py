@@ -37,6 +37,7 @@ from torch import Tensor
 from noisecraft.core.bounds import clipped
 from noisecraft.core.tensors import FLOAT64
 from noisecraft.data.digits import BIN_WIDTH as DIGITS_BIN
+from noisecraft.io import save_figure
 from noisecraft.runs.pipeline import Pipeline
 
 MODELS: dict[str, str] = {
@@ -320,8 +321,7 @@ def plot_quality(path: Path, rows: list[dict], metric: str, floor: float) -> Pat
     axes[0][0].set_ylabel(f"{metric} (lower is better)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -342,8 +342,7 @@ def plot_training(path: Path, curves: dict[str, list[dict]]) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 

@@ -162,13 +162,12 @@ def mask_from_array(mask: Tensor | np.ndarray, sample_shape: Sequence[int], thre
 
 def mask_from_png(path: str | Path, sample_shape: Sequence[int]) -> Mask:
     """A Mask from a grayscale PNG: white (> 127) = known, black = to fill in."""
-    from PIL import Image
+    from noisecraft.data.files import read_image
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"mask file {str(path)!r} does not exist")
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+    arr = read_image(path, "L", "mask").astype(np.float64) / 255.0
     return mask_from_array(arr, sample_shape)
 
 

@@ -2,8 +2,12 @@
 
 A checkpoint is a directory `step_XXXXXXXX/` holding model.safetensors, ema.safetensors,
 optimizer.safetensors, rng.safetensors and state.json. It is written under a temporary name, flushed
-to disk and renamed, and the run's `latest` pointer is replaced the same way, so a crash at any moment
-leaves the previous checkpoint whole.
+to disk and renamed, so a crash at any moment leaves the previous checkpoint whole.
+
+Checkpoints are found from the step folders themselves, newest first: the `latest` file is written for
+people and older tools but never read, since a crash can leave it stale and a hand edit can point it
+anywhere. A save at step k supersedes any folder of a later step (left by a run resumed from an earlier
+checkpoint), so the newest folder is always the last one saved.
 """
 
 from __future__ import annotations
@@ -11,17 +15,23 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from noisecraft.io import write_text_atomic
+from noisecraft.io import process_alive, remove_stale_temps, write_text_atomic
 
 GROUPS = ("model", "ema", "optimizer", "rng")
+STEP_NAME = re.compile(r"step_(\d{8,})")
+#: a checkpoint being written (.tmp), replaced (.old) or deleted (.del) by process PID
+ORPHAN_NAME = re.compile(r"\.(tmp|old|del)-(step_\d{8,})-(\d+)")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -32,14 +42,47 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, dict[str, torch.Tensor]],
-                    meta: dict[str, Any], keep: int = 2) -> Path:
-    """Write folder/step_XXXXXXXX atomically, point folder/latest at it, keep the newest `keep` checkpoints."""
+def _step(path: Path) -> int:
+    return int(STEP_NAME.fullmatch(path.name)[1])
+
+
+def checkpoints(folder: str | Path) -> list[Path]:
+    """The step folders of `folder`, newest first: plain directories named step_XXXXXXXX (never a symlink)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"step_{step:08d}"
-    tmp = folder / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if STEP_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=_step, reverse=True)
+
+
+def remove_orphans(folder: str | Path) -> None:
+    """Remove the .tmp-/.old-/.del- folders a crashed save or prune left (of this process or a dead one); an
+    .old copy whose step folder is gone is the last whole copy of that step and is put back instead. A
+    half-written `latest` goes too."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    remove_stale_temps(folder)
+    for path in folder.iterdir():
+        match = ORPHAN_NAME.fullmatch(path.name)
+        if match is None or (int(match[3]) != os.getpid() and process_alive(int(match[3]))):
+            continue
+        kind, name = match[1], match[2]
+        if kind == "old" and not (folder / name).exists() and (path / "state.json").is_file():
+            os.rename(path, folder / name)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a step folder: renamed out of sight first, so a crash midway never leaves a partial one."""
+    gone = path.with_name(f".del-{path.name}-{os.getpid()}")
+    os.rename(path, gone)
+    shutil.rmtree(gone)
+
+
+def _write_tmp(tmp: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], meta: dict[str, Any]) -> None:
+    """Every file of a checkpoint into `tmp`, each flushed to disk."""
     tmp.mkdir()
     for group, state in tensors.items():
         if group not in GROUPS:
@@ -50,37 +93,116 @@ def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, dict[str, 
     for child in tmp.iterdir():
         with open(child, "rb") as f:
             os.fsync(f.fileno())
+
+
+def _prune(folder: Path, final: Path, keep: int) -> None:
+    """Keep `final` and the keep - 1 checkpoints before it (all of them if keep <= 0); later ones are
+    superseded by `final`."""
+    older = [p for p in checkpoints(folder) if _step(p) < _step(final)]
+    newer = [p for p in checkpoints(folder) if _step(p) > _step(final)]
+    for stale in newer + (older[keep - 1:] if keep > 0 else []):
+        remove_checkpoint(stale)
+
+
+def save_checkpoint(folder: str | Path, step: int, tensors: dict[str, dict[str, torch.Tensor]],
+                    meta: dict[str, Any], keep: int = 2) -> Path:
+    """Write folder/step_XXXXXXXX atomically, point folder/latest at it, keep the newest `keep` checkpoints."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_orphans(folder)
+    final = folder / f"step_{step:08d}"
+    tmp = folder / f".tmp-{final.name}-{os.getpid()}"
+    _write_tmp(tmp, step, tensors, meta)
     if final.exists():  # re-saving a step: move the old copy aside first so a whole one always exists
         old = folder / f".old-{final.name}-{os.getpid()}"
         os.rename(final, old)
         os.rename(tmp, final)
-        shutil.rmtree(old)
+        shutil.rmtree(old)  # a crash here leaves an orphan that the next save removes
     else:
         os.rename(tmp, final)
     _fsync_dir(folder)
     write_text_atomic(folder / "latest", final.name)
-    for stale in sorted(p for p in folder.glob("step_*") if p.is_dir())[:-keep] if keep > 0 else []:
-        shutil.rmtree(stale)
+    _prune(folder, final, keep)
     return final
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The checkpoint `latest` points at, or None when the folder has none."""
-    pointer = Path(folder) / "latest"
-    if not pointer.is_file():
-        return None
-    path = Path(folder) / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    """The newest step folder holding a state.json, or None when the folder has none (contents unchecked:
+    `newest_intact` reads them)."""
+    return next((p for p in checkpoints(folder) if (p / "state.json").is_file()), None)
 
 
-def load_checkpoint(path: str | Path, groups: tuple[str, ...] = GROUPS) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """(tensors by group, state.json) of a checkpoint directory."""
+def _read_state(path: Path) -> dict:
+    """state.json of checkpoint `path`: a JSON object with an integer step."""
+    file = path / "state.json"
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"checkpoint {file} is damaged (expected JSON with an integer 'step'): {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise ValueError(  # noqa: TRY004 (a damaged file, not a caller's wrong type)
+            f"checkpoint {file} is damaged: expected a JSON object with an integer 'step'")
+    return meta
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"checkpoint {file} is damaged (truncated or not safetensors): {err}") from None
+
+
+def load_checkpoint(path: str | Path, groups: tuple[str, ...] | None = None) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """(tensors by group, state.json) of a checkpoint directory: the given groups, each required, or all
+    present; a ValueError naming the file when one is damaged."""
     path = Path(path)
     if not (path / "state.json").is_file():
         raise ValueError(f"{str(path)!r} is not a checkpoint: expected a directory with state.json")
-    meta = json.loads((path / "state.json").read_text())
-    tensors = {g: load_file(str(path / f"{g}.safetensors")) for g in groups if (path / f"{g}.safetensors").is_file()}
-    return tensors, meta
+    meta = _read_state(path)
+    if groups is None:
+        groups = tuple(g for g in GROUPS if (path / f"{g}.safetensors").is_file())
+    missing = [f"{g}.safetensors" for g in groups if not (path / f"{g}.safetensors").is_file()]
+    if missing:
+        raise ValueError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}")
+    return {g: _read_tensors(path / f"{g}.safetensors") for g in groups}, meta
+
+
+def newest_intact(folder: str | Path, groups: tuple[str, ...] | None = None) -> tuple[Path, dict, dict]:
+    """(path, tensors, state) of the newest checkpoint in `folder` that reads whole; damaged newer ones are
+    skipped with a warning naming them. A ValueError when there is none, or none intact."""
+    folder, skipped = Path(folder), []
+    for path in checkpoints(folder):
+        try:
+            tensors, meta = load_checkpoint(path, groups)
+        except ValueError as err:
+            skipped.append((path, err))
+            continue
+        for bad, err in skipped:
+            warnings.warn(f"checkpoint {bad} is damaged, using {path.name} instead: {err}", stacklevel=2)
+        return path, tensors, meta
+    if skipped:
+        raise ValueError(f"{folder} holds no intact checkpoint; the newest: {skipped[0][1]}")
+    raise ValueError(f"{folder} holds no checkpoint yet: train it first")
+
+
+def _listed(keys: list[str], limit: int = 3) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_weights(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str | Path,
+                  partial: bool = False) -> None:
+    """A ValueError naming `source` when `found` (from a file) is not a state of the network `expected`
+    describes: missing keys (unless `partial`), unexpected keys, shape mismatches."""
+    missing = [] if partial else [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k}: {tuple(found[k].shape)} in the file, expected {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and found[k].shape != v.shape]
+    problems = [f"{what} {_listed(keys)}" for what, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch for", shapes)) if keys]
+    if problems:
+        raise ValueError(f"{source} holds weights of another network: {'; '.join(problems)}. Expected the "
+                         "network of the run's config.yaml")
 
 
 # -- optimizer and RNG state as tensors + JSON ---------------------------------------------------

@@ -17,6 +17,7 @@ from noisecraft.core.losses import PRESETS, DenoisingLoss, preset
 from noisecraft.data import DataConfig
 from noisecraft.nets import NetConfig
 from noisecraft.solvers.config import SolverConfig
+from noisecraft.validation import check_field, describe
 
 
 class TrainConfig(BaseModel):
@@ -26,7 +27,7 @@ class TrainConfig(BaseModel):
 
     batch_size: int = Field(128, ge=1, description="global batch per optimiser step, over all processes")
     grad_accum: int = Field(1, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(100, ge=0)
@@ -36,7 +37,7 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     ema_power: float = Field(2 / 3, ge=0)
     max_steps: int | None = Field(None, ge=1)
-    minutes: float | None = Field(None, gt=0)
+    minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
     #: what `minutes` counts: wall-clock time, or this process's CPU time (for fair budgets on shared machines)
     clock: Literal["wall", "process"] = "wall"
     checkpoint_every: int = Field(500, ge=1)
@@ -45,6 +46,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     num_threads: int | None = Field(None, ge=1)
+    #: several processes: "ddp" replicates the weights and averages gradients; "fsdp" shards weights, gradients,
+    #: optimiser moments and EMA over the processes (noisecraft.runs.sharding); one process ignores it
+    sharding: Literal["ddp", "fsdp"] = "ddp"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -75,27 +79,35 @@ class RunConfig(BaseModel):
 
 
 def config_from_dict(raw: Any, source: str = "config") -> RunConfig:
-    """Validate a plain dict; errors name each bad key by its dotted path."""
+    """Validate a plain dict; errors name each bad key by its dotted path, all in one line."""
     if not isinstance(raw, dict):
         raise ValueError(f"{source} must be a mapping of sections, got {type(raw).__name__}")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-            if e["type"] == "extra_forbidden":
-                lines.append(f"unknown key {where!r}")
-            else:
-                lines.append(f"{where or '(top)'}: {e['msg']} (got {e.get('input')!r})")
-        raise ValueError(f"invalid {source}: " + "; ".join(lines)) from None
+        raise ValueError(f"invalid {source}: {describe(err)}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """The RunConfig in a YAML file; a missing file, text that is not UTF-8 or not YAML, or a bad key is a
+    ValueError naming the file (and the line, for YAML)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
-    return config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text (byte {err.start}); expected YAML") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(err)}") from None
+    return config_from_dict(raw, source=str(path))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """'line L: problem' for a PyYAML error (its mark counts lines from 0)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark is not None else problem
 
 
 def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunConfig:
@@ -122,7 +134,10 @@ def config_from_options(data: str = "digits", preset_name: str = "edm", loss: st
     """The config `noisecraft train` builds: a YAML file or the preset for `data`, with `loss` replacing the
     preset's loss and the given train fields (None = unchanged) applied; a time budget alone drops the file's
     step budget."""
-    overrides = {k: v for k, v in train.items() if v is not None}
+    for name, value in (("preset", None if config else preset_name), ("loss", loss)):  # named as the options
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown `{name}` {value!r}; expected one of {list(PRESETS)}")
+    overrides = {k: check_field(TrainConfig, k, v) for k, v in train.items() if v is not None}
     if config is None:
         raw = preset_config(data, preset_name, **overrides).model_dump()
     else:

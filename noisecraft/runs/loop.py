@@ -160,7 +160,7 @@ class Loop:
             where = (f"; the last good checkpoint is {state.checkpoint}" if state.checkpoint
                      else "; no checkpoint was written yet")
             raise NonFiniteLossError(f"loss became {loss} at step {state.step}, before the update; stopped{where}. "
-                                     "Expected a finite loss: lower train.lr or check the data")
+                                     "Expected a finite loss: lower the learning rate `lr` or check the data")
 
     def _update(self) -> None:
         self._clip()

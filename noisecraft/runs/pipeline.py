@@ -10,6 +10,7 @@ data's range; sample i of a call depends only on (seed, i) (noisecraft.core.nois
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,10 +22,11 @@ from torch import Tensor
 
 from noisecraft.core.bounds import check_threshold
 from noisecraft.core.denoiser import Denoiser
+from noisecraft.core.noise import SampleNoise
 from noisecraft.core.schedules import Schedule
 from noisecraft.nets.batching import FixedBatch
-from noisecraft.runs import steer
-from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint
+from noisecraft.runs import distributed, memory, steer
+from noisecraft.runs.checkpoint import check_weights, newest_intact
 from noisecraft.runs.config import RunConfig, load_config
 from noisecraft.solvers.config import SolverConfig
 
@@ -175,16 +177,33 @@ class Pipeline:
             raise ValueError(f"this run is {model.cond}-conditional; choose what to draw with {how}")
 
     # -- sampling ---------------------------------------------------------------------------------
-    def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool) -> Tensor:
-        """n draws with `cfg`; `denoise` comes bounded (steer), so the config's clip and threshold are not
-        applied a second time."""
+    def check_n(self, n: int, denoise: Callable) -> None:
+        """Refuse, before any work, `n` < 1 or n samples whose solver state and network activations cannot
+        fit in the memory free on the run's device (noisecraft.runs.memory); `denoise` is what will be sampled."""
         if n < 1:
             raise ValueError(f"`n` must be >= 1, got {n}")
+        state = memory.STATE_COPIES * 8 * math.prod(self.sample_shape)  # 8 bytes a number: float64 at most
+        # with eval_batch the network sees one fixed chunk whatever n: its activations do not grow with n
+        probe = self.net is not None and self.eval_batch is None
+        widest = memory.widest_activation(self.net, denoise, self.sample_shape, self.device) if probe else 0
+        need = n * (state + memory.ACTIVATION_COPIES * 4 * widest)
+        memory.check_fits(n, need, memory.available_memory(self.device))
+
+    def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool) -> Tensor:
+        """n draws with `cfg`; `denoise` comes bounded (steer), so the config's clip and threshold are not
+        applied a second time. Launched on several processes (torchrun, accelerate launch), each draws its
+        shard of the rows and every process returns all n (noisecraft.runs.distributed)."""
+        self.check_n(n, denoise)
         cfg = cfg.model_copy(update={"clip": None, "threshold": None})
-        with torch.no_grad():
-            x = cfg.run(denoise, self.schedule, (n, *self.sample_shape), _generator(seed), device=self.device,
-                        progress=progress)
-        return x.float().cpu()
+        rank, size = distributed.world()
+        rows = distributed.shard(n, size, rank)
+        x = torch.zeros((0, *self.sample_shape), device=self.device)
+        if len(rows):
+            noise = SampleNoise.from_generator(_generator(seed), len(rows), first=rows.start)
+            with torch.no_grad():
+                x = cfg.run(denoise, self.schedule, (len(rows), *self.sample_shape), noise, device=self.device,
+                            progress=progress and rank == 0)
+        return distributed.gather_rows(x.float(), n, size).cpu()
 
     def sample(self, n: int = 16, solver: str | None = None, steps: int | None = None, seed: int = 0,
                grid: str | list[float] | None = None, label: int | None = None, prompt: str | None = None,
@@ -197,11 +216,12 @@ class Pipeline:
         threshold, a quantile such as 0.95, replaces the run's clip by dynamic thresholding. `route`, from
         `route(label, prompt, classifier)`, saves embedding a prompt a second time."""
         run = self.with_threshold(threshold)
+        cfg = run.solver(solver, steps, grid)  # the options first: `steps` 0 is named before anything else
         route = route or run.route(label, prompt, classifier)
         if classifier is None:
             run._check_drawable(route)
         denoise = run.denoiser(guidance=guidance, classifier=classifier, route=route)
-        return run._draw(denoise, n, run.solver(solver, steps, grid), seed, progress)
+        return run._draw(denoise, n, cfg, seed, progress)
 
     # -- inverse problems -------------------------------------------------------------------------
     def image_shape(self, what: str = "image") -> tuple[int, int, int]:
@@ -251,6 +271,7 @@ class Pipeline:
         meas = measure(self.mask(mask), self.image(image))
         denoise = steer.base_denoiser(self)
         if method == "repaint":
+            self.check_n(n, denoise)
             with torch.no_grad():
                 return repaint(denoise, self.schedule, meas, (n, *self.sample_shape), steps, jump_length, jump_count,
                                _generator(seed)).float()
@@ -295,6 +316,7 @@ class Pipeline:
         y = self.image(image, what="noisy image")
         denoise = steer.base_denoiser(self)
         if method == "posterior":
+            self.check_n(n, denoise)
             with torch.no_grad():
                 y_n = y.expand(n, *y.shape[1:])
                 return denoise_observation(denoise, self.schedule, y_n, sigma, "ddpm", steps, _generator(seed)).float()
@@ -328,26 +350,26 @@ class Pipeline:
                               probes=probes, rtol=rtol, atol=atol, generator=g)
 
 
-def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Pipeline:
+def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu",
+             eval_batch: int | None = None) -> Pipeline:
     """The run in `run_dir` (made by `noisecraft train` or noisecraft.runs.train.train) as a Pipeline, with the
-    network of its latest checkpoint (EMA weights unless ema=False) on `device`."""
+    network of its newest intact checkpoint (EMA weights unless ema=False) on `device`; `eval_batch` fixes the
+    rows per network call (bitwise batch-invariant samples, Pipeline.eval_batch)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{str(run_dir)!r} is not a run directory: expected config.yaml (made by `noisecraft train`)")
     config = load_config(run_dir / "config.yaml")
     info = json.loads((run_dir / "data.json").read_text())
-    path = latest_checkpoint(run_dir / "checkpoints")
-    if path is None:
-        raise ValueError(f"{str(run_dir)!r} has no checkpoint yet: train it first")
     group = "ema" if ema else "model"
-    tensors, meta = load_checkpoint(path, groups=(group,))
+    path, tensors, meta = newest_intact(run_dir / "checkpoints", (group,))  # warns when it skips a damaged one
     shape = tuple(info["sample_shape"])
     net = config.model.build(shape, config.loss.time_input)
     state = net.state_dict()
+    check_weights(state, tensors[group], path / f"{group}.safetensors", partial=group == "ema")
     state.update(tensors[group])  # EMA holds the floating-point tensors; integer buffers stay as built
     net.load_state_dict(state)
     net = net.to(device).eval()
-    return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir)
+    return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir, eval_batch=eval_batch)
 
 
 __all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Pipeline", "Route", "load_run"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,23 @@ import torch
 from torch import Tensor
 
 from noisecraft.data import Dataset
-from noisecraft.io import write_text_atomic
+from noisecraft.io import remove_stale_temps, write_text_atomic
 from noisecraft.runs.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
+    GROUPS,
+    check_weights,
+    checkpoints,
+    newest_intact,
     optimizer_from_tensors,
     optimizer_to_tensors,
+    remove_checkpoint,
+    remove_orphans,
     rng_from_tensors,
     rng_to_tensors,
     save_checkpoint,
 )
-from noisecraft.runs.config import RunConfig, load_config
+from noisecraft.runs.config import RunConfig, TrainConfig, load_config
 from noisecraft.runs.ema import EMA
+from noisecraft.runs.lock import run_lock
 from noisecraft.runs.loop import (
     Loop,
     LoopState,
@@ -39,8 +45,16 @@ from noisecraft.runs.loop import (
     make_optimizer,
     step_generator,
 )
+from noisecraft.runs.sharding import (
+    full_optimizer_state,
+    full_state,
+    shard_model,
+    shard_optimizer_state,
+    shard_shadows,
+)
+from noisecraft.runs.threads import use_threads
 
-__all__ = ["NonFiniteLossError", "TrainResult", "conditions", "process_slice", "train"]
+__all__ = ["NonFiniteLossError", "TrainResult", "check_resume_options", "conditions", "process_slice", "train"]
 
 
 @dataclass
@@ -52,6 +66,7 @@ class TrainResult:
     checkpoint: Path | None
     model: torch.nn.Module | None = None  # the trained network (unwrapped), this process's copy
     ema: EMA | None = None
+    note: str = ""  # why nothing was trained (a finished run resumed), else empty
 
 
 def process_slice(batch: int, accum: int, micro: int, rank: int, world: int) -> slice:
@@ -153,38 +168,150 @@ class DiffusionStep:
         return total
 
 
-def _run_config(config: RunConfig | None, run_dir: Path, resume: bool) -> RunConfig:
-    """The config to train: the run's own on resume, else the given one for a directory not trained yet."""
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise ValueError(f"cannot resume: {str(run_dir)!r} has no config.yaml")
-        return load_config(run_dir / "config.yaml")
-    if config is None:
-        raise ValueError("pass a config, or resume=True with a run directory that holds one")
-    if latest_checkpoint(run_dir / "checkpoints") is not None:
-        raise ValueError(f"{str(run_dir)!r} already holds a trained run; pass resume=True or choose a new directory")
-    return config
+def _run_config(config: RunConfig | None, run_dir: Path, resume: bool, overwrite: bool) -> RunConfig:
+    """The config to train: the run's own on resume (a given one must equal it), else the given one."""
+    if resume and overwrite:
+        raise ValueError("pass `resume` or `overwrite`, not both")
+    if not resume:
+        if config is None:
+            raise ValueError("pass a config, or resume=True with a run directory that holds one")
+        return config
+    if config is not None:
+        check_resume_options(run_dir, config=config)
+    return _own_config(run_dir)
 
 
-def _write_run_files(run_dir: Path, config: RunConfig, data: Dataset) -> None:
+def _own_config(run_dir: Path) -> RunConfig:
+    """The config.yaml of a run to resume."""
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"cannot resume: {str(run_dir)!r} has no config.yaml")
+    return load_config(run_dir / "config.yaml")
+
+
+def _differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs, the step budget (train.max_steps) aside."""
+    def flat(raw: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in raw.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    fa, fb = flat(a.model_dump(mode="json")), flat(b.model_dump(mode="json"))
+    return [k for k in sorted(fa.keys() | fb.keys()) if k != "train.max_steps" and fa.get(k) != fb.get(k)]
+
+
+def check_resume_options(run_dir: str | Path, data: str | None = None, preset: str | None = None,
+                         loss: str | None = None, config: RunConfig | str | Path | None = None,
+                         batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
+                         minutes: float | None = None) -> None:
+    """A ValueError naming the first given option (None = not given) that would change the config of the run
+    in `run_dir`: a resumed run keeps its config.yaml, only `max_steps` can extend it."""
+    from noisecraft.core.losses import PRESETS
+    from noisecraft.core.losses import preset as loss_preset
+
+    run = _own_config(Path(run_dir))
+    asked = {"data": (data, run.data.name), "batch_size": (batch_size, run.train.batch_size),
+             "lr": (lr, run.train.lr), "seed": (seed, run.train.seed), "minutes": (minutes, run.train.minutes)}
+    if loss or preset:
+        own = next((name for name in PRESETS if loss_preset(name) == run.loss), "a custom loss")
+        asked["loss" if loss else "preset"] = (loss or preset, own)
+    for name, (value, own) in asked.items():
+        if value is not None and value != own:
+            raise ValueError(f"`{name}` {value} differs from the run's config ({own}); a resumed run keeps its "
+                             "config.yaml (only `max_steps` extends it)")
+    if config is not None:
+        changed = _differences(config if isinstance(config, RunConfig) else load_config(config), run)
+        if changed:
+            raise ValueError(f"`config` differs from the run's config.yaml in {', '.join(changed[:4])}; a resumed "
+                             "run keeps its config.yaml (only `max_steps` extends it)")
+
+
+def _claim_fresh(run_dir: Path, overwrite: bool, main: bool) -> None:
+    """A fresh run: a directory with checkpoints is refused unless `overwrite`, which clears them first."""
+    found = checkpoints(run_dir / "checkpoints")
+    if found and not overwrite:
+        raise ValueError(f"{str(run_dir)!r} already holds a trained run ({found[0].name}); pass `resume` to "
+                         "continue it, `overwrite` to replace it, or choose a new directory")
+    if overwrite and main:
+        for path in found:
+            remove_checkpoint(path)
+
+
+def _start(run_dir: Path, resume: bool, overwrite: bool, main: bool) -> tuple[Path, dict, dict] | None:
+    """(path, tensors, state) of the checkpoint to resume from, the newest intact one; None for a fresh run."""
+    if not resume:
+        _claim_fresh(run_dir, overwrite, main)
+        return None
+    if main:  # under the run's lock: what a crashed process left is no one's
+        remove_stale_temps(run_dir)
+        remove_orphans(run_dir / "checkpoints")
+    return newest_intact(run_dir / "checkpoints", GROUPS)
+
+
+def _budget_spent(cfg: TrainConfig, meta: dict) -> bool:
+    """Whether a checkpoint has used its run's time budget (as the loop decides its stop)."""
+    return cfg.minutes is not None and meta.get("elapsed_s", 0.0) >= 60.0 * cfg.minutes
+
+
+def _finished(cfg: TrainConfig, meta: dict) -> bool:
+    """Whether a checkpoint has reached its run's length: max_steps, or the time budget spent."""
+    return (cfg.max_steps is not None and meta["step"] >= cfg.max_steps) or _budget_spent(cfg, meta)
+
+
+def _with_max_steps(config: RunConfig, max_steps: int | None, meta: dict | None, run_dir: Path) -> RunConfig:
+    """`config` with the step budget `max_steps`; on resume it must exceed the steps done, and a spent time
+    budget is dropped so the run extends to max_steps."""
+    if max_steps is None:
+        return config
+    done = meta["step"] if meta else 0
+    if max_steps < 1 or max_steps <= done:
+        raise ValueError(f"`max_steps` {max_steps} must exceed the {done} steps run {run_dir} has done"
+                         if done else f"`max_steps` must be >= 1, got {max_steps}")
+    cfg = config.train
+    spent = meta is not None and _budget_spent(cfg, meta)
+    train_cfg = TrainConfig.model_validate({**cfg.model_dump(), "max_steps": max_steps,
+                                            "minutes": None if spent else cfg.minutes})
+    return config.model_copy(update={"train": train_cfg})
+
+
+def _write_run_files(run_dir: Path, config: RunConfig, data: Dataset, step: int) -> None:
+    """config.yaml, data.json, and metrics.jsonl cut back to `step` (the lines an interrupted attempt logged
+    after its checkpoint, and a torn last line, would repeat or garble the log)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.yaml")
     write_text_atomic(run_dir / "data.json", json.dumps(
         {"name": data.name, "sample_shape": list(data.sample_shape), "is_image": data.is_image,
          "num_classes": data.num_classes, "n": len(data)}))
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        kept = [line for line in metrics.read_text().splitlines() if _logged_step(line) <= step]
+        write_text_atomic(metrics, "".join(line + "\n" for line in kept))
 
 
-def _restore(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA) -> LoopState:
-    """Weights, optimiser, EMA and RNG state of the latest checkpoint; the loop continues from its step."""
-    path = latest_checkpoint(ckpt_dir)
-    if path is None:
-        raise ValueError(f"cannot resume: {str(ckpt_dir)!r} holds no checkpoint")
-    tensors, meta = load_checkpoint(path)
-    net.load_state_dict(tensors["model"])
-    optimizer.load_state_dict(optimizer_from_tensors(tensors["optimizer"], meta["optimizer"]))
-    ema.load_state_dict(tensors["ema"], meta["ema_updates"])
-    rng_from_tensors(tensors["rng"], meta["rng"])
-    return LoopState(step=meta["step"], elapsed=meta["elapsed_s"])
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; inf for a line that does not parse."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _restore(start: tuple[Path, dict, dict], net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema: EMA) -> LoopState:
+    """Weights, optimiser, EMA and RNG state of a checkpoint; the loop continues from its step."""
+    path, tensors, meta = start
+    check_weights(net.state_dict(), tensors["model"], path / "model.safetensors")
+    check_weights(ema.state_dict(), tensors["ema"], path / "ema.safetensors")
+    try:
+        net.load_state_dict(tensors["model"])
+        optimizer.load_state_dict(optimizer_from_tensors(tensors["optimizer"], meta["optimizer"]))
+        ema.load_state_dict(tensors["ema"], meta["ema_updates"])
+        rng_from_tensors(tensors["rng"], meta["rng"])
+        return LoopState(step=meta["step"], elapsed=meta["elapsed_s"])
+    except KeyError as err:
+        raise ValueError(f"checkpoint {path} lacks {err}; expected a training checkpoint") from None
+    except (ValueError, RuntimeError, IndexError) as err:
+        raise ValueError(f"checkpoint {path} does not fit the run's network or optimiser: {err}") from None
 
 
 def _saver(loop: Loop, ckpt_dir: Path) -> Any:
@@ -194,13 +321,15 @@ def _saver(loop: Loop, ckpt_dir: Path) -> Any:
     def save(state: LoopState) -> Path | None:
         acc.wait_for_everyone()
         path = None
+        # whole tensors, gathered by every process from FSDP's shards (as they are under DDP)
+        model_state, ema_state = full_state(loop.unwrapped().state_dict()), full_state(loop.ema.state_dict())
+        opt_state = full_optimizer_state(loop.optimizer.state_dict())
         if acc.is_main_process:
-            opt_tensors, opt_meta = optimizer_to_tensors(loop.optimizer.state_dict())
+            opt_tensors, opt_meta = optimizer_to_tensors(opt_state)
             rng_tensors, rng_meta = rng_to_tensors()
             path = save_checkpoint(
                 ckpt_dir, state.step,
-                {"model": loop.unwrapped().state_dict(), "ema": loop.ema.state_dict(), "optimizer": opt_tensors,
-                 "rng": rng_tensors},
+                {"model": model_state, "ema": ema_state, "optimizer": opt_tensors, "rng": rng_tensors},
                 {"elapsed_s": state.elapsed, "ema_updates": loop.ema.updates, "optimizer": opt_meta, "rng": rng_meta,
                  "world_size": acc.num_processes},
                 keep=loop.cfg.keep_checkpoints)
@@ -210,35 +339,70 @@ def _saver(loop: Loop, ckpt_dir: Path) -> Any:
     return save
 
 
-def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, stop_at: int | None = None,
-          progress: bool = True) -> TrainResult:
+def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, max_steps: int | None = None,
+          overwrite: bool = False, stop_at: int | None = None, progress: bool = True) -> TrainResult:
     """Train `config` in `run_dir` (config.yaml, data.json, checkpoints/, metrics.jsonl).
 
-    With resume=True the config is read from run_dir and training continues from its latest checkpoint.
-    `stop_at` stops after that step with a checkpoint, as an interruption would (used by tests).
+    A directory that holds checkpoints is refused unless overwrite=True, which clears them first. With
+    resume=True the config is read from run_dir (a given `config` must equal it) and training continues from
+    the newest intact checkpoint; a finished run (max_steps reached or time budget spent) is left as it is,
+    with `note` saying so. `max_steps` replaces the step budget; on resume it extends the run (it must exceed
+    the steps done) and is recorded in config.yaml. One process at a time trains a run directory (an OS lock
+    on run_dir/.lock). `stop_at` stops after that step with a checkpoint, as an interruption would (tests).
     """
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
-    config = _run_config(config, run_dir, resume)
-    cfg = config.train
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    config = _run_config(config, run_dir, resume, overwrite)
+    threads = use_threads(config.train.num_threads)  # one per CPU other processes leave free (runs.threads)
+    if progress:
+        print(threads, flush=True)
     # cpu=True when there is no GPU: Accelerate then reads torchrun's env as a gloo process group
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
+                              cpu=not torch.cuda.is_available())
+    with run_lock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
+        start = _start(run_dir, resume, overwrite, accelerator.is_main_process)
+        if start is not None and max_steps is None and _finished(config.train, start[2]):
+            step = start[2]["step"]
+            return TrainResult(run_dir, step, math.nan, 0.0, start[0], note=(
+                f"run {run_dir} is finished at step {step}; pass `max_steps` M > {step} to extend it"))
+        config = _with_max_steps(config, max_steps, start and start[2], run_dir)
+        return _fit(config, run_dir, accelerator, start, stop_at, progress)
+
+
+def _sharded(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, cfg: TrainConfig,
+             device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """FSDP (noisecraft.runs.sharding): the network sharded over the processes, a new optimiser on its shards
+    holding the (restored) moments, the EMA averaging its own shard."""
+    whole = optimizer.state_dict()
+    net = shard_model(net, device)
+    optimizer = make_optimizer(cfg, net)
+    optimizer.load_state_dict(shard_optimizer_state(whole, list(net.parameters())))
+    ema.shadow = shard_shadows(ema.shadow, net)
+    return net, optimizer
+
+
+def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, dict, dict] | None,
+         stop_at: int | None, progress: bool) -> TrainResult:
+    """Build the network, restore `start` (None: fresh) and run the loop, logging to metrics.jsonl."""
+    cfg = config.train
     data = config.data.load()
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     net = config.model.build(data.sample_shape, config.loss.time_input)
-    if accelerator.is_main_process:
-        _write_run_files(run_dir, config, data)
     optimizer = make_optimizer(cfg, net)
     ema = EMA(net, cfg.ema_decay, cfg.ema_power)
-    state = _restore(run_dir / "checkpoints", net, optimizer, ema) if resume else LoopState()
-    model, optimizer = accelerator.prepare(net, optimizer)
+    state = _restore(start, net, optimizer, ema) if start is not None else LoopState()
+    if accelerator.is_main_process:
+        _write_run_files(run_dir, config, data, state.step)
+    if cfg.sharding == "fsdp" and accelerator.num_processes > 1:
+        model, optimizer = _sharded(net, optimizer, ema, cfg, accelerator.device)
+        optimizer = accelerator.prepare(optimizer)  # the sharded module is not wrapped again (DDP)
+    else:
+        model, optimizer = accelerator.prepare(net, optimizer)
     loop = Loop(cfg, model, optimizer, ema, DiffusionStep(config, data, model, accelerator), accelerator,
                 items_per_step=cfg.batch_size)
     loop.on_checkpoint = _saver(loop, run_dir / "checkpoints")
-    state.checkpoint = latest_checkpoint(run_dir / "checkpoints") if accelerator.is_main_process else None
+    state.checkpoint = start[0] if start is not None and accelerator.is_main_process else None
     with open(run_dir / "metrics.jsonl", "a") if accelerator.is_main_process else contextlib.nullcontext() as metrics:
         if metrics is not None:
             loop.on_log = lambda record: (metrics.write(json.dumps(record) + "\n"), metrics.flush())

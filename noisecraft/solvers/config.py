@@ -14,6 +14,7 @@ from noisecraft.core.schedules import Schedule
 from noisecraft.core.timesteps import GRIDS
 from noisecraft.solvers.driver import SampleInfo, sample
 from noisecraft.solvers.registry import check_options, get_solver
+from noisecraft.validation import check_field
 
 
 class SolverConfig(BaseModel):
@@ -58,9 +59,10 @@ class SolverConfig(BaseModel):
         return self
 
     def override(self, **changes: Any) -> "SolverConfig":
-        """This config with the given fields changed (None leaves a field as it is), validated again. A new
-        solver without new options drops the stored ones, which belong to the old solver."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """This config with the given fields changed (None leaves a field as it is), validated again; a bad
+        value is named as its argument ("`steps` must be >= 1, got 0"). A new solver without new options drops
+        the stored ones, which belong to the old solver."""
+        changes = {k: check_field(SolverConfig, k, v) for k, v in changes.items() if v is not None}
         if "solver" in changes and changes["solver"] != self.solver and "options" not in changes:
             changes["options"] = {}
         return SolverConfig.model_validate({**self.model_dump(), **changes})

@@ -107,7 +107,7 @@ def sample(
     solver: str = "dpm++2m",
     steps: int = 20,
     shape: Sequence[int] = (1, 2),
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SampleNoise | None = None,
     grid: str | Sequence[float] | Tensor = "log_snr",
     t_min: float | None = None,
     t_max: float | None = None,
@@ -124,7 +124,8 @@ def sample(
     """Draw samples: prior at t_max, `steps` solver steps on `grid` down to t_min, then x0_hat.
 
     `steps` is the number of grid intervals; NFE = evaluations per step * steps + 1 (the final clean
-    estimate), except rk45, which picks its own steps. Sample i depends only on (seed drawn from generator, i).
+    estimate), except rk45, which picks its own steps. Sample i depends only on (seed drawn from generator, i);
+    a `SampleNoise` as the generator draws a shard of a larger call (its `first` row onward).
     clip / threshold bound x0_hat: static clipping or dynamic thresholding (noisecraft.core.bounds).
     """
     shape = tuple(int(s) for s in shape)
@@ -132,7 +133,9 @@ def sample(
         raise ValueError(f"shape must be a tuple of positive sizes with the batch first, got {shape}")
     get_solver(solver)
     times = make_grid(schedule, steps, grid, t_min, t_max)
-    noise = SampleNoise.from_generator(generator, shape[0])
+    noise = generator if isinstance(generator, SampleNoise) else SampleNoise.from_generator(generator, shape[0])
+    if noise.batch != shape[0]:
+        raise ValueError(f"the noise source was built for {noise.batch} samples, but `shape` asks for {shape[0]}")
     x_T = prior_sample(schedule, shape, noise, dtype, device, float(times[0]))
     x, info = solve(denoise, schedule, x_T, times, solver, noise, denoise_final, cond, progress, clip, threshold,
                     **options)

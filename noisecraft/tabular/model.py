@@ -36,6 +36,7 @@ from noisecraft.tabular.sampler import Conditions, sample_rows
 from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, is_missing, read_table
 from noisecraft.tabular.trainer import FitStats, fit_joint
 from noisecraft.tabular.transform import QuantileNormal, TableCodec
+from noisecraft.validation import check_field
 
 
 def _default_train() -> TrainConfig:
@@ -78,6 +79,8 @@ class TabularDiffusion:
             minutes: float | None = None, steps: int | None = None, seed: int | None = None,
             progress: bool = True) -> TabularDiffusion:
         """Infer the schema (with `types` overrides), fit the transforms and train the network."""
+        check_field(TrainConfig, "max_steps", steps, "steps")  # before any work, named as the argument
+        check_field(TrainConfig, "minutes", minutes)
         frame = read_table(data)
         self.schema = infer_schema(frame, target, types, self.config.max_categories)
         self.codec = TableCodec.fit(frame, self.schema, self.config.n_quantiles)
@@ -187,9 +190,10 @@ class TabularDiffusion:
         """n synthetic rows with the training table's columns and dtypes; row i depends only on (seed, i)."""
         self._require_fitted()
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise ValueError(f"`n` must be >= 1, got {n}")
         cond = self.conditions(n, where, balance)
-        x_num, tokens = sample_rows(self.net, self.config.loss, n, cond, steps or self.config.sample_steps,
+        steps = self.config.sample_steps if steps is None else steps
+        x_num, tokens = sample_rows(self.net, self.config.loss, n, cond, steps,
                                     solver or self.config.solver, seed)
         frame = self.codec.decode(x_num, tokens)
         for name, value in (where or {}).items():  # exact values, not their round trip through the transform

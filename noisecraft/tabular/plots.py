@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noisecraft.io import save_figure
 from noisecraft.tabular.evaluate import association_matrix, category_labels, column_kinds
 from noisecraft.tabular.schema import TableSchema
 
@@ -54,8 +55,7 @@ def plot_marginals(real: pd.DataFrame, synthetic: pd.DataFrame, numeric: list[st
     if names:
         axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -73,8 +73,7 @@ def plot_associations(real: pd.DataFrame, synthetic: pd.DataFrame, numeric: list
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=list(axes), shrink=0.8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     return Path(path)
 
 

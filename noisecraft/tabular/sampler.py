@@ -64,7 +64,7 @@ def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditio
         raise ValueError(f"solver {solver!r} cannot step the joint process one interval at a time; "
                          f"expected one of {SINGLE_STEP_SOLVERS}")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ValueError(f"`steps` must be >= 1, got {steps}")
     spec = get_solver(solver)
     discrete = net.discrete
     head = NumericHead(net)

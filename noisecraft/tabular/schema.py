@@ -9,7 +9,6 @@ schema is saved as JSON beside the model, so sampling never needs the training d
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+
+from noisecraft.io import read_csv
 
 Kind = Literal["numeric", "categorical", "constant"]
 KINDS: tuple[str, ...] = ("numeric", "categorical", "constant")
@@ -158,7 +159,8 @@ def infer_schema(
 
 
 def check_table(frame: pd.DataFrame, target: str | None = None) -> None:
-    """Reject what no model can be fitted on, before any work: no rows, no columns, a missing target."""
+    """Reject what no model can be fitted on, before any work: no rows, no columns, a missing target, an
+    inf in a numeric column."""
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
     if frame.shape[1] == 0:
@@ -170,30 +172,30 @@ def check_table(frame: pd.DataFrame, target: str | None = None) -> None:
         raise ValueError(f"the table has duplicate column names {dup}; expected unique names")
     if target is not None and target not in frame.columns:
         raise ValueError(f"target column {target!r} is not in the table; columns are {list(frame.columns)}")
+    _check_no_inf(frame)
+
+
+def _check_no_inf(frame: pd.DataFrame) -> None:
+    """An inf in a numeric column has no place on a quantile transform and would come back as NaN: an error
+    naming the column and the row (the frame's index label: the data row below the header for a CSV)."""
+    for name in frame.columns:
+        column = frame[name]
+        if not pd.api.types.is_float_dtype(column):
+            continue
+        bad = np.isinf(column.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"column {name!r} holds {column.iloc[first]} in row {frame.index[first]} "
+                             f"({int(bad.sum())} such cells); expected finite numbers: drop those rows or leave "
+                             "the cells empty (missing)")
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """A DataFrame from a CSV path (or the frame itself), with errors that name the file and the problem."""
+    """A DataFrame from a CSV path (or the frame itself), with errors that name the file and the problem
+    (noisecraft.io)."""
     if isinstance(source, pd.DataFrame):
         return source.copy()
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such CSV file: {str(path)!r}")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise ValueError(f"{str(path)!r} is empty; expected a CSV file with a header row")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{str(path)!r} is not UTF-8 text (byte {err.start}); expected a CSV file") from None
-    try:
-        frame = pd.read_csv(io.StringIO(text))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"cannot parse {str(path)!r} as CSV: {str(err).strip()}") from None
-    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
-    if unnamed and len(unnamed) == frame.shape[1]:
-        raise ValueError(f"{str(path)!r} has no header row names; expected a CSV file with a header row")
-    return frame
+    return read_csv(source)
 
 
 def is_missing(value: Any) -> bool:

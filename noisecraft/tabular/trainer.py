@@ -19,6 +19,7 @@ from noisecraft.core.losses import DenoisingLoss
 from noisecraft.runs.config import TrainConfig
 from noisecraft.runs.ema import EMA
 from noisecraft.runs.loop import Loop, LoopState, batch_indices, make_optimizer, step_generator
+from noisecraft.runs.threads import use_threads
 from noisecraft.tabular.network import JointNet, NumericHead
 
 
@@ -52,8 +53,9 @@ def joint_loss(head: NumericHead, loss: DenoisingLoss, x_num: Tensor, tokens: Te
 def fit_joint(net: JointNet, loss: DenoisingLoss, x_num: Tensor, tokens: Tensor, cfg: TrainConfig,
               progress: bool = True) -> tuple[EMA, FitStats]:
     """Train `net` on rows (x_num, tokens) for cfg.max_steps and/or cfg.minutes; returns the EMA and stats."""
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    threads = use_threads(cfg.num_threads)  # one per CPU other processes leave free (runs.threads)
+    if progress:
+        print(threads, flush=True)
     n = tokens.shape[0]
     torch.manual_seed(cfg.seed)
     head = NumericHead(net)

@@ -26,6 +26,7 @@ from noisecraft.core.noise import SampleNoise
 from noisecraft.core.schedules import EDM, VE, DiscreteVP, Schedule, SubVP, VPCosine, VPLinear
 from noisecraft.core.tensors import FLOAT64
 from noisecraft.core.timesteps import make_grid
+from noisecraft.io import save_figure
 from noisecraft.solvers import solve
 
 
@@ -66,8 +67,7 @@ def plot_schedules(path: str | Path, schedules: dict[str, Schedule] | None = Non
     axes[0].legend(fontsize=8)
     fig.suptitle("x_t = alpha(t) x_0 + sigma(t) eps: every schedule on shared axes (dashed: alpha = 1, variance exploding)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -105,8 +105,7 @@ def plot_forward(path: str | Path, x0: Tensor, schedule: Schedule, times: Sequen
         ax.set_title(f"t={t:.2f}\nlambda={float(schedule.log_snr(t)):.1f}", fontsize=9)
     fig.suptitle(f"forward process q(x_t | x_0), {type(schedule).__name__}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -205,6 +204,5 @@ def plot_trajectories(path: str | Path, denoise: Callable, schedule: Schedule, o
         ax.set_title(f"{name} over p_t", fontsize=9)
     fig.suptitle(title or f"reverse paths, {type(schedule).__name__}, {steps} steps from the same {n_paths} prior draws", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return Path(path)

@@ -1,4 +1,5 @@
-"""Pictures a person would rather see than numbers: image grids and 2-D scatter plots (PNG)."""
+"""Pictures a person would rather see than numbers: image grids and 2-D scatter plots (PNG), each written
+atomically (noisecraft.io), so a failed write never leaves a truncated file in place of a good one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from noisecraft.io import atomic_path, save_figure
 
 
 def grid_array(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -20,6 +23,8 @@ def grid_array(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
         canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = \
             (np.clip(images[i], -1, 1) + 1) / 2
     return canvas[0] if c == 1 else canvas.transpose(1, 2, 0)
+
+
 
 
 def save_image_grids(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], scale: float = 0.07) -> Path:
@@ -38,9 +43,7 @@ def save_image_grids(path: str | Path, panels: Sequence[tuple[str, np.ndarray]],
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def save_scatter(path: str | Path, panels: Sequence[tuple[str, np.ndarray]]) -> Path:
@@ -62,9 +65,7 @@ def save_scatter(path: str | Path, panels: Sequence[tuple[str, np.ndarray]]) -> 
         ax.set_title(title)
         ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def save_samples(x: np.ndarray, out: str | Path, is_image: bool, reference: np.ndarray | None = None,
@@ -77,7 +78,8 @@ def save_samples(x: np.ndarray, out: str | Path, is_image: bool, reference: np.n
         raise ValueError(f"output {str(out)!r} must end in .png or .npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, arr)
+        with atomic_path(out) as tmp:
+            np.save(tmp, arr)
         return out
     shown = arr[:100] if is_image else arr
     panels = [(title, shown)] + ([("real data", reference[:len(shown)])] if reference is not None else [])

@@ -44,7 +44,7 @@ def split_table(frame: pd.DataFrame, target: str | None = None, test_size: float
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+        raise ValueError(f"`test_size` must be in (0, 1), got {test_size}")
     if len(frame) < 2:
         raise ValueError(f"cannot split a table of {len(frame)} row(s); expected at least 2")
     stratify = None

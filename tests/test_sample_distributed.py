@@ -1,0 +1,67 @@
+"""Sampling on two processes (torchrun, gloo on CPU) gives the samples of one process for the same seed:
+bitwise with a fixed evaluation batch, to the documented tolerance without; every process gets all rows."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from noisecraft.nets import NetConfig
+from noisecraft.runs.config import preset_config
+from noisecraft.runs.distributed import shard
+from noisecraft.runs.pipeline import load_run
+from noisecraft.runs.train import train
+
+WORKER = Path(__file__).with_name("sample_dist_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shards_partition_the_rows() -> None:
+    for n in (1, 2, 7, 100):
+        for size in (1, 2, 3, 8):
+            rows = [list(shard(n, size, r)) for r in range(size)]
+            assert sum(rows, []) == list(range(n))
+            assert max(map(len, rows)) - min(map(len, rows)) <= 1
+
+
+def test_a_shard_draws_the_rows_of_the_whole_batch(tmp_path: Path) -> None:
+    from noisecraft.core.noise import SampleNoise
+
+    whole = SampleNoise(11, 7).randn((3,), torch.float32, "cpu")
+    part = SampleNoise(11, 3, first=4).randn((3,), torch.float32, "cpu")
+    assert torch.equal(part, whole[4:])
+
+
+@pytest.mark.slow
+def test_two_processes_sample_what_one_process_samples(tmp_path: Path) -> None:
+    cfg = preset_config("digits", "edm", max_steps=2, batch_size=8, checkpoint_every=2)
+    cfg = cfg.model_copy(update={"model": NetConfig(block_channels=[16, 32], attention=[False, True],
+                                                    layers_per_block=1)})
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(WORKER), str(run), str(out)]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in range(2)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # every process holds all rows
+    fixed = load_run(run, eval_batch=4).sample(7, steps=3, seed=5, solver="euler_maruyama")
+    whole = load_run(run).sample(7, steps=3, seed=5)
+    assert torch.equal(ranks[0]["fixed"], fixed)
+    assert (ranks[0]["whole"] - whole).abs().max() < 1e-4
