@@ -1,14 +1,15 @@
 """Throughput beside busy neighbours: images/s for training and sampling the digits UNet with 0 and 1 busy
 processes next to it, at the old thread policy (one thread per core, torch's default, with the passive
-OpenMP wait policy that importing noisecraft sets) and the new one (noisecraft.runs.threads: one thread per
-CPU that other processes leave free), in one run.
+OpenMP wait policy that importing noisecraft used to set) and the new one (noisecraft.runs.threads: one thread
+per CPU that other processes leave free, threads that spin 2,000 times before they sleep), in one run.
 
 Run:  .venv/bin/python benchmarks/contention.py             (writes docs/benchmarks/contention.md)
       .venv/bin/python benchmarks/contention.py --seconds 8  (shorter)
 
 Each measurement is a fresh subprocess (thread settings and OpenMP's wait policy are read at start); a
-neighbour is a Python busy loop. A third row, one thread per core with OMP_WAIT_POLICY=active (threads spin
-at barriers: libgomp's behaviour without the package's setting), shows what the passive policy already buys.
+neighbour is a Python busy loop. The rows between them vary how long an OpenMP thread spins at a barrier
+before it sleeps (OMP_WAIT_POLICY, GOMP_SPINCOUNT; libgomp reads them at start), the choice noisecraft makes
+when it is imported (noisecraft/__init__.py).
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = {  # name -> (env, threads passed to the job: None lets runs.threads choose)
-    "1 per core, OMP active": ({"OMP_WAIT_POLICY": "ACTIVE"}, "cores"),
-    "old: 1 per core, OMP passive": ({}, "cores"),
-    "new: free CPUs (default)": ({}, None),
+    "1 per core, OMP active (spin forever)": ({"OMP_WAIT_POLICY": "ACTIVE"}, "cores"),
+    "1 per core, libgomp default (300,000 spins)": ({"GOMP_SPINCOUNT": "300000"}, "cores"),
+    "1 per core, 20,000 spins": ({"GOMP_SPINCOUNT": "20000"}, "cores"),
+    "old: 1 per core, OMP passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, "cores"),
+    "1 per core, 2,000 spins (new wait policy)": ({}, "cores"),
+    "new: free CPUs, 2,000 spins (default)": ({}, None),
 }
+OLD, NEW = "old: 1 per core, OMP passive", "new: free CPUs, 2,000 spins (default)"
 
 
 def _train(seconds: float, threads: int | None) -> float:
@@ -70,7 +75,7 @@ def _worker(kind: str, seconds: float, threads: str) -> None:
 def _measure(kind: str, policy: str, neighbours: int, seconds: float) -> dict:
     env_extra, threads = POLICIES[policy]
     cores = os.cpu_count() or 1
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(env_extra)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(neighbours)]
     try:
@@ -95,7 +100,7 @@ def _table(kind: str, seconds: float) -> list[str]:
         lines.append(f"| {policy} | {r[0]['rate']:.0f} ({r[0]['threads']}) | {r[1]['rate']:.0f} ({r[1]['threads']}) | "
                      f"{r[1]['rate'] / r[0]['rate']:.2f} |")
         print(lines[-1], flush=True)
-    old, new = rates["old: 1 per core, OMP passive"], rates["new: free CPUs (default)"]
+    old, new = rates[OLD], rates[NEW]
     lines += ["", f"new / old: idle {new[0]['rate'] / old[0]['rate']:.2f}x, "
                   f"one busy neighbour {new[1]['rate'] / old[1]['rate']:.2f}x", ""]
     return lines

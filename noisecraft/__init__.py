@@ -13,10 +13,15 @@ import importlib
 import os
 from typing import Any
 
-# OpenMP threads that busy-wait slow CPU training ~10x when the cores are shared with other work
-# (2 threads on a loaded 2-core machine: 6.5 s/step active, 0.78 s/step passive). libgomp reads this
-# when torch loads, so it is set before the first torch import; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How long an OpenMP thread spins at a barrier before it sleeps. Spinning forever (libgomp's default
+# 300,000 spins is close to it) ruins a shared machine: training the digits UNet with 2 threads on 2 cores
+# beside one busy process ran at 23 images/s, against 862 idle. Sleeping at once (OMP_WAIT_POLICY=passive,
+# what noisecraft set before) costs 44% of the idle speed (482). 2,000 spins keeps 80% of the idle speed
+# (686) and 85% of passive's loaded speed (323): the best worse case of those measured
+# (docs/benchmarks/contention.md). libgomp reads it when torch loads, so it is set before the first torch
+# import; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
 _EXPORTS = {
     "Denoiser": "noisecraft.core.denoiser",

@@ -17,3 +17,9 @@ if __name__ == "__main__":
     fixed = load_run(run_dir, eval_batch=4).sample(7, steps=3, seed=5, solver="euler_maruyama")
     whole = load_run(run_dir).sample(7, steps=3, seed=5)
     save_file({"fixed": fixed, "whole": whole}, str(out / f"rank{rank}.safetensors"))
+    from noisecraft.cli import app  # the commands: rank 0 writes, every rank samples its share
+
+    common = ["--steps", "3", "--seed", "5", "--eval-batch", "4"]
+    app(["sample", str(run_dir), "--n", "7", "--solver", "euler_maruyama", "--out", str(out / "cli.npy"), *common],
+        standalone_mode=False)
+    app(["eval", str(run_dir), "--n", "20", *common], standalone_mode=False)

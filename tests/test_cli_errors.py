@@ -73,6 +73,10 @@ def no_work(monkeypatch):
     ("train:\n  max_steps: 2\n  batchsize: 3\n", "unknown key 'train.batchsize'"),
     ("train:\n  max_steps: abc\n", "train.max_steps must be a valid integer"),
     ("train:\n  max_steps: 0\n", "train.max_steps must be >= 1"),
+    ("sample:\n  grid: []\n", "sample.grid: a time grid needs at least 2 points"),
+    ("model:\n  block_channels: [0, -1]\n", "model.block_channels.0 must be >= 1"),
+    ("sample:\n  grid: [0.2, 0.5]\n", "sample.grid: time grid must be strictly decreasing"),
+    ("sample:\n  grid: [.nan, 0.5]\n", "sample.grid: time grid must lie in [0, 1]"),
 ])
 def test_config_file_errors_are_one_line_naming_the_file(tmp_path, text, needle):
     path = tmp_path / "bad.yaml"

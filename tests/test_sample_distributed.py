@@ -3,12 +3,14 @@ bitwise with a fixed evaluation batch, to the documented tolerance without; ever
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,6 +18,7 @@ from safetensors.torch import load_file
 from noisecraft.nets import NetConfig
 from noisecraft.runs.config import preset_config
 from noisecraft.runs.distributed import shard
+from noisecraft.runs.evaluate import evaluate_run
 from noisecraft.runs.pipeline import load_run
 from noisecraft.runs.train import train
 
@@ -65,3 +68,9 @@ def test_two_processes_sample_what_one_process_samples(tmp_path: Path) -> None:
     whole = load_run(run).sample(7, steps=3, seed=5)
     assert torch.equal(ranks[0]["fixed"], fixed)
     assert (ranks[0]["whole"] - whole).abs().max() < 1e-4
+    # the commands: one .npy and one eval.json, written by rank 0, equal to what one process writes
+    assert sorted(p.name for p in out.iterdir()) == ["cli.npy", "rank0.safetensors", "rank1.safetensors"]
+    assert np.array_equal(np.load(out / "cli.npy"), fixed.numpy())
+    two = json.loads((run / "eval.json").read_text())
+    one = evaluate_run(run, 20, None, 3, 5, eval_batch=4)
+    assert two["digits_fd"] == one["digits_fd"] and two["class_histogram"] == one["class_histogram"]

@@ -23,9 +23,13 @@ def _output(out: str | None, default: Path) -> Path:
 
 
 def _write(path: Path, x, panels) -> None:
-    """The results as .npy, or the panels (a callable, so nothing is drawn for .npy) as one PNG."""
+    """The results as .npy, or the panels (a callable, so nothing is drawn for .npy) as one PNG; on several
+    processes (torchrun) rank 0 writes."""
+    from noisecraft.runs.distributed import is_main
     from noisecraft.viz.plots import save_panels, save_samples
 
+    if not is_main():
+        return
     if path.suffix == ".npy":
         save_samples(x, path, is_image=True)
     else:

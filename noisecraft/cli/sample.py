@@ -11,6 +11,9 @@ from noisecraft.cli._common import user_errors
 
 app = typer.Typer()
 
+EVAL_BATCH_HELP = ("Rows per network call: samples are then bitwise the same for any --n and process count "
+                   "(default: whole batches, equal to ~1e-6).")
+
 
 @app.command()
 def sample(
@@ -29,21 +32,25 @@ def sample(
     classifier: str = typer.Option(None, help="A noisy-classifier folder: classifier guidance instead of classifier-free."),
     threshold: float = typer.Option(None, help="Dynamic thresholding of x0 at this quantile, e.g. 0.95, in place of the "
                                                "run's clip (Saharia et al. 2022)."),
+    eval_batch: int = typer.Option(None, help=EVAL_BATCH_HELP),
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
     from noisecraft.io import check_output
+    from noisecraft.runs.distributed import is_main
     from noisecraft.runs.pipeline import load_run
     from noisecraft.viz.plots import save_samples
 
     with user_errors(label="--class"):
         if out is not None:
             check_output(out, (".png", ".npy"))
-        pipe = load_run(run, ema=ema).with_threshold(threshold)
+        pipe = load_run(run, ema=ema, eval_batch=eval_batch).with_threshold(threshold)
         route = pipe.route(class_, prompt, classifier)
         if route.note:
             typer.echo(route.note)
         x = pipe.sample(n, solver=solver, steps=steps, seed=seed, label=class_, prompt=prompt, guidance=guidance,
                         classifier=classifier, progress=True, route=route)
+        if not is_main():  # on several processes (torchrun) every rank holds all samples; rank 0 writes
+            return
         if route.kind == "none":
             outs = [Path(out)] if out else [Path(run) / "samples.png", Path(run) / "samples.npy"]
             for path in outs:
@@ -73,11 +80,15 @@ def eval_(
     solver: str = typer.Option(None, help="Solver name; default: the run's sample.solver."),
     steps: int = typer.Option(None, help="Solver steps; default: the run's sample.steps."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    eval_batch: int = typer.Option(None, help=EVAL_BATCH_HELP),
 ) -> None:
     """Score a digits run: digits-FD, precision/recall, class histogram, beside the floor; writes RUN/eval.json."""
+    from noisecraft.runs.distributed import is_main
     from noisecraft.runs.evaluate import evaluate_run, format_result
 
     with user_errors():
-        result = evaluate_run(run, n, solver, steps, seed)
+        result = evaluate_run(run, n, solver, steps, seed, eval_batch=eval_batch)
+    if not is_main():
+        return
     typer.echo(f"{result['solver']}, {result['steps']} steps, {n} samples: {format_result(result)}")
     typer.echo(f"wrote {Path(run) / 'eval.json'}")

@@ -58,8 +58,8 @@ def karras(schedule: Schedule, steps: int, rho: float = 7.0, t_min: float | None
     return times
 
 
-def validate_times(schedule: Schedule, times: Sequence[float] | Tensor) -> Tensor:
-    """Check a user grid: at least two points, strictly decreasing, inside [0, 1], finite log-SNR."""
+def check_time_list(times: Sequence[float] | Tensor) -> Tensor:
+    """A user grid as float64 times: at least two points, finite, inside [0, 1], strictly decreasing."""
     times = torch.as_tensor(times, dtype=FLOAT64).reshape(-1)
     if times.numel() < 2:
         raise ValueError(f"a time grid needs at least 2 points, got {times.numel()}")
@@ -68,6 +68,12 @@ def validate_times(schedule: Schedule, times: Sequence[float] | Tensor) -> Tenso
     if not (times[1:] < times[:-1]).all():
         i = int(torch.nonzero(times[1:] >= times[:-1])[0])
         raise ValueError(f"time grid must be strictly decreasing, but t[{i}]={times[i].item()} <= t[{i + 1}]={times[i + 1].item()}")
+    return times
+
+
+def validate_times(schedule: Schedule, times: Sequence[float] | Tensor) -> Tensor:
+    """Check a user grid: at least two points, strictly decreasing, inside [0, 1], finite log-SNR."""
+    times = check_time_list(times)
     lam = schedule.log_snr(times)
     if not torch.isfinite(lam).all():
         bad = times[~torch.isfinite(lam)].tolist()

@@ -3,7 +3,7 @@ diffusers' UNet2DModel for images. `NetConfig` builds either from a plain config
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,7 +23,7 @@ class NetConfig(BaseModel):
     width: int = Field(256, ge=1)
     depth: int = Field(3, ge=1)
     # UNet
-    block_channels: list[int] = Field(default_factory=lambda: [32, 64, 64])
+    block_channels: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
     attention: list[bool] = Field(default_factory=lambda: [False, False, True])
     layers_per_block: int = Field(2, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)

@@ -7,14 +7,17 @@ import json
 from pathlib import Path
 
 from noisecraft.io import write_text_atomic
+from noisecraft.runs.distributed import is_main
 from noisecraft.runs.pipeline import load_run
 
 
 def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, steps: int | None = None,
-                 seed: int = 0, ema: bool = True) -> dict:
+                 seed: int = 0, ema: bool = True, eval_batch: int | None = None) -> dict:
+    """Sample n digits from the run and score them beside the floor; writes run_dir/eval.json (rank 0 when
+    launched on several processes, which share the sampling)."""
     from noisecraft.metrics.digits import evaluate_digits, floor
 
-    run = load_run(run_dir, ema=ema)
+    run = load_run(run_dir, ema=ema, eval_batch=eval_batch)
     if tuple(run.sample_shape) != (1, 8, 8):
         raise ValueError(f"noisecraft eval scores 8x8 digits runs; this run's samples have shape {run.sample_shape}")
     x = run.sample(n, solver, steps, seed)
@@ -23,7 +26,8 @@ def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, s
         "steps": steps or run.config.sample.steps, "seed": seed, "ema": ema,
         **evaluate_digits(x), "floor": floor(),
     }
-    write_text_atomic(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
+    if is_main():
+        write_text_atomic(Path(run_dir) / "eval.json", json.dumps(result, indent=1))
     return result
 
 

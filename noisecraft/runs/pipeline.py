@@ -177,6 +177,13 @@ class Pipeline:
             raise ValueError(f"this run is {model.cond}-conditional; choose what to draw with {how}")
 
     # -- sampling ---------------------------------------------------------------------------------
+    def _widest_activation(self, denoise: Callable) -> int:
+        """Elements of the network's widest layer output while `denoise` evaluates one sample: measured on the
+        first call (one evaluation), then kept, so a small draw does not pay an extra evaluation each time."""
+        if "_widest" not in self.__dict__:
+            self.__dict__["_widest"] = memory.widest_activation(self.net, denoise, self.sample_shape, self.device)
+        return self.__dict__["_widest"]
+
     def check_n(self, n: int, denoise: Callable) -> None:
         """Refuse, before any work, `n` < 1 or n samples whose solver state and network activations cannot
         fit in the memory free on the run's device (noisecraft.runs.memory); `denoise` is what will be sampled."""
@@ -184,8 +191,7 @@ class Pipeline:
             raise ValueError(f"`n` must be >= 1, got {n}")
         state = memory.STATE_COPIES * 8 * math.prod(self.sample_shape)  # 8 bytes a number: float64 at most
         # with eval_batch the network sees one fixed chunk whatever n: its activations do not grow with n
-        probe = self.net is not None and self.eval_batch is None
-        widest = memory.widest_activation(self.net, denoise, self.sample_shape, self.device) if probe else 0
+        widest = self._widest_activation(denoise) if self.net is not None and self.eval_batch is None else 0
         need = n * (state + memory.ACTIVATION_COPIES * 4 * widest)
         memory.check_fits(n, need, memory.available_memory(self.device))
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from noisecraft.core.bounds import check_threshold
 from noisecraft.core.schedules import Schedule
-from noisecraft.core.timesteps import GRIDS
+from noisecraft.core.timesteps import GRIDS, check_time_list
 from noisecraft.solvers.driver import SampleInfo, sample
 from noisecraft.solvers.registry import check_options, get_solver
 from noisecraft.validation import check_field
@@ -45,6 +45,8 @@ class SolverConfig(BaseModel):
     def _check_grid(cls, grid: str | list[float]) -> str | list[float]:
         if isinstance(grid, str) and grid not in GRIDS:
             raise ValueError(f"unknown grid {grid!r}; expected one of {list(GRIDS)} or a list of times")
+        if not isinstance(grid, str):
+            check_time_list(grid)  # when the run is configured, not after it has trained
         return grid
 
     @field_validator("threshold")
