@@ -35,15 +35,33 @@ def requirement(error: Mapping[str, Any]) -> str:
     return msg
 
 
+#: location segments that name a branch of a union type (`str | list[float]`), not a field
+_BRANCHES = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
 def field_path(error: Mapping[str, Any]) -> str:
-    """The dotted path of the field an error is about ('train.max_steps'); '' for the model as a whole."""
-    return ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    """The dotted path of the field an error is about ('train.max_steps', 'sample.grid.0'); '' for the model
+    as a whole. Union branches ('list[float]') are left out of the path."""
+    return ".".join(str(p) for p in error["loc"]
+                    if not str(p).startswith("function-") and "[" not in str(p) and str(p) not in _BRANCHES)
+
+
+def _relevant(errors: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The errors that say what is wrong: a union branch that only says "not this type" is dropped when
+    another branch of the same field got further (grid [nan, 0.5]: the list's NaN, not "not a string")."""
+    def beaten(e: Mapping[str, Any]) -> bool:
+        parent = e["loc"][:-1]
+        return e["type"].endswith("_type") and any(
+            d is not e and not d["type"].endswith("_type") and d["loc"][:len(parent)] == parent
+            and len(d["loc"]) >= len(e["loc"]) for d in errors)
+
+    return [e for e in errors if not beaten(e)]
 
 
 def describe(err: ValidationError, name: Callable[[str], str] = str) -> str:
     """All errors of `err` in one line; `name` turns a field's dotted path into the name shown."""
     parts = []
-    for error in err.errors():
+    for error in _relevant(err.errors()):
         shown = name(field_path(error))
         if error["type"] == "extra_forbidden":
             parts.append(f"unknown key {shown!r}")

@@ -75,8 +75,10 @@ def no_work(monkeypatch):
     ("train:\n  max_steps: 0\n", "train.max_steps must be >= 1"),
     ("sample:\n  grid: []\n", "sample.grid: a time grid needs at least 2 points"),
     ("model:\n  block_channels: [0, -1]\n", "model.block_channels.0 must be >= 1"),
+    ("loss:\n  schedule: {name: ve, sigma_min: .inf}\n", "sigma_min must be a finite number"),
     ("sample:\n  grid: [0.2, 0.5]\n", "sample.grid: time grid must be strictly decreasing"),
-    ("sample:\n  grid: [.nan, 0.5]\n", "sample.grid: time grid must lie in [0, 1]"),
+    ("sample:\n  grid: [.nan, 0.5]\n", "sample.grid.0 must be a finite number, got nan"),
+    ("sample:\n  grid: [1.5, 0.5]\n", "sample.grid: time grid must lie in [0, 1]"),
 ])
 def test_config_file_errors_are_one_line_naming_the_file(tmp_path, text, needle):
     path = tmp_path / "bad.yaml"
@@ -300,3 +302,21 @@ def test_os_errors_become_one_line_naming_the_path(capsys, err):
 def test_programming_errors_are_not_hidden():
     with pytest.raises(TypeError), user_errors():
         raise TypeError("a bug")
+
+
+# -- commands with outputs of their own, checked before their work --------------------------------------
+def test_plot_out_that_is_a_directory(tmp_path):
+    (tmp_path / "d.png").mkdir()
+    _fails(["plot", "schedules", "--out", tmp_path / "d.png"], "--out", "is a directory")
+
+
+def test_demo_out_under_a_file_is_refused_before_training(tmp_path, monkeypatch):
+    import noisecraft.runs.demo as demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    (tmp_path / "file").write_text("x")
+    _fails(["demo", "--out", tmp_path / "file" / "demo"], "--out", "is a file")
+
+
+def test_eval_of_a_conditional_run_says_what_to_do(root):
+    _fails(["eval", root / "run", "--n", "4"], "class-conditional", "noisecraft sample --class K")

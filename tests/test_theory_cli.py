@@ -102,4 +102,4 @@ def test_plot_commands_write_pngs(tmp_path, compared):
     result = runner.invoke(app, ["plot", "forward", "--data", "nope", "--out", str(tmp_path / "f.png")])
     assert result.exit_code == 2 and "unknown data 'nope'" in result.output
     result = runner.invoke(app, ["plot", "schedules", "--out", str(tmp_path / "f.jpg")])
-    assert result.exit_code == 2 and "must be a .png" in result.output
+    assert result.exit_code == 2 and "must end in .png" in result.output

@@ -17,9 +17,10 @@ plot_app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 
 def _check_out(out: str) -> Path:
-    path = Path(out)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"`out` must be a .png file, got {out!r}")
+    """The output PNG, checked before any work (noisecraft.io.check_output); its folder is made."""
+    from noisecraft.io import check_output
+
+    path = check_output(out, (".png",))
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

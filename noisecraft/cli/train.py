@@ -51,6 +51,9 @@ def train(
 @app.command()
 def demo(out: str = typer.Option("runs/demo", help="Directory for the demo outputs.")) -> None:
     """Run the main demo on built-in data: train on 8x8 digits (~5 min), sample, score."""
+    from noisecraft.io import check_output_folder
     from noisecraft.runs.demo import run_demo
 
+    with user_errors():
+        check_output_folder(out)  # before five minutes of training
     run_demo(out)

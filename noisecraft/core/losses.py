@@ -52,7 +52,7 @@ class DenoisingLoss(BaseModel):
     "elbo" = -lambda'(t)/2 * snr, unit-free nats when reduction is "sum" and t is uniform.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schedule: AnySchedule = Field(default_factory=VPCosine)
     parameterization: Parameterization = "eps"

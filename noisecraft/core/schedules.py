@@ -27,7 +27,7 @@ _KEYWORD_ONLY = ("name", "t_min", "t_max")
 class Schedule(BaseModel):
     """Base class: subclasses give log_alpha(t) and log_sigma(t) (float64); the rest follows."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     #: the smallest time a sampler integrates to before its final clean estimate
     t_min: float = 1e-3

@@ -49,7 +49,7 @@ class DataConfig(BaseModel):
     """`name` is a built-in dataset (digits, 8gaussians, moons, swissroll, checkerboard), an image folder
     or a .npy file; `n` is the number of toy points drawn (seed `seed`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = "digits"
     n: int = Field(20_000, ge=1)

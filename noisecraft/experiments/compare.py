@@ -80,6 +80,7 @@ class CompareSettings:
         """Settings from `noisecraft compare`'s options (comma-separated lists; 2 minutes when no budget),
         checked."""
         from noisecraft.data import check_builtin
+        from noisecraft.io import check_output_folder
 
         check_builtin(data)
         settings = cls(data=data, out=Path(out or f"runs/compare-{data}"),
@@ -88,6 +89,7 @@ class CompareSettings:
                        solvers=tuple(s.strip() for s in solvers.split(",") if s.strip()), n_samples=n_samples,
                        n_likelihood=n_likelihood, probes=probes, reuse=reuse, threads=threads)
         settings.check()
+        check_output_folder(settings.out)  # before the models train
         return settings
 
     def check(self) -> None:

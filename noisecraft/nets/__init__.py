@@ -16,7 +16,7 @@ from noisecraft.nets.unet import UNet
 class NetConfig(BaseModel):
     """Which network and its size; `kind="auto"` picks the UNet for images and the MLP for vectors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["auto", "mlp", "unet"] = "auto"
     # MLP

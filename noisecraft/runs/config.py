@@ -23,7 +23,7 @@ from noisecraft.validation import check_field, describe
 class TrainConfig(BaseModel):
     """Optimisation: AdamW with linear warm-up then cosine or constant learning rate (Loshchilov & Hutter 2019)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     batch_size: int = Field(128, ge=1, description="global batch per optimiser step, over all processes")
     grad_accum: int = Field(1, ge=1)
@@ -60,7 +60,7 @@ class TrainConfig(BaseModel):
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: NetConfig = Field(default_factory=NetConfig)

@@ -1,4 +1,4 @@
-"""The main demo (`noisecraft demo`, `make demo`): train the default digits model for 1,200 steps (about five
+"""The main demo (`noisecraft demo`, `make demo`): train the default digits model for 1,600 steps (about five
 minutes on two free CPU cores), draw digits with DPM-Solver++(2M) in 20 steps (Lu et al. 2022b), save them
 beside real digits, and print digits-FD with its floor.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from noisecraft.runs.config import RunConfig, preset_config
 
-DEMO_STEPS = 1200
+DEMO_STEPS = 1600
 
 
 def demo_config(steps: int = DEMO_STEPS, minutes: float | None = None) -> RunConfig:

@@ -18,8 +18,12 @@ def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, s
     from noisecraft.metrics.digits import evaluate_digits, floor
 
     run = load_run(run_dir, ema=ema, eval_batch=eval_batch)
+    run.solver(solver, steps)  # the options first, named as given
     if tuple(run.sample_shape) != (1, 8, 8):
         raise ValueError(f"noisecraft eval scores 8x8 digits runs; this run's samples have shape {run.sample_shape}")
+    if run.config.model.num_classes is not None:
+        raise ValueError(f"noisecraft eval scores unconditional digits runs; {str(run_dir)!r} is "
+                         f"{run.config.model.cond}-conditional: draw each class with `noisecraft sample --class K`")
     x = run.sample(n, solver, steps, seed)
     result = {
         "run": str(run_dir), "step": run.step, "solver": solver or run.config.sample.solver,

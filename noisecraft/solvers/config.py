@@ -26,7 +26,7 @@ class SolverConfig(BaseModel):
     solvers, grids or options are errors naming them, raised when the config is built.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     solver: str = "dpm++2m"
     steps: int = Field(20, ge=1)

@@ -47,7 +47,7 @@ def _default_train() -> TrainConfig:
 class TabularConfig(BaseModel):
     """Network size, training and sampling defaults of a tabular model (a plain, JSON-serialisable config)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     width: int = Field(256, ge=2)
     depth: int = Field(3, ge=1)
