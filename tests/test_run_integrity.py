@@ -316,3 +316,14 @@ def test_weights_of_another_network_are_named(trained: Path, tmp_path: Path) -> 
     (run / "config.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match="holds weights of another network: missing keys"):
         train(None, run, resume=True, max_steps=8, progress=False)
+
+
+def test_a_fresh_run_whose_data_fails_leaves_no_directory(tmp_path: Path) -> None:
+    from noisecraft.runs.config import preset_config
+    from noisecraft.runs.train import train as train_run
+
+    cfg = preset_config("moons", "v", max_steps=2)
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": str(tmp_path / "missing.npy")})})
+    with pytest.raises((ValueError, FileNotFoundError)):
+        train_run(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

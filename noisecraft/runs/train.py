@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -360,7 +361,8 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
     # cpu=True when there is no GPU: Accelerate then reads torchrun's env as a gloo process group
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
-    with run_lock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
+    with _fresh_dir_removed_on_failure(run_dir), \
+            run_lock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
         start = _start(run_dir, resume, overwrite, accelerator.is_main_process)
         if start is not None and max_steps is None and _finished(config.train, start[2]):
             step = start[2]["step"]
@@ -368,6 +370,19 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
                 f"run {run_dir} is finished at step {step}; pass `max_steps` M > {step} to extend it"))
         config = _with_max_steps(config, max_steps, start and start[2], run_dir)
         return _fit(config, run_dir, accelerator, start, stop_at, progress)
+
+
+@contextlib.contextmanager
+def _fresh_dir_removed_on_failure(run_dir: Path) -> Any:
+    """A run directory this call creates is removed again when training fails before config.yaml is written
+    (a bad data path, say), so bad input leaves nothing behind."""
+    fresh = not run_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and run_dir.is_dir() and not (run_dir / "config.yaml").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _sharded(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, cfg: TrainConfig,
