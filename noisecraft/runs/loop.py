@@ -66,6 +66,16 @@ def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+def budget_spent(cfg: TrainConfig, elapsed: float) -> bool:
+    """Whether `elapsed` budget-clock seconds have used the time budget cfg.minutes (False without one)."""
+    return cfg.minutes is not None and elapsed >= 60.0 * cfg.minutes
+
+
+def reached_end(cfg: TrainConfig, step: int, elapsed: float) -> bool:
+    """Whether training of length cfg is over at `step` after `elapsed` seconds: max_steps or the time budget."""
+    return (cfg.max_steps is not None and step >= cfg.max_steps) or budget_spent(cfg, elapsed)
+
+
 @dataclass
 class LoopState:
     """Where a loop stands: steps done, budget-clock seconds spent, the last loss and throughput, and the
@@ -178,9 +188,8 @@ class Loop:
         window.reset()
 
     def _done(self, state: LoopState, stop_at: int | None) -> bool:
-        cfg = self.cfg
-        done = (cfg.max_steps is not None and state.step >= cfg.max_steps) or (stop_at is not None and state.step >= stop_at)
-        return self._any_across(done or (self.budget_s is not None and state.elapsed >= self.budget_s))
+        stopped = stop_at is not None and state.step >= stop_at
+        return self._any_across(stopped or reached_end(self.cfg, state.step, state.elapsed))
 
     def _save(self, state: LoopState) -> None:
         if self.on_checkpoint is not None:

@@ -43,7 +43,9 @@ from noisecraft.runs.loop import (
     LoopState,
     NonFiniteLossError,
     batch_indices,
+    budget_spent,
     make_optimizer,
+    reached_end,
     step_generator,
 )
 from noisecraft.runs.sharding import (
@@ -249,15 +251,6 @@ def _start(run_dir: Path, resume: bool, overwrite: bool, main: bool) -> tuple[Pa
     return newest_intact(run_dir / "checkpoints", GROUPS)
 
 
-def _budget_spent(cfg: TrainConfig, meta: dict) -> bool:
-    """Whether a checkpoint has used its run's time budget (as the loop decides its stop)."""
-    return cfg.minutes is not None and meta.get("elapsed_s", 0.0) >= 60.0 * cfg.minutes
-
-
-def _finished(cfg: TrainConfig, meta: dict) -> bool:
-    """Whether a checkpoint has reached its run's length: max_steps, or the time budget spent."""
-    return (cfg.max_steps is not None and meta["step"] >= cfg.max_steps) or _budget_spent(cfg, meta)
-
 
 def _with_max_steps(config: RunConfig, max_steps: int | None, meta: dict | None, run_dir: Path) -> RunConfig:
     """`config` with the step budget `max_steps`; on resume it must exceed the steps done, and a spent time
@@ -269,7 +262,7 @@ def _with_max_steps(config: RunConfig, max_steps: int | None, meta: dict | None,
         raise ValueError(f"`max_steps` {max_steps} must exceed the {done} steps run {run_dir} has done"
                          if done else f"`max_steps` must be >= 1, got {max_steps}")
     cfg = config.train
-    spent = meta is not None and _budget_spent(cfg, meta)
+    spent = meta is not None and budget_spent(cfg, meta.get("elapsed_s", 0.0))
     train_cfg = TrainConfig.model_validate({**cfg.model_dump(), "max_steps": max_steps,
                                             "minutes": None if spent else cfg.minutes})
     return config.model_copy(update={"train": train_cfg})
@@ -364,7 +357,8 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
     with _fresh_dir_removed_on_failure(run_dir), \
             run_lock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
         start = _start(run_dir, resume, overwrite, accelerator.is_main_process)
-        if start is not None and max_steps is None and _finished(config.train, start[2]):
+        done = start is not None and reached_end(config.train, start[2]["step"], start[2].get("elapsed_s", 0.0))
+        if done and max_steps is None:
             step = start[2]["step"]
             return TrainResult(run_dir, step, math.nan, 0.0, start[0], note=(
                 f"run {run_dir} is finished at step {step}; pass `max_steps` M > {step} to extend it"))
