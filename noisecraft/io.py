@@ -77,6 +77,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_csv_atomic(frame: Any, path: str | Path) -> None:
+    """Write a pandas DataFrame to `path` as CSV (no index column) atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def check_output(path: str | Path, suffixes: Sequence[str], what: str = "out") -> Path:
     """`path` as an output file: it ends in one of `suffixes` ('.png', '.npy', ...), is not a folder, and
     its folder takes a new file. Returns it as a Path."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from noisecraft.cli._common import user_errors
+from noisecraft.io import write_csv_atomic
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -74,7 +75,7 @@ def fit_cmd(
     if table_path is not None:
         with user_errors():
             table_path.parent.mkdir(parents=True, exist_ok=True)
-            res.table().to_csv(table_path, index=False)
+            write_csv_atomic(res.table(), table_path)
 
 
 @app.command("simulate")
@@ -122,7 +123,7 @@ def simulate_cmd(
             seed=seed,
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, index=False)
+        write_csv_atomic(df, out)
     typer.echo(f"wrote {len(df)} trials to {out}")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from noisecraft.cli._common import user_errors
+from noisecraft.io import write_csv_atomic, write_text_atomic
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -44,7 +45,6 @@ def fit(
     seed: int = typer.Option(0, help="Training seed."),
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
-    from noisecraft.io import write_text_atomic
     from noisecraft.io import check_output_folder
     from noisecraft.tabular.model import fit_table
 
@@ -80,7 +80,7 @@ def sample(
         fixed = {k: model.parse_value(k, v) for k, v in _parse_pairs(where, "--where").items()}
         frame = model.sample(n, where=fixed, balance=balance, seed=seed, steps=steps)
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False)
+        write_csv_atomic(frame, out)
     typer.echo(f"wrote {len(frame)} rows to {out}")
 
 
@@ -110,5 +110,5 @@ def eval_(
     stem = synthetic.stem
     with user_errors():
         paths = write_plots(result.train, result.synthetic, result.schema, folder, stem)
-        (folder / f"{stem}_eval.json").write_text(result.report.to_json())
+        write_text_atomic(folder / f"{stem}_eval.json", result.report.to_json())
     typer.echo("wrote " + ", ".join(str(p) for p in [*paths, folder / f"{stem}_eval.json"]))

@@ -25,7 +25,7 @@ from noisecraft.ddm.density import Lapse, cdf, pdf
 from noisecraft.ddm.fit import QUANTILES, FitResult, fit
 from noisecraft.ddm.simulate import simulate
 from noisecraft.ddm.spec import ModelSpec, _fmt
-from noisecraft.io import save_figure
+from noisecraft.io import save_figure, write_csv_atomic, write_text_atomic
 
 __all__ = ["compare"]
 
@@ -260,7 +260,7 @@ def compare(
     t_rec = time.perf_counter() - t
     if rec is not None:
         _plot_recovery(rec, out / "recovery.png")
-        rec.to_csv(out / "recovery.csv", index=False)
+        write_csv_atomic(rec, out / "recovery.csv")
 
     lines = [
         f"# {title}",
@@ -321,5 +321,5 @@ def compare(
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

@@ -37,7 +37,7 @@ from torch import Tensor
 from noisecraft.core.bounds import clipped
 from noisecraft.core.tensors import FLOAT64
 from noisecraft.data.digits import BIN_WIDTH as DIGITS_BIN
-from noisecraft.io import save_figure
+from noisecraft.io import save_figure, write_text_atomic
 from noisecraft.runs.pipeline import Pipeline
 
 MODELS: dict[str, str] = {
@@ -535,7 +535,7 @@ def write_report(settings: CompareSettings, results: dict) -> Path:
         lines.append("")
     lines += ["## What this run shows", ""] + [f"- {s}" for s in results["findings"]] + [""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 
@@ -612,7 +612,7 @@ def compare(settings: CompareSettings, command: str | None = None) -> dict:
     }
     results["findings"] = findings(results)
     results["total_s"] = time.perf_counter() - start
-    (settings.out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_text_atomic(settings.out / "results.json", json.dumps(results, indent=1, default=float))
     write_report(settings, results)
     return results
 
