@@ -85,10 +85,19 @@ COMMANDS = {
     "train": (["train", "--data", "missing_data.npy", "--run", "fuzz_run"],
               ["--steps", "--batch-size", "--lr", "--minutes", "--seed", "--preset", "--loss"]),
     "sample": (["sample", "missing_run"],
-               ["--n", "--steps", "--seed", "--solver", "--out", "--class", "--guidance", "--threshold"]),
+               ["--n", "--steps", "--seed", "--solver", "--out", "--class", "--guidance", "--threshold",
+                "--eval-batch"]),
     "ddm fit": (["ddm", "fit", "missing_trials.csv"],
                 ["--rt", "--method", "--rt-min", "--rt-max", "--lapse", "--lapse-range", "--s", "--where", "--spec",
                  "--out"]),
+    "eval": (["eval", "missing_run"], ["--n", "--steps", "--seed", "--solver", "--eval-batch"]),
+    "inpaint": (["inpaint", "missing_run", "--image", "missing_x.png", "--mask", "missing_m.png"],
+                ["--method", "--n", "--steps", "--seed", "--jump-length", "--jump-count", "--zeta", "--out"]),
+    "upscale": (["upscale", "missing_run", "--image", "missing_x.png"],
+                ["--factor", "--method", "--n", "--steps", "--sigma", "--zeta", "--out"]),
+    "denoise": (["denoise", "missing_run", "--image", "missing_x.png", "--sigma", "0.1"],
+                ["--sigma", "--method", "--n", "--steps", "--seed", "--out"]),
+    "likelihood": (["likelihood", "missing_run"], ["--n", "--probes", "--seed", "--rtol", "--atol"]),
     "tabular fit": (["tabular", "fit", "missing_table.csv", "--out", "fuzz_model"],
                     ["--steps", "--minutes", "--test-size", "--width", "--depth", "--max-epochs", "--seed",
                      "--target", "--type", "--drop"]),
@@ -109,7 +118,7 @@ def invocations(draw) -> tuple[str, list[str]]:
     return command, args
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(invocation=invocations())
 def test_cli_rejects_any_option_value_in_one_line(invocation) -> None:
     _command, args = invocation
