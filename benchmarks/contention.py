@@ -47,8 +47,6 @@ def _train(seconds: float, threads: int | None) -> float:
 
 
 def _sample(seconds: float, threads: int | None) -> float:
-    import torch
-
     from noisecraft.runs.config import preset_config
     from noisecraft.runs.pipeline import Pipeline
     from noisecraft.runs.threads import use_threads
@@ -101,8 +99,9 @@ def _table(kind: str, seconds: float) -> list[str]:
                      f"{r[1]['rate'] / r[0]['rate']:.2f} |")
         print(lines[-1], flush=True)
     old, new = rates[OLD], rates[NEW]
-    lines += ["", f"new / old: idle {new[0]['rate'] / old[0]['rate']:.2f}x, "
-                  f"one busy neighbour {new[1]['rate'] / old[1]['rate']:.2f}x", ""]
+    ratio = (f"new / old: idle {new[0]['rate'] / old[0]['rate']:.2f}x, "
+             f"one busy neighbour {new[1]['rate'] / old[1]['rate']:.2f}x")
+    lines += ["", ratio, ""]
     return lines
 
 
@@ -116,11 +115,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return _worker(args.worker, args.seconds, args.threads)
-    lines = ["# Throughput beside busy neighbours", "",
-             f"`python benchmarks/contention.py --seconds {args.seconds:g}`, {dt.date.today()}, "
-             f"{platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()}.",
-             "Training: the default digits UNet (EDM preset, batch 128). Sampling: 100 digits, DPM-Solver++(2M), "
-             "20 steps.", ""]
+    how = (f"`python benchmarks/contention.py --seconds {args.seconds:g}`, {dt.date.today()}, "
+           f"{platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()}.")
+    what = "Training: the default digits UNet (EDM preset, batch 128). Sampling: 100 digits, DPM-Solver++(2M), 20 steps."
+    lines = ["# Throughput beside busy neighbours", "", how, what, ""]
     for kind in args.kinds.split(","):
         lines += _table(kind, args.seconds)
     Path(args.out).write_text("\n".join(lines) + "\n")
