@@ -4,15 +4,12 @@ bitwise with a fixed evaluation batch, to the documented tolerance without; ever
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _helpers import torchrun
 from safetensors.torch import load_file
 
 from noisecraft.nets import NetConfig
@@ -25,17 +22,11 @@ from noisecraft.runs.train import train
 WORKER = Path(__file__).with_name("sample_dist_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_shards_partition_the_rows() -> None:
     for n in (1, 2, 7, 100):
         for size in (1, 2, 3, 8):
             rows = [list(shard(n, size, r)) for r in range(size)]
-            assert sum(rows, []) == list(range(n))
+            assert [i for part in rows for i in part] == list(range(n))
             assert max(map(len, rows)) - min(map(len, rows)) <= 1
 
 
@@ -56,12 +47,7 @@ def test_two_processes_sample_what_one_process_samples(tmp_path: Path) -> None:
     train(cfg, run, progress=False)
     out = tmp_path / "out"
     out.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(WORKER), str(run), str(out)]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(WORKER, run, out, timeout=240)
     ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in range(2)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # every process holds all rows
     fixed = load_run(run, eval_batch=4).sample(7, steps=3, seed=5, solver="euler_maruyama")

@@ -4,26 +4,18 @@ ranks, one checkpoint writer, the data split between ranks."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _helpers import torchrun
 from safetensors.torch import load_file
 
 from noisecraft.runs.loop import batch_indices
 from noisecraft.runs.train import process_slice, train
 
 WORKER = Path(__file__).with_name("train_dist_worker.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_process_slices_partition_the_global_batch() -> None:
@@ -44,12 +36,7 @@ def test_batches_cover_each_epoch_once() -> None:
 def test_two_processes_match_each_other_and_one_process(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(WORKER), str(tmp_path / "run"), str(out)]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(WORKER, tmp_path / "run", out, timeout=240)
     info = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(i["world"] == 2 and i["backend"] == "gloo" for i in info), info
     w0, w1 = (load_file(str(out / f"rank{r}.safetensors")) for r in range(2))

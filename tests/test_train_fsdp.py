@@ -4,34 +4,16 @@ optimiser moments after 50 steps; its checkpoint (whole tensors) resumes in one 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _helpers import torchrun
 
 from noisecraft.runs.checkpoint import load_checkpoint, newest_intact
 from noisecraft.runs.train import train
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(run: Path, sharding: str, kind: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(WORKER), str(run), sharding, kind]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 # The attention key bias has an exactly zero gradient (softmax is unchanged when every key's score moves by
@@ -52,7 +34,7 @@ def _close(a: dict, b: dict, atol: float) -> None:
 def test_fsdp_follows_ddp_and_resumes_in_one_process(tmp_path: Path, kind: str) -> None:
     runs = {s: tmp_path / s for s in ("ddp", "fsdp")}
     for sharding, run in runs.items():
-        _launch(run, sharding, kind)
+        torchrun(WORKER, run, sharding, kind)
     (path_d, tensors_d, meta_d), (path_f, tensors_f, meta_f) = (newest_intact(r / "checkpoints") for r in runs.values())
     assert path_d.name == path_f.name == "step_00000050"
     for group in ("model", "ema", "optimizer"):
