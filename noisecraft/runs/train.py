@@ -348,9 +348,6 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
 
     run_dir = Path(run_dir)
     config = _run_config(config, run_dir, resume, overwrite)
-    threads = use_threads(config.train.num_threads)  # one per CPU other processes leave free (runs.threads)
-    if progress:
-        print(threads, flush=True)
     # cpu=True when there is no GPU: Accelerate then reads torchrun's env as a gloo process group
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
@@ -395,6 +392,9 @@ def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, 
          stop_at: int | None, progress: bool) -> TrainResult:
     """Build the network, restore `start` (None: fresh) and run the loop, logging to metrics.jsonl."""
     cfg = config.train
+    threads = use_threads(cfg.num_threads)  # one per CPU other processes leave free (runs.threads)
+    if progress and accelerator.is_main_process:
+        print(threads, flush=True)
     data = config.data.load()
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     net = config.model.build(data.sample_shape, config.loss.time_input)
