@@ -31,8 +31,14 @@ def _joined() -> tuple[int, int]:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    atexit.register(_leave)
+    leave_at_exit()
     return state.process_index, state.num_processes
+
+
+@functools.cache
+def leave_at_exit() -> None:
+    """Close this process's group when the interpreter exits (registered once, by whoever joined it)."""
+    atexit.register(_leave)
 
 
 def _leave() -> None:
@@ -68,4 +74,4 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-__all__ = ["gather_rows", "is_main", "shard", "world"]
+__all__ = ["gather_rows", "is_main", "leave_at_exit", "shard", "world"]

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from noisecraft.data import Dataset
 from noisecraft.io import remove_stale_temps, write_text_atomic
+from noisecraft.runs import distributed
 from noisecraft.runs.checkpoint import (
     GROUPS,
     check_weights,
@@ -351,6 +352,8 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
     # cpu=True when there is no GPU: Accelerate then reads torchrun's env as a gloo process group
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
+    if accelerator.num_processes > 1:
+        distributed.leave_at_exit()
     with _fresh_dir_removed_on_failure(run_dir), \
             run_lock(run_dir) if accelerator.is_main_process else contextlib.nullcontext():
         start = _start(run_dir, resume, overwrite, accelerator.is_main_process)
