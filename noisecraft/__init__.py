@@ -32,11 +32,15 @@ _EXPORTS = {
     "SolverConfig": "noisecraft.solvers",
     "sample": "noisecraft.solvers",
     "solve": "noisecraft.solvers",
+    "optimize_grid": "noisecraft.solvers.grid_search",
+    "GridInfo": "noisecraft.solvers.grid_search",
     "Pipeline": "noisecraft.runs.pipeline",
     "load_run": "noisecraft.runs.pipeline",
     "RunConfig": "noisecraft.runs.config",
     "preset_config": "noisecraft.runs.config",
     "train": "noisecraft.runs.train",
+    "distill": "noisecraft.runs.distill",
+    "Teacher": "noisecraft.runs.distill",
 }
 _SUBMODULES = {
     "oracle": "noisecraft.analysis.oracle",

@@ -14,6 +14,7 @@ ALL_SCHEDULES = {
     "sub_vp": S.SubVP(),
     "ve": S.VE(sigma_min=0.01, sigma_max=50.0),
     "edm": S.EDM(),
+    "rectified_flow": S.RectifiedFlow(),
 }
 
 

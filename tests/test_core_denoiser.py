@@ -31,8 +31,9 @@ def test_wrappers_agree_with_the_exact_denoiser(schedule, ring):
     eps_fn = lambda x, t: exact.eps(x, t)  # noqa: E731
     score_fn = lambda x, t: exact.score(x, t)  # noqa: E731
     v_fn = lambda x, t: exact.v(x, t)  # noqa: E731
+    flow_fn = lambda x, t: exact.flow(x, t)  # noqa: E731
     for wrapped in (nc.Denoiser.from_eps(eps_fn, schedule), nc.Denoiser.from_score(score_fn, schedule),
-                    nc.Denoiser.from_v(v_fn, schedule)):
+                    nc.Denoiser.from_v(v_fn, schedule), nc.Denoiser.from_flow(flow_fn, schedule)):
         assert torch.allclose(wrapped(x, t), exact(x, t), atol=1e-9)
 
 

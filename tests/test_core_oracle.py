@@ -53,9 +53,10 @@ def test_denoiser_matches_monte_carlo_posterior_mean(ring):
         assert (exact - mc).abs().max() < 5 * se + 1e-3
 
 
-def test_exact_flow_is_the_ode_solution():
+@pytest.mark.parametrize("sched", [nc.schedules.VPCosine(), nc.schedules.RectifiedFlow()],
+                         ids=["vp_cosine", "rectified_flow"])
+def test_exact_flow_is_the_ode_solution(sched):
     """The closed-form flow of a Gaussian agrees with a fine adaptive ODE solve."""
-    sched = nc.schedules.VPCosine()
     g = nc.oracle.gaussian([0.5, -1.0], [[0.3, 0.1], [0.1, 0.05]])
     x = torch.randn(5, 2, generator=gen(4), dtype=torch.float64) * float(sched.sigma(0.9))
     exact = g.flow(x, 0.9, 0.01, sched)

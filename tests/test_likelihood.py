@@ -15,7 +15,8 @@ from noisecraft.analysis.likelihood import GaussianFit, bits_per_dim, dequantize
 VP = nc.schedules.VPLinear(t_min=1e-5)
 
 
-@pytest.mark.parametrize("schedule", [VP, nc.schedules.EDM()], ids=["vp_linear", "edm"])
+@pytest.mark.parametrize("schedule", [VP, nc.schedules.EDM(), nc.schedules.RectifiedFlow(t_min=1e-5)],
+                         ids=["vp_linear", "edm", "rectified_flow"])
 def test_exact_divergence_matches_true_density_2d(schedule):
     ring = nc.oracle.ring8()
     x, _ = ring.sample(48, gen(1))

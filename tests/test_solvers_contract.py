@@ -90,10 +90,22 @@ def test_predicted_nfe_matches_the_count(solver):
     assert predicted == info.nfe or (predicted is None and solver == "rk45")
 
 
-@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+@pytest.mark.parametrize("steps", [-3, 2.5, True])
 def test_bad_steps(steps):
-    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
         nc.sample(DEN, SCHED, steps=steps, shape=(2, 16))
+
+
+@pytest.mark.parametrize("solver", sorted(nc.SOLVERS))
+def test_zero_steps_is_the_clean_estimate_at_t_max(solver):
+    """steps=0: one evaluation, x0_hat(x_T, t_max) from the schedule's own t_max (a one-step student's sampler)."""
+    x, info = nc.sample(DEN, SCHED, solver=solver, steps=0, shape=(3, 16), generator=gen(2), return_info=True,
+                        dtype=torch.float64)
+    x_T = SCHED.sigma(SCHED.t_max) * nc.SampleNoise.from_generator(gen(2), 3).randn((16,), torch.float64, "cpu")
+    assert info.nfe == 1 and info.times.tolist() == [SCHED.t_max]
+    assert torch.allclose(x, DEN(x_T, torch.full((3,), SCHED.t_max, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="denoise_final"):
+        nc.sample(DEN, SCHED, solver=solver, steps=0, shape=(3, 16), denoise_final=False)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +114,7 @@ def test_bad_steps(steps):
         ([0.5, 0.6, 0.1], "strictly decreasing"),
         ([1.2, 0.5, 0.1], r"\[0, 1\]"),
         ([0.5, 0.3, -0.1], r"\[0, 1\]"),
-        ([0.5], "at least 2"),
+        ([], "at least 1"),
         ([0.5, 0.2, 0.0], "log-SNR is not finite"),
         ([0.5, float("nan")], r"\[0, 1\]"),
     ],

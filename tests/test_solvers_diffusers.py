@@ -84,7 +84,7 @@ def test_heun():
     sch.set_timesteps(timesteps=timesteps)
     times = our_times(timesteps)
     x = start(times)
-    ours, info = nc.solve(EXACT, SCHED, x, times, solver="heun")
+    ours, info = nc.solve(EXACT, SCHED, x, times, solver="heun", space="sigma")
     assert info.nfe == 2 * (len(timesteps) - 1) + 1
     assert torch.allclose(run_diffusers(sch, x.clone(), scaled=True), ours, atol=1e-9)
 

@@ -31,7 +31,8 @@ def pathwise_errors(solver: str, schedule: S.Schedule, steps: list[int], grid: s
 
 
 @pytest.mark.parametrize("solver", sorted(ORDERS))
-@pytest.mark.parametrize("schedule", [S.VPCosine(), S.EDM()], ids=["vp_cosine", "edm"])
+@pytest.mark.parametrize("schedule", [S.VPCosine(), S.EDM(), S.RectifiedFlow()],
+                         ids=["vp_cosine", "edm", "rectified_flow"])
 def test_measured_order_matches_nominal(solver, schedule):
     if solver == "euler" and schedule.name == "edm":
         pytest.skip("Euler in t on EDM's rho-time is first order only far into the asymptotic range (tested on VP)")

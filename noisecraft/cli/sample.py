@@ -47,6 +47,7 @@ def sample(
         route = pipe.route(class_, prompt, classifier)
         if route.note:
             typer.echo(route.note)
+        typer.echo(f"grid: {pipe.grid_source(solver, steps)}")
         x = pipe.sample(n, solver=solver, steps=steps, seed=seed, label=class_, prompt=prompt, guidance=guidance,
                         classifier=classifier, progress=True, route=route)
         if not is_main():  # on several processes (torchrun) every rank holds all samples; rank 0 writes

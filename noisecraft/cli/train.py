@@ -13,8 +13,8 @@ app = typer.Typer()
 @app.command()
 def train(
     data: str = typer.Option(None, help="digits (default), 8gaussians, moons, swissroll, checkerboard, an image folder or a .npy file."),
-    preset: str = typer.Option(None, help="Loss preset and its defaults: ddpm, score, v, edm (default), elbo."),
-    loss: str = typer.Option(None, help="Override the loss preset (ddpm, score, v, edm, elbo)."),
+    preset: str = typer.Option(None, help="Loss preset and its defaults: ddpm, score, v, edm (default), elbo, flow."),
+    loss: str = typer.Option(None, help="Override the loss preset (ddpm, score, v, edm, elbo, flow)."),
     config: str = typer.Option(None, help="A YAML run config (overrides --data/--preset)."),
     run: str = typer.Option(None, help="Run directory (default runs/<data>-<preset>)."),
     minutes: float = typer.Option(None, help="Wall-clock budget in minutes."),

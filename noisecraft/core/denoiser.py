@@ -1,7 +1,7 @@
 """The denoiser contract: `denoise(x_t, t) -> x0_hat`, whatever the network predicts (DESIGN.md section 2).
 
-A `Denoiser` wraps a callable and its parameterization (eps, x0, v, score or EDM preconditioning) and
-returns x0_hat; eps_hat, the score and v follow from it (noisecraft.core.parameterization). Solvers, guidance
+A `Denoiser` wraps a callable and its parameterization (eps, x0, v, score, EDM preconditioning or the flow
+velocity) and returns x0_hat; eps_hat, the score, v and the flow follow from it (noisecraft.core.parameterization). Solvers, guidance
 and likelihood only ever see the denoise function.
 """
 
@@ -16,6 +16,7 @@ from noisecraft.core.parameterization import (
     PARAMETERIZATIONS,
     edm_coefficients,
     eps_from_x0,
+    flow_from_x0,
     score_from_x0,
     v_from_x0,
     x0_from_prediction,
@@ -77,6 +78,11 @@ class Denoiser:
         return cls(fn, schedule, "score", **kw)
 
     @classmethod
+    def from_flow(cls, fn: Callable[..., Tensor], schedule: Schedule, **kw: Any) -> "Denoiser":
+        """Wrap a flow-matching velocity u = eps - x0 (Lipman et al. 2023; Esser et al. 2024, sec. 3.1)."""
+        return cls(fn, schedule, "flow", **kw)
+
+    @classmethod
     def edm(cls, fn: Callable[..., Tensor], schedule: Schedule, sigma_data: float = 0.5, **kw: Any) -> "Denoiser":
         """EDM preconditioning: D = c_skip x~ + c_out F(c_in x~, c_noise) (Karras et al. 2022, eq. 7)."""
         kw.setdefault("time_input", "c_noise")
@@ -129,3 +135,8 @@ class Denoiser:
     def v(self, x: Tensor, t: float | Tensor, cond: Any = None) -> Tensor:
         _, alpha, sigma = self.coefficients(x, t)
         return v_from_x0(x, self(x, t, cond), alpha, sigma)
+
+    def flow(self, x: Tensor, t: float | Tensor, cond: Any = None) -> Tensor:
+        """The velocity u = eps_hat - x0_hat (dx_t/dt under RectifiedFlow)."""
+        _, alpha, sigma = self.coefficients(x, t)
+        return flow_from_x0(x, self(x, t, cond), alpha, sigma)

@@ -16,7 +16,10 @@ Presets:
 - ``edm``: EDM noise levels, log-normal sigma, weighting (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 and
   EDM preconditioning (Karras et al. 2022, Table 1);
 - ``elbo``: the weighting -d lambda/dt / 2 on the eps error, summed over dimensions, under which the loss
-  is the continuous-time diffusion term of the variational bound (Kingma et al. 2021, eq. 17).
+  is the continuous-time diffusion term of the variational bound (Kingma et al. 2021, eq. 17);
+- ``flow``: rectified flow (alpha = 1 - t, sigma = t), the velocity u = eps - x0, logit-normal t with m = 0,
+  s = 1 and unit weight on u: conditional flow matching (Lipman et al. 2023; Liu et al. 2022) with the
+  time distribution of Esser et al. 2024, sec. 3.1. In x_0-space its weight is ((alpha + sigma) / sigma)^2.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from noisecraft.core.parameterization import (
     prediction_from_x0,
     x0_from_prediction,
 )
-from noisecraft.core.schedules import EDM, VE, AnySchedule, DiscreteVP, Schedule, VPCosine
+from noisecraft.core.schedules import EDM, VE, AnySchedule, DiscreteVP, RectifiedFlow, VPCosine
 from noisecraft.core.tensors import FLOAT64, as_time, expand_like
 
-TimeDistribution = Literal["uniform", "discrete", "log_normal"]
+TimeDistribution = Literal["uniform", "discrete", "log_normal", "logit_normal"]
 Weighting = Literal["prediction", "x0", "snr", "snr_plus_one", "edm", "elbo"]
-PRESETS: tuple[str, ...] = ("ddpm", "score", "v", "edm", "elbo")
+PRESETS: tuple[str, ...] = ("ddpm", "score", "v", "edm", "elbo", "flow")
 
 
 class DenoisingLoss(BaseModel):
@@ -47,9 +50,10 @@ class DenoisingLoss(BaseModel):
 
     time_distribution: "uniform" in [t_min, t_max] of the schedule; "discrete", t = (n + 1)/N with n uniform
     over a DiscreteVP table's timesteps; "log_normal", ln(sigma/alpha) ~ N(p_mean, p_std^2) (Karras et al.
-    2022, sec. 5). weighting (in x_0-space): "prediction", unit weight on the network's own output; "x0";
-    "snr" = alpha^2/sigma^2, unit weight on eps; "snr_plus_one", unit weight on v for VP schedules; "edm";
-    "elbo" = -lambda'(t)/2 * snr, unit-free nats when reduction is "sum" and t is uniform.
+    2022, sec. 5); "logit_normal", t = sigmoid(n) with n ~ N(logit_mean, logit_std^2) (Esser et al. 2024,
+    sec. 3.1), clamped to [t_min, t_max]. weighting (in x_0-space): "prediction", unit weight on the network's
+    own output; "x0"; "snr" = alpha^2/sigma^2, unit weight on eps; "snr_plus_one", unit weight on v for VP
+    schedules; "edm"; "elbo" = -lambda'(t)/2 * snr, unit-free nats when reduction is "sum" and t is uniform.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -60,6 +64,8 @@ class DenoisingLoss(BaseModel):
     time_distribution: TimeDistribution = "uniform"
     p_mean: float = -1.2
     p_std: float = Field(1.2, gt=0)
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
     weighting: Weighting = "prediction"
     reduction: Literal["mean", "sum"] = "mean"
     sigma_data: float = Field(0.5, gt=0)
@@ -80,6 +86,9 @@ class DenoisingLoss(BaseModel):
             log_sigma = self.p_mean + self.p_std * torch.randn(n, generator=generator, dtype=FLOAT64)
             t = s.t_from_log_snr(-2.0 * log_sigma)
             return t.clamp(s.t_min, s.t_max)
+        if self.time_distribution == "logit_normal":
+            logit_t = self.logit_mean + self.logit_std * torch.randn(n, generator=generator, dtype=FLOAT64)
+            return torch.sigmoid(logit_t).clamp(s.t_min, s.t_max)
         u = torch.rand(n, generator=generator, dtype=FLOAT64)
         return s.t_min + (s.t_max - s.t_min) * u
 
@@ -161,6 +170,8 @@ def preset(name: str, **overrides: Any) -> DenoisingLoss:
                     time_distribution="log_normal", weighting="edm"),
         "elbo": dict(schedule=VPCosine(), parameterization="eps", time_input="t",
                      time_distribution="uniform", weighting="elbo", reduction="sum"),
+        "flow": dict(schedule=RectifiedFlow(), parameterization="flow", time_input="t",
+                     time_distribution="logit_normal", weighting="prediction"),
     }
     if name not in configs:
         raise ValueError(f"unknown loss preset {name!r}; expected one of {list(PRESETS)}")

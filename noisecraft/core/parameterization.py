@@ -2,8 +2,10 @@
 
 With x_t = alpha x_0 + sigma eps, each parameterization is an affine map of (x_t, x0_hat):
 eps (Ho et al. 2020), x0, v = alpha eps - sigma x0 (Salimans & Ho 2022, generalised to any alpha, sigma),
-score = -eps / sigma (Song et al. 2021), and EDM's F with D = c_skip x~ + c_out F on x~ = x_t / alpha
-(Karras et al. 2022, eq. 7 and Table 1). Written once here; the denoiser and the losses both use it.
+score = -eps / sigma (Song et al. 2021), EDM's F with D = c_skip x~ + c_out F on x~ = x_t / alpha
+(Karras et al. 2022, eq. 7 and Table 1), and the flow (velocity) u = eps - x0, which is dx_t/dt for
+alpha = 1 - t, sigma = t (Liu et al. 2022, eq. 1, and Lipman et al. 2023, eq. 23, both with time running
+from noise to data; Esser et al. 2024, sec. 3.1). Written once here; the denoiser and the losses both use it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Parameterization = Literal["eps", "x0", "v", "score", "edm"]
-PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "v", "score", "edm")
+Parameterization = Literal["eps", "x0", "v", "score", "edm", "flow"]
+PARAMETERIZATIONS: tuple[str, ...] = ("eps", "x0", "v", "score", "edm", "flow")
 
 
 def edm_coefficients(sigma_tilde: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -42,6 +44,11 @@ def v_from_x0(x: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     return alpha * eps_from_x0(x, x0, alpha, sigma) - sigma * x0
 
 
+def flow_from_x0(x: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """The flow-matching velocity u = eps - x0, dx_t/dt of alpha = 1 - t, sigma = t (Esser et al. 2024, sec. 3.1)."""
+    return eps_from_x0(x, x0, alpha, sigma) - x0
+
+
 def x0_from_prediction(
     kind: str, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor, sigma_data: float = 0.5
 ) -> Tensor:
@@ -57,6 +64,8 @@ def x0_from_prediction(
     if kind == "edm":
         c_skip, c_out, _, _ = edm_coefficients(sigma / alpha, sigma_data)
         return c_skip * (x / alpha) + c_out * out
+    if kind == "flow":  # x = alpha x0 + sigma (u + x0)
+        return (x - sigma * out) / (alpha + sigma)
     raise ValueError(f"unknown parameterization {kind!r}; expected one of {PARAMETERIZATIONS}")
 
 
@@ -75,4 +84,6 @@ def prediction_from_x0(
     if kind == "edm":
         c_skip, c_out, _, _ = edm_coefficients(sigma / alpha, sigma_data)
         return (x0 - c_skip * (x / alpha)) / c_out
+    if kind == "flow":
+        return flow_from_x0(x, x0, alpha, sigma)
     raise ValueError(f"unknown parameterization {kind!r}; expected one of {PARAMETERIZATIONS}")

@@ -59,6 +59,17 @@ class TrainConfig(BaseModel):
         return self
 
 
+class DistillConfig(BaseModel):
+    """Where a distilled run came from (noisecraft.runs.distill): its teacher, the method and the student's
+    network evaluations per sample."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    teacher: str = Field(description="the teacher's run directory, or a description of a teacher given as a function")
+    method: Literal["consistency", "progressive"]
+    steps: int = Field(ge=1, description="network evaluations per sample of the student")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -68,6 +79,8 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=1000))
     #: how `sample` draws from the run by default: one SolverConfig, validated when the run config is built
     sample: SolverConfig = Field(default_factory=SolverConfig)
+    #: set on a run made by distillation (noisecraft.runs.distill): its teacher, method and step count
+    distill: DistillConfig | None = None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

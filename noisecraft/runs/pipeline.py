@@ -95,8 +95,27 @@ class Pipeline:
 
     def solver(self, solver: str | None = None, steps: int | None = None, grid: str | list[float] | None = None,
                **options: Any) -> SolverConfig:
-        """The run's SolverConfig with the given fields changed (None keeps the run's), validated."""
-        return self.config.sample.override(solver=solver, steps=steps, grid=grid, options=options or None)
+        """The run's SolverConfig with the given fields changed (None keeps the run's), validated. With no `grid`
+        given and a named grid in the config, an optimised grid the run keeps for this solver and step count
+        (`noisecraft grid optimize`, noisecraft.runs.grids) is used; `grid_source` says which grid it is."""
+        cfg = self.config.sample.override(solver=solver, steps=steps, grid=grid, options=options or None)
+        stored = self._stored_grid(cfg, grid)
+        return cfg if stored is None else cfg.override(grid=stored.times)
+
+    def _stored_grid(self, cfg: SolverConfig, grid: str | list[float] | None) -> Any:
+        if grid is not None or not isinstance(self.config.sample.grid, str):
+            return None
+        from noisecraft.runs.grids import stored_grid
+
+        return stored_grid(self.run_dir, cfg.solver, cfg.steps)
+
+    def grid_source(self, solver: str | None = None, steps: int | None = None, grid: str | list[float] | None = None) -> str:
+        """Which grid `solver(solver, steps, grid)` samples on, in words."""
+        cfg = self.config.sample.override(solver=solver, steps=steps, grid=grid)
+        stored = self._stored_grid(cfg, grid)
+        if stored is not None:
+            return stored.note
+        return f"{cfg.grid} grid" if isinstance(cfg.grid, str) else f"the given grid of {len(cfg.grid) - 1} steps"
 
     def with_threshold(self, threshold: float | None) -> Pipeline:
         """This run sampled with dynamic thresholding at quantile `threshold` in place of its static clip (which

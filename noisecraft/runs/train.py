@@ -150,6 +150,11 @@ class DiffusionStep:
         return conditions(self.data.labels[idx], pick(d["drop"]), self.config.model.null_label, self.prompts,
                           pick(d["templates"])).to(self.accelerator.device)
 
+    def loss(self, x0: Tensor, cond: Tensor | None, d: dict, part: slice) -> Tensor:
+        """The scalar loss of one micro-batch: clean samples x0, their conditions, and the part `part` of the
+        step's draws `d` (a subclass replaces it: distillation, noisecraft.runs.distill)."""
+        return self.config.loss(self.denoiser, x0, cond=cond, t=d["t"][part], eps=d["eps"][part].to(x0.device))
+
     def __call__(self, step: int) -> Tensor:
         cfg, acc = self.config.train, self.accelerator
         d = self.draws(step)
@@ -161,8 +166,7 @@ class DiffusionStep:
             sync = micro == cfg.grad_accum - 1
             ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(self.model)
             with ctx, acc.autocast():
-                value = self.config.loss(self.denoiser, x0, cond=self._cond(d, idx, part), t=d["t"][part],
-                                         eps=d["eps"][part].to(acc.device))
+                value = self.loss(x0, self._cond(d, idx, part), d, part)
                 acc.backward(value / cfg.grad_accum)
             total += value.detach().float() / cfg.grad_accum
         # The step's tensors stay referenced until the next step, as in a plain inline loop: freed before the

@@ -29,7 +29,7 @@ class SolverConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     solver: str = "dpm++2m"
-    steps: int = Field(20, ge=1)
+    steps: int = Field(20, ge=0)
     grid: str | list[float] = "log_snr"
     t_min: float | None = Field(None, ge=0, le=1)
     t_max: float | None = Field(None, ge=0, le=1)

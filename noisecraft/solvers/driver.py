@@ -17,7 +17,7 @@ from noisecraft.core.bounds import check_threshold, clipped
 from noisecraft.core.noise import SampleNoise
 from noisecraft.core.schedules import Schedule
 from noisecraft.core.tensors import as_time
-from noisecraft.core.timesteps import make_grid
+from noisecraft.core.timesteps import make_grid, step_aware_range
 from noisecraft.solvers.registry import check_options, get_solver
 
 
@@ -81,6 +81,8 @@ def solve(
     if not isinstance(x_T, Tensor) or x_T.ndim < 1 or x_T.shape[0] < 1:
         raise ValueError(f"x_T must be a tensor with a batch dimension, got {type(x_T).__name__}")
     check_options(solver, options)
+    if len(times) == 1 and not denoise_final:
+        raise ValueError("a grid of one time takes no solver step, so it needs denoise_final=True")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -89,7 +91,7 @@ def solve(
     counted = CountingDenoise(clipped(denoise, clip, check_threshold(threshold)), cond, bar)
     if not isinstance(generator, SampleNoise):  # every draw per sample, whichever option makes a solver random
         generator = SampleNoise.from_generator(generator, x_T.shape[0])
-    x = spec.fn(counted, schedule, x_T, times, generator, **{**spec.options, **options})
+    x = spec.fn(counted, schedule, x_T, times, generator, **{**spec.options, **options}) if len(times) > 1 else x_T
     x = final_step(counted, schedule, x, float(times[-1]), denoise_final)
     if bar is not None:
         bar.close()
@@ -124,14 +126,19 @@ def sample(
     """Draw samples: prior at t_max, `steps` solver steps on `grid` down to t_min, then x0_hat.
 
     `steps` is the number of grid intervals; NFE = evaluations per step * steps + 1 (the final clean
-    estimate), except rk45, which picks its own steps. Sample i depends only on (seed drawn from generator, i);
+    estimate), except rk45, which picks its own steps; steps=0 is the clean estimate x0_hat(x_T, t_max) alone.
+    With a named grid and neither t_min nor t_max given, the range follows the evaluations n the steps spend
+    (noisecraft.core.timesteps.step_aware_range: sigma~ from max(25, n^1.25) down to n^-1.25); give either
+    end, or a list of times, to choose it yourself. Sample i depends only on (seed drawn from generator, i);
     a `SampleNoise` as the generator draws a shard of a larger call (its `first` row onward).
     clip / threshold bound x0_hat: static clipping or dynamic thresholding (noisecraft.core.bounds).
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive sizes with the batch first, got {shape}")
-    get_solver(solver)
+    spec = get_solver(solver)
+    if isinstance(grid, str) and t_min is None and t_max is None and steps and spec.evaluations_per_step(options):
+        t_min, t_max = step_aware_range(schedule, steps * spec.evaluations_per_step(options))
     times = make_grid(schedule, steps, grid, t_min, t_max)
     noise = generator if isinstance(generator, SampleNoise) else SampleNoise.from_generator(generator, shape[0])
     if noise.batch != shape[0]:

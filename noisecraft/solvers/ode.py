@@ -15,7 +15,8 @@ from torch import Tensor
 
 from noisecraft.core.noise import Generator, randn_like
 from noisecraft.core.schedules import Schedule
-from noisecraft.core.sde import ReverseProcess, point
+from noisecraft.core.sde import Point, ReverseProcess, point
+from noisecraft.solvers._steps import exponential_step, exponential_taylor_step, phi
 
 
 def euler(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None) -> Tensor:
@@ -36,12 +37,22 @@ def heun(
     churn_min: float = 0.0,
     churn_max: float = float("inf"),
     noise_scale: float = 1.0,
+    space: str = "log_snr",
 ) -> Tensor:
     """Heun's 2nd-order method with stochastic churn (Karras et al. 2022, Alg. 2); two evaluations per step.
 
+    space="sigma" is Karras' Alg. 2 on dx~/dsigma~ = (x~ - x0_hat)/sigma~ (diffusers' HeunDiscreteScheduler).
+    space="log_snr" (default) takes the same Euler predictor and trapezoidal corrector on the exponential-
+    integrator form in eta = log(alpha/sigma), where the linear term is integrated exactly and only x0_hat is
+    interpolated (x0_hat linear between the two ends: Lu et al. 2022b, eq. 9 with k = 1). Both are order 2;
+    in sigma~ the corrector multiplies x0_hat's error by (sigma~_s/sigma~_t - 1)/2, which diverges when a few
+    steps each cross a decade of noise (W2 62 against 0.31 at 5 evaluations on the 16-D oracle), in log-SNR it does not.
     churn = S_churn (0: deterministic); noise is added only while churn_min <= sigma~ <= churn_max.
     The correction is applied on every interval, the last one included, so the order holds to t_min.
     """
+    if space not in ("log_snr", "sigma"):
+        raise ValueError(f"space must be 'log_snr' or 'sigma', got {space!r}")
+    step = _heun_step_sigma if space == "sigma" else _heun_step_log_snr
     flow = ReverseProcess(schedule, denoise, probability_flow=True)
     steps = len(times) - 1
     sigma_ceiling = float(schedule.sigma_tilde(1.0))
@@ -53,11 +64,25 @@ def heun(
         if sigma_hat > s.sigma_tilde:
             x_scaled = x_scaled + math.sqrt(sigma_hat**2 - s.sigma_tilde**2) * noise_scale * randn_like(x_scaled, generator)
             s = point(schedule, schedule.t_from_sigma_tilde(sigma_hat))
-        d = flow.dx_dsigma(x_scaled, s)
-        x_euler = x_scaled + (t.sigma_tilde - s.sigma_tilde) * d
-        d_next = flow.dx_dsigma(x_euler, t)
-        x_scaled = x_scaled + (t.sigma_tilde - s.sigma_tilde) * 0.5 * (d + d_next)
+        x_scaled = step(flow, x_scaled, s, t)
     return x_scaled * point(schedule, times[-1]).alpha
+
+
+def _heun_step_sigma(flow: ReverseProcess, x_scaled: Tensor, s: Point, t: Point) -> Tensor:
+    """Karras et al. 2022, Alg. 2, lines 5-8: Euler in sigma~, then the trapezoidal correction."""
+    d = flow.dx_dsigma(x_scaled, s)
+    x_euler = x_scaled + (t.sigma_tilde - s.sigma_tilde) * d
+    d_next = flow.dx_dsigma(x_euler, t)
+    return x_scaled + (t.sigma_tilde - s.sigma_tilde) * 0.5 * (d + d_next)
+
+
+def _heun_step_log_snr(flow: ReverseProcess, x_scaled: Tensor, s: Point, t: Point) -> Tensor:
+    """Exponential Euler (DDIM) predictor, then the exponential step with x0_hat linear between s and t."""
+    x = x_scaled * s.alpha
+    x0_s = flow.denoise(x, s.t)
+    x_euler = exponential_step(x, s, t, phi(t.eta - s.eta)[0] * x0_s)
+    x0_t = flow.denoise(x_euler, t.t)
+    return exponential_taylor_step(x, s, t, [(s.eta, x0_s), (t.eta, x0_t)]) / t.alpha
 
 
 def rk45(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from noisecraft.solvers.ancestral import ddim, ddpm
+from noisecraft.solvers.consistency import consistency
 from noisecraft.solvers.dpm import multistep, singlestep_2s, singlestep_pp2s
 from noisecraft.solvers.ode import euler, heun, rk45
 from noisecraft.solvers.stochastic import euler_maruyama, predictor_corrector
@@ -33,6 +34,9 @@ class SolverSpec:
     order: int = 1
     doc: str = ""
     nfe_rule: Callable[[dict], int] | None = None
+    #: what `denoise` must be: "denoiser", x0_hat = E[x_0 | x_t]; "consistency", a consistency model (Song et
+    #: al. 2023) mapping x_t to its probability-flow path's clean end; a denoiser solver samples either
+    model: str = "denoiser"
 
     def evaluations_per_step(self, options: dict | None = None) -> int:
         """Network evaluations per grid interval with these options (0: adaptive, chosen by the solver)."""
@@ -59,7 +63,7 @@ SOLVERS: dict[str, SolverSpec] = {
     "pc": SolverSpec(predictor_corrector, nfe_per_step=_pc_evaluations({}), stochastic=True,
                      doc="predictor-corrector (Song et al. 2021)", nfe_rule=_pc_evaluations),
     "euler": SolverSpec(euler, order=1, doc="Euler on the PF-ODE in t (Song et al. 2021)"),
-    "heun": SolverSpec(heun, nfe_per_step=2, order=2, doc="Heun, optional churn (Karras et al. 2022, Alg. 2)"),
+    "heun": SolverSpec(heun, nfe_per_step=2, order=2, doc="Heun in log-SNR (space=\"sigma\": Karras et al. 2022, Alg. 2), optional churn"),
     "dpm++1m": SolverSpec(multistep, {"order": 1}, order=1, doc="DPM-Solver++ first order (= DDIM)"),
     "dpm++2m": SolverSpec(multistep, {"order": 2}, order=2, doc="DPM-Solver++(2M) (Lu et al. 2022b)"),
     "dpm++3m": SolverSpec(multistep, {"order": 3}, order=3, doc="DPM-Solver++(3M) (Lu et al. 2022b)"),
@@ -67,6 +71,8 @@ SOLVERS: dict[str, SolverSpec] = {
     "dpm2s": SolverSpec(singlestep_2s, nfe_per_step=2, order=2, doc="DPM-Solver-2 singlestep (Lu et al. 2022a)"),
     "dpm++2s": SolverSpec(singlestep_pp2s, nfe_per_step=2, order=2, doc="DPM-Solver++(2S) (Lu et al. 2022b)"),
     "rk45": SolverSpec(rk45, nfe_per_step=0, order=5, doc="adaptive Dormand-Prince on the PF-ODE (torchdiffeq)"),
+    "consistency": SolverSpec(consistency, stochastic=True, doc="multistep consistency sampling (Song et al. 2023, "
+                              "Alg. 1); for consistency models", model="consistency"),
 }
 
 
