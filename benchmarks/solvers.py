@@ -8,6 +8,8 @@ the exact PF-ODE solution on Gaussian data, and the order measured from it.
 
     python benchmarks/solvers.py                 # full run, 10,000 samples (about 40 min on 2 cores)
     python benchmarks/solvers.py --n 4000 --quick
+    python benchmarks/solvers.py --defaults      # what a user gets with no grid or range (issue 17), 20,000
+                                                 # samples, NFE 5/10/20, beside every diffusers config (~15 min)
 """
 
 from __future__ import annotations
@@ -158,6 +160,58 @@ def pathwise_table(steps_list=(5, 10, 20, 40, 80)) -> list[str]:
     return rows
 
 
+DETERMINISTIC = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "dpm++2s", "dpm2s", "unipc")
+STOCHASTIC_NFES = (10, 20, 50, 100, 200)
+
+
+def run_default(mixture, n: int, nfe: int, solver: str) -> tuple[torch.Tensor, int] | None:
+    """`nc.sample` as a user calls it: the solver and a step count spending `nfe` evaluations, nothing else."""
+    steps = (nfe - 1) // nc.SOLVERS[solver].evaluations_per_step()
+    if steps < 1:
+        return None
+    x, info = nc.sample(mixture.denoiser(SCHED), SCHED, solver=solver, steps=steps, shape=(n, mixture.dim),
+                        generator=torch.Generator().manual_seed(1), dtype=torch.float64, return_info=True)
+    return x, info.nfe
+
+
+def defaults_report(n: int, nfes: list[int]) -> list[str]:
+    """Every deterministic solver with its defaults beside the best of every diffusers configuration, per NFE,
+    on the 16-D mixture; then the stochastic solvers with the evaluations they need."""
+    mixture = nc.oracle.mixture16d()
+    truth = mixture.sample(n, torch.Generator().manual_seed(100))[0]
+    floor = metrics(mixture.sample(n, torch.Generator().manual_seed(101))[0], mixture, truth)["within"]
+    lines = [f"\n## Defaults: `nc.sample(denoise, schedule, solver=S, steps=N)`, no grid or range (16-D mixture, "
+             f"{n} samples, floor within-mode W2 {floor:.4f})\n",
+             "| NFE | " + " | ".join(DETERMINISTIC) + " | worst / best | diffusers best (config) | ours best / theirs | ours / floor |",
+             "|---|" + "---:|" * (len(DETERMINISTIC) + 4)]
+    for nfe in nfes:
+        ours = {}
+        for solver in DETERMINISTIC:
+            out = run_default(mixture, n, nfe, solver)
+            ours[solver] = metrics(out[0], mixture, truth)["within"] if out else float("nan")
+            print(f"defaults NFE {nfe} {solver:8s} within {ours[solver]:.4f}", flush=True)
+        theirs = (float("inf"), "-")
+        for name in DIFFUSERS:
+            for spacing in SPACINGS:
+                out = diffusers_run(mixture, n, nfe, name, spacing)
+                if out is not None and out[1] <= nfe:
+                    within = metrics(out[0], mixture, truth)["within"]
+                    theirs = min(theirs, (within, f"{name}, {spacing}"), key=lambda v: (math.isnan(v[0]), v[0]))
+        valid = [v for v in ours.values() if not math.isnan(v)]
+        best, worst = min(valid), max(valid)
+        lines.append(f"| {nfe} | " + " | ".join(f"{ours[s]:.4f}" for s in DETERMINISTIC) + f" | {worst / best:.2f} | "
+                     f"{theirs[0]:.4f} ({theirs[1]}) | {best / theirs[0]:.2f} ({theirs[0] / best:.2f}x better) | {best / floor:.2f} |")
+    lines += ["\nStochastic solvers with their defaults, by evaluations (within-mode W2):\n",
+              "| solver | " + " | ".join(f"NFE {v}" for v in STOCHASTIC_NFES) + " |", "|---|" + "---:|" * len(STOCHASTIC_NFES)]
+    for solver in ("ddpm", "euler_maruyama", "pc"):
+        row = []
+        for nfe in STOCHASTIC_NFES:
+            out = run_default(mixture, n, nfe, solver)
+            row.append(f"{metrics(out[0], mixture, truth)['within']:.4f}" if out else "-")
+        lines.append(f"| {solver} | " + " | ".join(row) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10000, help="samples per configuration")
@@ -165,8 +219,17 @@ def main() -> None:
     parser.add_argument("--oracle", choices=["mix16", "ring8", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="fewer grids and t_min values")
     parser.add_argument("--no-diffusers", action="store_true")
-    parser.add_argument("--out", default="docs/benchmarks/solvers.md")
+    parser.add_argument("--out", default=None, help="markdown file (docs/benchmarks/solvers.md, or "
+                        "solvers_defaults.md with --defaults)")
+    parser.add_argument("--defaults", action="store_true", help="only the defaults table (issue 17)")
     args = parser.parse_args()
+    if args.defaults:
+        n = 20000 if args.n == 10000 else args.n
+        lines = [f"# Solvers with their defaults\n\n`python benchmarks/solvers.py --defaults --n {n}` on "
+                 f"{platform.machine()} ({torch.get_num_threads()} threads), {datetime.date.today()}, torch "
+                 f"{torch.__version__}; schedule DDPM's 1000 linear betas, model the oracle's exact eps.",
+                 *defaults_report(n, args.nfe if args.nfe != list(NFES) else [5, 10, 20])]
+        return _write("\n".join(lines) + "\n", args.out or "docs/benchmarks/solvers_defaults.md")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     lines = ["# Solver benchmark\n", f"`python benchmarks/solvers.py --n {args.n}` on {platform.machine()} "
              f"({torch.get_num_threads()} threads), {datetime.date.today()}, torch {torch.__version__}. "
@@ -224,11 +287,14 @@ def main() -> None:
         lines.extend(table)
     lines.append("\n## Pathwise error against the exact PF-ODE solution (16-D Gaussian, log-SNR grid, mean L2 at t_min)\n")
     lines.extend(pathwise_table())
-    text = "\n".join(lines) + "\n"
+    _write("\n".join(lines) + "\n", args.out or "docs/benchmarks/solvers.md")
+
+
+def _write(text: str, out: str) -> None:
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ SIGMA_TILDE_START = 25.0
 RANGE_EXPONENT = 1.25
 
 
-def step_aware_range(schedule: Schedule, evaluations: int) -> tuple[float, float]:
+def step_aware_range(schedule: Schedule, evaluations: int, max_span: float | None = None) -> tuple[float, float]:
     """(t_min, t_max) for a sampler that spends `evaluations` network calls between them: noise levels
     sigma~ in [n^-1.25, max(25, n^1.25)] (log-SNR in [-2 ln max(25, n^1.25), 2.5 ln n]), inside the
     schedule's own range.
@@ -51,10 +51,14 @@ def step_aware_range(schedule: Schedule, evaluations: int) -> tuple[float, float
     clean estimate at the end is better taken a little early than after inaccurate steps. On the 16-D and
     ring oracles the best end for every deterministic solver lies within ~1 nat of 2.5 ln n for n from 4
     to 20; with n >= 36 it reaches DDPM's whole range. Data are assumed at unit scale (sigma_data ~ 0.5-1).
+    `max_span` caps the log-SNR span (a solver that cannot take long steps), shrinking it about its middle.
     """
     spread = max(int(evaluations), 1) ** RANGE_EXPONENT
     lam_end = min(2.0 * math.log(spread), float(schedule.log_snr(schedule.t_min)))
     lam_start = max(-2.0 * math.log(max(SIGMA_TILDE_START, spread)), float(schedule.log_snr(schedule.t_max)))
+    if max_span is not None and lam_end - lam_start > max_span:
+        middle = 0.5 * (lam_start + lam_end)
+        lam_start, lam_end = middle - 0.5 * max_span, middle + 0.5 * max_span
     t_min = max(float(schedule.t_from_log_snr(torch.tensor(lam_end, dtype=FLOAT64))), schedule.t_min)
     t_max = min(float(schedule.t_from_log_snr(torch.tensor(lam_start, dtype=FLOAT64))), schedule.t_max)
     if not t_min < t_max:  # a schedule whose whole range is narrower than the rule's

@@ -138,7 +138,8 @@ def sample(
         raise ValueError(f"shape must be a tuple of positive sizes with the batch first, got {shape}")
     spec = get_solver(solver)
     if isinstance(grid, str) and t_min is None and t_max is None and steps and spec.evaluations_per_step(options):
-        t_min, t_max = step_aware_range(schedule, steps * spec.evaluations_per_step(options))
+        t_min, t_max = step_aware_range(schedule, steps * spec.evaluations_per_step(options),
+                                        spec.max_log_snr_step and steps * spec.max_log_snr_step)
     times = make_grid(schedule, steps, grid, t_min, t_max)
     noise = generator if isinstance(generator, SampleNoise) else SampleNoise.from_generator(generator, shape[0])
     if noise.batch != shape[0]:
