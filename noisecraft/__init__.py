@@ -41,6 +41,8 @@ _EXPORTS = {
     "train": "noisecraft.runs.train",
     "distill": "noisecraft.runs.distill",
     "Teacher": "noisecraft.runs.distill",
+    "reflow": "noisecraft.runs.reflow",
+    "straightness": "noisecraft.runs.reflow",
 }
 _SUBMODULES = {
     "oracle": "noisecraft.analysis.oracle",

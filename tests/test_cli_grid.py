@@ -32,18 +32,18 @@ def test_optimize_keeps_the_grid_and_sample_uses_it(run: Path, tmp_path: Path) -
     res = runner.invoke(app, ["grid", "optimize", str(run), "--nfe", "5", "--solver", "dpm++2m", "--batch", "32"])
     assert res.exit_code == 0, res.output
     stored = json.loads((run / "grids.json").read_text())["dpm++2m/4"]
-    assert stored["method"] == "gits" and stored["nfe"] == 5 and len(stored["times"]) == 5
+    assert stored["method"] == "fd" and stored["nfe"] == 5  # the default method and len(stored["times"]) == 5
     assert np.all(np.diff(stored["times"]) < 0)
 
     pipe = nc.load_run(run)
     assert pipe.solver("dpm++2m", 4).grid == stored["times"]  # no grid given: the stored one
     assert pipe.solver("dpm++2m", 4, grid="karras").grid == "karras"  # a grid given wins
     assert isinstance(pipe.solver("dpm++2m", 5).grid, str)  # another step count: the config's grid
-    assert "optimised grid (gits, NFE 5)" in pipe.grid_source("dpm++2m", 4)
+    assert "optimised grid (fd, NFE 5)" in pipe.grid_source("dpm++2m", 4)
 
     res = runner.invoke(app, ["sample", str(run), "--solver", "dpm++2m", "--steps", "4", "--n", "8",
                               "--out", str(tmp_path / "s.npy")])
-    assert res.exit_code == 0 and "optimised grid (gits, NFE 5)" in res.output, res.output
+    assert res.exit_code == 0 and "optimised grid (fd, NFE 5)" in res.output, res.output
     x = pipe.sample(8, "dpm++2m", 4, seed=0)
     assert np.array_equal(np.load(tmp_path / "s.npy"), x.numpy())
     assert np.array_equal(x.numpy(), pipe.sample(8, "dpm++2m", 4, seed=0, grid=stored["times"]).numpy())

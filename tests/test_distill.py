@@ -40,7 +40,7 @@ runner = CliRunner()
 RING = nc.oracle.ring8()
 SCHEDULE = S.EDM()
 N = 2000
-FAST = dict(batch_size=256, warmup_steps=20, progress=False)
+FAST = {"batch_size": 256, "warmup_steps": 20, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,7 @@ def test_student_beats_ddim_and_its_start_at_equal_nfe(students, base, name, nfe
     ddim, start = _teacher_ddim(nfe), _initial(students[name], base, nfe)
     for metric, value, teacher, initial in zip(("within-mode W2", "sliced W2"), got, ddim, start):
         assert value < 0.75 * teacher, f"{name} at {nfe} NFE: {metric} {value:.3f}, teacher DDIM {teacher:.3f}"
-        # progressive's 2-step student gains least in 300 steps on this toy (0.41 from 0.48; 0.40 at 600)
-        assert value < 0.9 * initial, f"{name} at {nfe} NFE: {metric} {value:.3f}, its start {initial:.3f}"
+        assert value < 0.75 * initial, f"{name} at {nfe} NFE: {metric} {value:.3f}, its start {initial:.3f}"
 
 
 def test_student_is_an_ordinary_run(students):
@@ -133,7 +132,8 @@ def test_the_sampler_grid_is_the_grid_the_student_learned(students):
         grid = nc.timesteps.make_grid(SCHEDULE, cfg.steps, cfg.grid, cfg.t_min, cfg.t_max)
         assert torch.allclose(grid, times, rtol=0, atol=1e-12)
     assert torch.allclose(student_times(SCHEDULE, 8, base)[::4], student_times(SCHEDULE, 2, base), atol=1e-12)
-    assert load_run(students["pd2"]).config.sample.t_min == pytest.approx(float(student_times(SCHEDULE, 2, base)[1]))
+    learned = student_times(SCHEDULE, 2, base.override(grid="karras"))  # distill's default grid
+    assert load_run(students["pd2"]).config.sample.t_min == pytest.approx(float(learned[1]))
 
 
 def test_consistency_curriculum_and_level_distribution():

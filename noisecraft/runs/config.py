@@ -60,13 +60,13 @@ class TrainConfig(BaseModel):
 
 
 class DistillConfig(BaseModel):
-    """Where a distilled run came from (noisecraft.runs.distill): its teacher, the method and the student's
-    network evaluations per sample."""
+    """Where a distilled or reflowed run came from (noisecraft.runs.distill, noisecraft.runs.reflow): its
+    teacher, the method and the student's network evaluations per sample (its default sampler's)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     teacher: str = Field(description="the teacher's run directory, or a description of a teacher given as a function")
-    method: Literal["consistency", "progressive"]
+    method: Literal["consistency", "progressive", "reflow"]
     steps: int = Field(ge=1, description="network evaluations per sample of the student")
 
 
@@ -79,7 +79,7 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=1000))
     #: how `sample` draws from the run by default: one SolverConfig, validated when the run config is built
     sample: SolverConfig = Field(default_factory=SolverConfig)
-    #: set on a run made by distillation (noisecraft.runs.distill): its teacher, method and step count
+    #: set on a run made by distillation or reflow (noisecraft.runs.distill, .reflow): teacher, method, steps
     distill: DistillConfig | None = None
 
     def to_yaml(self) -> str:

@@ -132,7 +132,8 @@ def check_teacher_run(run_dir: str | Path) -> Path:
 
 # -- grids --------------------------------------------------------------------------------------------------
 def student_times(schedule: Schedule, steps: int, base: SolverConfig) -> Tensor:
-    """The first K = steps times of the base sampler's named grid with K intervals between its t_max and t_min:
+    """The first K = steps times of the base sampler's named grid (distill's `grid`) with K intervals between its
+    t_max and t_min:
     t_0 = t_max > ... > t_{K-1} (float64). The K-th interval ends at the clean sample, reached by the final
     x0_hat(x, t_{K-1}). Grids uniform in some variable nest: the grid of K is every 2nd time of the grid of 2K."""
     grid = base.grid if isinstance(base.grid, str) else "log_snr"
@@ -361,15 +362,17 @@ def _rounds(steps: int, teacher_steps: int) -> int:
 
 
 def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "consistency", steps: int = 2,
-            minutes: float | None = None, max_steps: int | None = None, *, groups: int = 8,
-            teacher_solver: str = "heun", levels: tuple[int, int] = (10, 80), teacher_steps: int = 32,
+            minutes: float | None = None, max_steps: int | None = None, *, grid: str = "karras", groups: int = 8,
+            teacher_solver: str = "heun", levels: tuple[int, int] = (10, 80), teacher_steps: int = 64,
             progress: bool = True, **train: Any) -> DistillResult:
     """Distil `teacher` (a run directory or a Teacher) into a student run in `out_dir` that samples in `steps`
     network evaluations, by `method` "consistency" or "progressive", for `minutes` (wall-clock, or the
     config's clock) or `max_steps` optimiser steps (all rounds together).
 
     Consistency: `teacher_solver` takes the teacher's ODE step, `levels` = (s0, s1) is the discretisation
-    curriculum. Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R rounds
+    curriculum. The student's times are the K noisiest of the named `grid` with K intervals over the teacher's
+    sampling range (Karras et al. 2022's rho = 7 by default: on digits its 2-step time sigma~ 2.5 gave FD 21
+    against 36 at log-SNR's 0.4, docs/benchmarks/distill.md). Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R rounds
     share the budget equally. `groups` noise levels are drawn per optimiser step. `train`: fields of the run
     config's train section (batch_size, lr, seed, warmup_steps, ...; None keeps the teacher's).
     """
@@ -378,10 +381,12 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     _check_out(out_dir)
     if method == "consistency":
         get_solver(teacher_solver)
+    check_field(SolverConfig, "grid", grid)
     train = {k: check_field(TrainConfig, k, v) for k, v in train.items() if v is not None}
     teacher = Teacher.from_run(check_teacher_run(teacher)) if isinstance(teacher, (str, Path)) else teacher
-    times = student_times(teacher.schedule, steps, teacher.config.sample)
-    config = _student_config(teacher, method, steps, student_solver(method, times, teacher.config.sample), minutes,
+    base = teacher.config.sample.override(grid=grid)
+    times = student_times(teacher.schedule, steps, base)
+    config = _student_config(teacher, method, steps, student_solver(method, times, base), minutes,
                              max_steps, train)
     from accelerate import Accelerator
 
@@ -390,7 +395,7 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     with _fresh_dir_removed_on_failure(out_dir), \
             run_lock(out_dir) if accelerator.is_main_process else contextlib.nullcontext():
         _check_out(out_dir)  # again, under the lock
-        fit = _Fit(config, out_dir, accelerator, teacher.to(accelerator.device), groups, progress)
+        fit = _Fit(config, out_dir, accelerator, teacher.to(accelerator.device), base, groups, progress)
         if method == "consistency":
             return fit.consistency(teacher_solver, levels)
         return fit.progressive(steps, _rounds(steps, teacher_steps))
@@ -399,9 +404,9 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
 class _Fit:
     """The student network, its run files and the loops that train it."""
 
-    def __init__(self, config: RunConfig, out_dir: Path, accelerator: Any, teacher: Teacher, groups: int,
-                 progress: bool) -> None:
-        self.config, self.out_dir, self.acc, self.teacher = config, out_dir, accelerator, teacher
+    def __init__(self, config: RunConfig, out_dir: Path, accelerator: Any, teacher: Teacher, base: SolverConfig,
+                 groups: int, progress: bool) -> None:
+        self.config, self.out_dir, self.acc, self.teacher, self.base = config, out_dir, accelerator, teacher, base
         self.groups, self.show = groups, progress
         threads = use_threads(config.train.num_threads)
         if progress and accelerator.is_main_process:
@@ -427,8 +432,8 @@ class _Fit:
         if final:
             save = _saver(loop, self.out_dir / "checkpoints")
             loop.on_checkpoint = lambda s: save(LoopState(step=offset + s.step, elapsed=time.perf_counter() - self.start))
-        metrics = open(self.out_dir / "metrics.jsonl", "a") if self.acc.is_main_process else contextlib.nullcontext()
-        with metrics as f:
+        main = self.acc.is_main_process
+        with open(self.out_dir / "metrics.jsonl", "a") if main else contextlib.nullcontext() as f:
             if f is not None:
                 loop.on_log = lambda r: (f.write(json.dumps({**r, "step": offset + r["step"], **extra,
                                                              **step_fn.info}) + "\n"), f.flush())
@@ -445,7 +450,7 @@ class _Fit:
                              ckpt, self.records)
 
     def consistency(self, solver: str, levels: tuple[int, int]) -> DistillResult:
-        base = self.teacher.config.sample
+        base = self.base
 
         def make(model: nn.Module) -> ConsistencyStep:
             return ConsistencyStep(self.config, self.data, model, self.acc, self.teacher.denoise, self.groups,
@@ -461,8 +466,7 @@ class _Fit:
         per_round = {"max_steps": None if cfg.max_steps is None else max(1, cfg.max_steps // rounds),
                      "minutes": None if cfg.minutes is None else cfg.minutes / rounds}
         round_cfg = TrainConfig.model_validate({**cfg.model_dump(), **per_round})
-        base = self.teacher.config.sample
-        grid = student_times(self.teacher.schedule, steps * 2**rounds, base)
+        grid = student_times(self.teacher.schedule, steps * 2**rounds, self.base)
         clean_end = torch.cat([grid, grid.new_zeros(1)])  # the last entry stands for the clean sample
         teacher = self.teacher.denoise
         for r in range(1, rounds + 1):

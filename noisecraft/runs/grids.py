@@ -75,7 +75,7 @@ def save_grid(run_dir: str | Path, info: GridInfo) -> StoredGrid:
     return entry
 
 
-def optimize_run_grid(pipe: Any, nfe: int, solver: str | None = None, method: str = "gits", batch: int = 256,
+def optimize_run_grid(pipe: Any, nfe: int, solver: str | None = None, method: str = "fd", batch: int = 256,
                       seed: int = 0, **kw: Any) -> StoredGrid:
     """Optimise a grid for a run's unconditional denoiser (bounded as it samples) and keep it in the run.
     AYS draws its data samples from the run's training data. `pipe` is a noisecraft.runs.pipeline.Pipeline."""

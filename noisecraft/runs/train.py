@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,10 @@ class DiffusionStep:
         # 2.8x the minor page faults, ~5% slower steps).
         self._last_step = (d, x0, value)
         return total
+
+
+#: builds a run's per-step loss from (config, data, model, accelerator): DiffusionStep or a subclass
+StepFactory = Callable[[RunConfig, Dataset, torch.nn.Module, Any], DiffusionStep]
 
 
 def _run_config(config: RunConfig | None, run_dir: Path, resume: bool, overwrite: bool) -> RunConfig:
@@ -339,7 +344,8 @@ def _saver(loop: Loop, ckpt_dir: Path) -> Any:
 
 
 def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, max_steps: int | None = None,
-          overwrite: bool = False, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+          overwrite: bool = False, stop_at: int | None = None, progress: bool = True,
+          make_step: StepFactory = DiffusionStep, init: dict[str, Tensor] | None = None) -> TrainResult:
     """Train `config` in `run_dir` (config.yaml, data.json, checkpoints/, metrics.jsonl).
 
     A directory that holds checkpoints is refused unless overwrite=True, which clears them first. With
@@ -348,11 +354,16 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
     with `note` saying so. `max_steps` replaces the step budget; on resume it extends the run (it must exceed
     the steps done) and is recorded in config.yaml. One process at a time trains a run directory (an OS lock
     on run_dir/.lock). `stop_at` stops after that step with a checkpoint, as an interruption would (tests).
+    `make_step(config, data, model, accelerator)` builds the per-step loss (a DiffusionStep subclass: reflow,
+    noisecraft.runs.reflow); `init`, a state dict, starts a fresh run from those weights instead of random ones.
     """
     from accelerate import Accelerator
 
     run_dir = Path(run_dir)
     config = _run_config(config, run_dir, resume, overwrite)
+    if resume and config.distill is not None and make_step is DiffusionStep:
+        raise ValueError(f"run {run_dir} was made by {config.distill.method} from {config.distill.teacher}; the "
+                         "diffusion loss would continue it on other targets: run the method again into a new directory")
     # cpu=True when there is no GPU: Accelerate then reads torchrun's env as a gloo process group
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
@@ -367,7 +378,7 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
             return TrainResult(run_dir, step, math.nan, 0.0, start[0], note=(
                 f"run {run_dir} is finished at step {step}; pass `max_steps` M > {step} to extend it"))
         config = _with_max_steps(config, max_steps, start and start[2], run_dir)
-        return _fit(config, run_dir, accelerator, start, stop_at, progress)
+        return _fit(config, run_dir, accelerator, start, stop_at, progress, make_step, init)
 
 
 @contextlib.contextmanager
@@ -396,8 +407,10 @@ def _sharded(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, c
 
 
 def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, dict, dict] | None,
-         stop_at: int | None, progress: bool) -> TrainResult:
-    """Build the network, restore `start` (None: fresh) and run the loop, logging to metrics.jsonl."""
+         stop_at: int | None, progress: bool, make_step: StepFactory = DiffusionStep,
+         init: dict[str, Tensor] | None = None) -> TrainResult:
+    """Build the network (weights `init` on a fresh run), restore `start` (None: fresh) and run the loop with
+    the step `make_step` builds, logging to metrics.jsonl."""
     cfg = config.train
     threads = use_threads(cfg.num_threads)  # one per CPU other processes leave free (runs.threads)
     if progress and accelerator.is_main_process:
@@ -405,6 +418,9 @@ def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, 
     data = config.data.load()
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     net = config.model.build(data.sample_shape, config.loss.time_input)
+    if init is not None and start is None:
+        check_weights(net.state_dict(), init, "the initial weights")
+        net.load_state_dict(init)
     optimizer = make_optimizer(cfg, net)
     ema = EMA(net, cfg.ema_decay, cfg.ema_power)
     state = _restore(start, net, optimizer, ema) if start is not None else LoopState()
@@ -415,7 +431,7 @@ def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, 
         optimizer = accelerator.prepare(optimizer)  # the sharded module is not wrapped again (DDP)
     else:
         model, optimizer = accelerator.prepare(net, optimizer)
-    loop = Loop(cfg, model, optimizer, ema, DiffusionStep(config, data, model, accelerator), accelerator,
+    loop = Loop(cfg, model, optimizer, ema, make_step(config, data, model, accelerator), accelerator,
                 items_per_step=cfg.batch_size)
     loop.on_checkpoint = _saver(loop, run_dir / "checkpoints")
     state.checkpoint = start[0] if start is not None and accelerator.is_main_process else None

@@ -12,7 +12,8 @@ x toward a posterior mean), which is why the convergence tests of the denoiser s
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from itertools import pairwise
 
 from torch import Tensor
 
@@ -24,7 +25,7 @@ from noisecraft.solvers._steps import ddim_step, point
 def consistency(denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None) -> Tensor:
     """Song et al. 2023, Alg. 1 in any (alpha, sigma): x0 = f(x, s), x_t = alpha_t x0 + sigma_t z; one evaluation
     per step."""
-    for s_time, t_time in zip(times[:-1], times[1:]):
+    for s_time, t_time in pairwise(times):
         s, t = point(schedule, s_time), point(schedule, t_time)
         x0 = denoise(x, s.t)
         x = ddim_step(x, x0, s, t, t.sigma, randn_like(x, generator))

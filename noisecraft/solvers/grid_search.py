@@ -1,29 +1,30 @@
 """Sampling time grids optimised for one model and one solver at a fixed number of evaluations (NFE).
 
 - GITS (Chen et al. 2024, "On the Trajectory Regularity of ODE-based Diffusion Sampling", ICML, Alg. 1): run
-  a teacher on a fine log-SNR grid from a batch of prior samples, price every jump i -> j of the fine grid as
-  the error of ONE step of the chosen solver from the teacher's state at t_i against the teacher at t_j, and
-  pick the path of exactly `steps` jumps by dynamic programming. A multistep solver (dpm++2m, unipc, ...) is
-  priced by the step it takes from a two-point grid, its first-order warm-up step: the DP cannot know the
-  history a multistep step will have, so GITS ranks grids by an upper-bound proxy for such solvers.
-  Two additions, both priced in the same units: the start may be any fine point (cost: the distance between
-  the prior draw sigma(t) z there and the teacher's state) and so may the end (cost: the error of the final
-  clean estimate x0_hat taken there), unless `t_max` / `t_min` fix them. Local errors are carried to the end
-  point with the factor s / sqrt(alpha^2 s^2 + sigma^2), exact for Gaussian data of variance s^2 (the
-  PF-ODE contracts an error made at high noise), and summed (triangle inequality).
+  a teacher on a fine log-SNR grid from a batch of prior samples, price every jump of the fine grid as the error
+  of the solver's step from the teacher's state against the teacher, and pick the path of exactly `steps`
+  jumps by dynamic programming. A one-step solver's jump i -> j is priced alone (the paper's DP). A
+  second-order multistep solver (dpm++2m, unipc; dpm++3m as 2M) is priced with its history: the jump j -> k
+  given the point i before, with the solver's own update from X_j using the teacher's x0_hat at j and i, and
+  the DP runs over pairs of last points (O(steps n^3); the n^3 costs are exact quadratic forms in the Gram
+  matrix of the teacher's states and x0_hats, so no network call). The ends: the fine points nearest the
+  default grid's, unless `t_max` / `t_min` fix them. Errors are measured as RMS norms and carried to the end
+  point with the factor s / sqrt(alpha^2 s^2 + sigma^2), exact for Gaussian data of variance s^2 (the PF-ODE
+  contracts an error made at high noise), and summed (triangle inequality).
 - Align Your Steps (Sabour et al. 2024, eq. 6-8 and Alg. 1): minimise the Girsanov bound on KL(true reverse
   SDE || the SDE with x0_hat frozen at each interval's start), KLUB = sum_i int sigma~^-3 E||D(x~_s, s) -
   D(x~_{s_i}, s_i)||^2 d sigma~ in the scaled variable x~ = x / alpha, estimated from data x0 on the true
   forward path (x~_{s_i} = x0 + s_i eps, x~_s drawn from the Brownian bridge), by coordinate-wise search of
   each interior time between its neighbours; the grid is then used by any solver (the paper's use with ODE
   solvers). Endpoints: the default grid's, unless given.
-- "fd" (noisecraft's): coordinate descent (pattern search in log-SNR, every point, both ends included) on
-  the Frechet distance (the W2 distance between Gaussian fits; diagonal covariances above 256 coordinates)
-  between the solver's end points on the grid and the fine teacher's end points from the same noise,
-  started from the GITS grid and from the default grid, the better kept. It prices a multistep solver's
-  history exactly and, unlike the per-sample end-point error (which an early stop at a blurred posterior
-  mean E[x0 | x_t] minimises), it penalises the shrinkage of the samples' spread. Measured in
-  benchmarks/optimize_grid.py.
+- "fd" (noisecraft's, the default method): coordinate descent (pattern search in log-SNR, every point, both ends
+  included) on the Frechet distance (the W2 distance between Gaussian fits; diagonal covariances above 256
+  coordinates) between the solver's end points on the grid and the fine teacher's end points from the same
+  noise, started from the GITS grid and from the default grid, the better kept. It prices a multistep solver's
+  history (and corrector) exactly, and unlike a per-sample end-point error (which an early stop at a blurred
+  posterior mean E[x0 | x_t] minimises) it penalises a shrunken spread. Its objective fits first and second
+  moments, which is also what the oracles' within-mode Gaussian W2 scores; digits-FD (a classifier's
+  features, not the pixels it fits) is the check that it generalises. Measured in benchmarks/optimize_grid.py.
 
 Every method reports the same measured errors: the RMS end-point error and the Frechet distance against the
 fine teacher, beside the default grid's.
@@ -44,11 +45,14 @@ from noisecraft.core.schedules import Schedule
 from noisecraft.core.tensors import FLOAT64
 from noisecraft.core.timesteps import uniform_log_snr, validate_times
 from noisecraft.metrics.distribution import gaussian_w2
+from noisecraft.solvers._steps import exponential_taylor_step, point
+from noisecraft.solvers.dpm import multistep
 from noisecraft.solvers.driver import CountingDenoise, sample, solve
 from noisecraft.solvers.registry import SolverSpec, check_options, get_solver
 
 METHODS = ("gits", "ays", "fd")
 FULL_COVARIANCE_MAX = 256  # coordinates; above, the Frechet distance uses diagonal covariances
+PAIR_POINTS = 61  # fine points the pair DP uses at most (its costs grow as n^3)
 TEACHER_SOLVER = "dpm++2s"  # one step per interval and second order, so its states can be chained interval by interval
 
 
@@ -190,7 +194,8 @@ class _TeacherCache:
 
 
 def _mean_norm(x: Tensor) -> float:
-    return float(x.reshape(x.shape[0], -1).to(FLOAT64).norm(dim=1).mean())
+    """sqrt(E||x||^2) over the batch: the unit of every GITS cost (the pair costs are exact quadratic forms in it)."""
+    return float((x.reshape(x.shape[0], -1).to(FLOAT64) ** 2).sum(dim=1).mean().sqrt())
 
 
 def gits_costs(denoise: Callable, schedule: Schedule, spec: SolverSpec, teacher: TeacherPath, options: dict,
@@ -236,15 +241,122 @@ def gits_path(costs: Tensor, start: Tensor, end: Tensor, steps: int) -> tuple[li
 
 
 def gits(denoise: Callable, schedule: Schedule, spec: SolverSpec, teacher: TeacherPath, steps: int, options: dict,
-         fixed_start: bool, fixed_end: bool, max_jump: int | None = None) -> tuple[Tensor, list[float]]:
-    """The GITS grid on the teacher's fine times, and [its DP cost]."""
-    costs, start, end = gits_costs(denoise, schedule, spec, teacher, options, max_jump)
-    if fixed_start:
-        start = torch.where(torch.arange(len(start)) == 0, 0.0, math.inf).to(FLOAT64)
-    if fixed_end:
-        end = torch.where(torch.arange(len(end)) == len(end) - 1, 0.0, math.inf).to(FLOAT64)
-    path, best = gits_path(costs, start, end, steps)
+         ends: tuple[float, float], max_jump: int | None = None, history: bool = True) -> tuple[Tensor, list[float]]:
+    """The GITS grid on the teacher's fine times from the fine point nearest ends[0] to the one nearest ends[1]
+    (t_max, t_min), and [its DP cost]. A second-order multistep solver is priced with its history
+    (`gits_history_costs`, DP over pairs, on at most PAIR_POINTS of the fine points) unless history=False."""
+    if history and history_order(spec, options):
+        keep = torch.linspace(0, len(teacher.times) - 1, min(len(teacher.times), PAIR_POINTS)).round().long().unique()
+        teacher = TeacherPath(teacher.z, teacher.times[keep], [teacher.states[i] for i in keep],
+                              [teacher.x0_hats[i] for i in keep], teacher.x0)
+        costs = gits_history_costs(schedule, teacher, max_jump)
+        start, end = _pin_ends(schedule, teacher.times, costs["start"], costs["end"], ends)
+        path, best = gits_pair_path(start, costs["first"], costs["pair"], end, steps)
+    else:
+        costs, start, end = gits_costs(denoise, schedule, spec, teacher, options, max_jump)
+        start, end = _pin_ends(schedule, teacher.times, start, end, ends)
+        path, best = gits_path(costs, start, end, steps)
     return teacher.times[path].clone(), [best]
+
+
+def _pin_ends(schedule: Schedule, times: Tensor, start: Tensor, end: Tensor, ends: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """Allow the path to start only at the fine point nearest ends[0] and end only at the one nearest ends[1] (in
+    log-SNR). Left free, the DP stops early: x0_hat at a large t, a blurred posterior mean, has a small per-sample
+    error but the wrong spread (measured in docs/benchmarks/optimize_grid.md)."""
+    lam = _log_snr(schedule, times)
+    first = int(torch.argmin((lam - _log_snr(schedule, ends[0])).abs()))
+    last = int(torch.argmin((lam - _log_snr(schedule, ends[1])).abs()))
+    index = torch.arange(len(times))
+    return (torch.where(index == first, start, math.inf).to(FLOAT64),
+            torch.where(index == last, end, math.inf).to(FLOAT64))
+
+
+# -- GITS with the multistep history ---------------------------------------------------------------
+def history_order(spec: SolverSpec, options: dict) -> int:
+    """Points of x0_hat history a step of `spec` uses beyond its own (1 for DPM-Solver++(2M) and UniPC here; 0:
+    a one-step solver, priced by `gits_costs`). Third-order multistep is priced with two points of history."""
+    merged = {**spec.options, **options}
+    return 1 if spec.fn is multistep and int(merged.get("order", 1)) >= 2 else 0
+
+
+def _gram(teacher: TeacherPath) -> Tensor:
+    """G[p, q] = E_batch <v_p, v_q> over the basis v = (teacher states X_0..X_n-1, x0_hats D_0..D_n-1)."""
+    flat = torch.stack([v.reshape(v.shape[0], -1).to(FLOAT64) for v in teacher.states + teacher.x0_hats], dim=1)
+    return torch.einsum("bpf,bqf->pq", flat, flat) / flat.shape[0]
+
+
+def _jump(points: list, j: int, k: int, before: list[int]) -> tuple[list[float], list[int]]:
+    """The solver's own update from the teacher's state X_j to t_k with history D_j, D_before as coefficients on
+    the basis (X_j, D_j, D_before..., X_k), X_k subtracted: exponential_taylor_step, the arithmetic `multistep`
+    runs, applied to one-hot vectors (it is linear in them)."""
+    used = [j, *before]
+    basis = torch.eye(1 + len(used), dtype=FLOAT64)
+    x_k = exponential_taylor_step(basis[0], points[j], points[k], [(points[m].eta, basis[1 + a]) for a, m in enumerate(used)])
+    return [*x_k.tolist(), -1.0], [j] + [len(points) + m for m in used] + [k]
+
+
+def _quadratic_cost(gram: Tensor, coefficients: list[list[float]], indices: list[list[int]]) -> Tensor:
+    """sqrt(c^T G c) for each jump: the RMS norm of its error, from the Gram matrix (no tensor work per jump)."""
+    c, idx = torch.tensor(coefficients, dtype=FLOAT64), torch.tensor(indices)
+    g = gram[idx[:, :, None], idx[:, None, :]]
+    return torch.einsum("ta,tab,tb->t", c, g, c).clamp_min(0.0).sqrt()
+
+
+def gits_history_costs(schedule: Schedule, teacher: TeacherPath, max_jump: int | None = None) -> dict[str, Tensor]:
+    """Costs of a second-order multistep solver's jumps given the point before (the DP of Chen et al. 2024 with
+    the history of DPM-Solver++(2M), Lu et al. 2022b Alg. 2):
+
+    first[i, j]: the first-order warm-up step i -> j from X_i; pair[i, j, k]: the step j -> k from X_j with the
+    teacher's D_j, D_i; start[i], end[k]: as in `gits_costs`. Each is the RMS norm of the error at the jump's end
+    against the teacher, carried to x_0 as there, computed exactly from the Gram matrix of the teacher's states
+    and x0_hats. UniPC is priced by its predictor: pricing its corrector at the teacher's D_k (the only price free
+    of n^3 network evaluations) ignores the predictor error fed through the network, and the DP then takes
+    one huge jump (measured worse, docs/benchmarks/optimize_grid.md)."""
+    times, n = teacher.times, len(teacher.times)
+    points = [point(schedule, float(t)) for t in times]
+    carry = propagation(schedule, times, float(teacher.x0.to(FLOAT64).var(dim=0).mean()))
+    gram, reach = _gram(teacher), n if max_jump is None else max_jump
+
+    def table(jumps: list[tuple[int, ...]]) -> Tensor:
+        rows = [_jump(points, jump[-2], jump[-1], list(jump[:-2])) for jump in jumps]
+        cost = torch.full((n,) * len(jumps[0]), math.inf, dtype=FLOAT64)
+        at = tuple(torch.tensor(axis) for axis in zip(*jumps, strict=True))
+        cost[at] = _quadratic_cost(gram, [r[0] for r in rows], [r[1] for r in rows]) * carry[at[-1]]
+        return cost
+
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + reach))]
+    triples = [(i, j, k) for i, j in pairs for k in range(j + 1, min(n, j + 1 + reach))]
+    sigmas = schedule.sigma(times).to(FLOAT64)
+    start = [_mean_norm(float(sigmas[i]) * teacher.z - teacher.states[i]) * float(carry[i]) for i in range(n)]
+    end = [_mean_norm(x0 - teacher.x0) for x0 in teacher.x0_hats]
+    return {"first": table(pairs), "pair": table(triples) if triples else torch.full((n, n, n), math.inf, dtype=FLOAT64),
+            "start": torch.tensor(start, dtype=FLOAT64), "end": torch.tensor(end, dtype=FLOAT64)}
+
+
+def gits_pair_path(start: Tensor, first: Tensor, pair: Tensor, end: Tensor, steps: int) -> tuple[list[int], float]:
+    """The increasing path of exactly `steps` jumps minimising S[i_0] + F[i_0, i_1] + sum P[i_m-1, i_m, i_m+1]
+    + E[i_N]: dynamic programming over the last two points (what a second-order multistep step depends on),
+    O(steps n^3)."""
+    n = start.shape[0]
+    if not 1 <= steps <= n - 1:
+        raise ValueError(f"`steps` must be between 1 and {n - 1} (the fine grid's intervals), got {steps}")
+    index = torch.arange(n)
+    up = index[:, None] < index[None, :]  # only increasing paths, whatever the tables hold below the diagonal
+    first = torch.where(up, first, math.inf)
+    pair = torch.where(up[:, :, None] & up[None, :, :], pair, math.inf)
+    value, back = start[:, None] + first, []  # value[i, j]: the cheapest path whose last two points are i, j
+    for _ in range(steps - 1):
+        value, arg = (value[:, :, None] + pair).min(dim=0)
+        back.append(arg)
+    total = value + end[None, :]
+    flat = int(torch.argmin(total))
+    best = float(total.reshape(-1)[flat])
+    if not math.isfinite(best):
+        raise ValueError(f"no path of {steps} jumps: raise `fine_steps` or `max_jump`")
+    path = [flat // n, flat % n]
+    for arg in reversed(back):
+        path.insert(0, int(arg[path[0], path[1]]))
+    return path, best
 
 
 # -- Align Your Steps ------------------------------------------------------------------------------
@@ -353,7 +465,7 @@ def optimize_grid(
     nfe: int = 5,
     solver: str = "dpm++2m",
     data: Tensor | None = None,
-    method: str = "gits",
+    method: str = "fd",
     shape: tuple[int, ...] | None = None,
     batch: int = 256,
     fine_steps: int = 120,
@@ -361,17 +473,20 @@ def optimize_grid(
     t_max: float | None = None,
     seed: int = 0,
     max_jump: int | None = None,
+    history: bool = True,
     return_info: bool = False,
     dtype: torch.dtype | None = None,
     **options: Any,
 ) -> Tensor | tuple[Tensor, GridInfo]:
     """A time grid for `solver` at `nfe` evaluations (final clean estimate included), optimised for `denoise`.
 
-    method: "gits" (DP over a fine teacher, Chen et al. 2024), "ays" (KLUB, Sabour et al. 2024; needs `data`,
-    samples x0 of shape (n, *shape)) or "fd" (coordinate descent on the Frechet distance to the teacher's end
-    points). `shape` is one sample's shape (taken from `data` when given). t_min / t_max fix the grid's ends;
-    left None, GITS and fd choose them on the fine grid spanning the schedule's range and AYS keeps the
-    default grid's. Returns a strictly decreasing float64 tensor that `sample(..., grid=times)` accepts; with
+    method: "fd" (the default: coordinate descent on the Frechet distance to the teacher's end points, started
+    at GITS and at the default grid; best on both oracles and on digits, docs/benchmarks/optimize_grid.md),
+    "gits" (DP over a fine teacher, Chen et al. 2024; a second-order multistep solver priced with its history
+    unless history=False) or "ays" (KLUB, Sabour et al. 2024; needs `data`, samples x0 of shape (n, *shape)). 
+    `shape` is one sample's shape (taken from `data` when given). t_min / t_max fix the grid's ends; left None,
+    GITS takes the fine points nearest the default grid's ends, AYS keeps the default grid's and fd moves them
+    inside the schedule's range. Returns a strictly decreasing float64 tensor that `sample(..., grid=times)` accepts; with
     return_info, also a GridInfo with its measured RMS end-point error against the teacher and the default's.
     """
     spec, steps = get_solver(solver), steps_for_nfe(solver, nfe, options)
@@ -408,19 +523,20 @@ def optimize_grid(
         start = default if t_min is None and t_max is None else uniform_log_snr(
             schedule, steps, lo if t_min is not None else float(default[-1]), hi if t_max is not None else float(default[0]))
         x0 = data[torch.randperm(len(data), generator=generator)[:batch]]
-        times, history = ays(KLUB(counted, schedule, x0, 8, generator), start)
+        times, trace = ays(KLUB(counted, schedule, x0, 8, generator), start)
     else:
-        times, history = gits(counted, schedule, spec, teacher, steps, options, max_jump=max_jump, **fixed)
+        times, trace = gits(counted, schedule, spec, teacher, steps, options, (hi if t_max is not None else float(default[0]),
+                             lo if t_min is not None else float(default[-1])), max_jump, history)
     if method == "fd":
         searches = [coordinate_search(lambda g: frechet(ends(g), teacher.x0), schedule, begin, **fixed)
                     for begin in (times, default) if _inside(begin, lo, hi, **fixed)]
-        times, history = min(searches, key=lambda found: found[1][-1])
+        times, trace = min(searches, key=lambda found: found[1][-1])
     times = validate_times(schedule, times)
     if not return_info:
         return times
     mine, theirs = ends(times), ends(default)
     return times, GridInfo(method, solver, steps, spec.nfe(steps, options), times, rms(mine, teacher.x0),
-                           rms(theirs, teacher.x0), frechet(mine, teacher.x0), frechet(theirs, teacher.x0), history)
+                           rms(theirs, teacher.x0), frechet(mine, teacher.x0), frechet(theirs, teacher.x0), trace)
 
 
 def _inside(times: Tensor, lo: float, hi: float, fixed_start: bool, fixed_end: bool) -> bool:
@@ -441,7 +557,10 @@ __all__ = [
     "frechet",
     "gits",
     "gits_costs",
+    "gits_history_costs",
+    "gits_pair_path",
     "gits_path",
+    "history_order",
     "optimize_grid",
     "steps_for_nfe",
     "teacher_solve",

@@ -1,0 +1,177 @@
+"""Benchmark (not a test): distillation to 1, 2 and 4 network evaluations (noisecraft.runs.distill).
+
+Two suites, each printing a table and writing JSON beside it:
+
+- `oracle`: the ring of eight Gaussians (2-D) and the 16-D mixture (noisecraft.analysis.oracle) under the EDM
+  schedule. The teacher is the exact denoiser, so every student is measured against the true mixture:
+  within-mode W2, sliced W2 and mode-weight TV of 10,000 samples, beside the teacher's default 10-evaluation
+  sampler (DPM-Solver++(2M), 9 steps, step-aware range), the teacher's DDIM at the same evaluations, and the
+  floor (fresh true samples). The students' network (MLP 256 x 3) starts from a denoiser trained briefly on
+  mixture samples (`--init-steps`), as a real student starts from its teacher's weights.
+- `digits`: the trained digits run `--teacher` (default /work/runs/digits, `noisecraft demo`'s model). Digits-FD
+  of 500 samples (noisecraft.metrics.digits) at 1, 2, 4 evaluations for both methods, beside the teacher's FD
+  at 20 steps (its default sampler) and at 1, 2, 4 evaluations. Consistency distils one student, sampled at
+  each count; progressive distils one student per count. Each distillation has `--minutes` of this process's
+  CPU time (train.clock "process") on one thread, so a budget holds on a shared machine.
+
+    .venv/bin/python benchmarks/distill.py oracle --max-steps 3000
+    .venv/bin/python benchmarks/distill.py digits --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import noisecraft as nc
+from noisecraft.core.schedules import EDM
+from noisecraft.metrics.distribution import distribution_report
+from noisecraft.nets import NetConfig
+from noisecraft.runs.config import preset_config
+from noisecraft.runs.distill import Teacher, distill
+from noisecraft.runs.pipeline import load_run
+
+NFES = (1, 2, 4)
+METHODS = ("consistency", "progressive")
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, {date.today()}"
+
+
+def _students(make: callable, root: Path, methods: tuple[str, ...]) -> dict[tuple[str, int], tuple[Path, dict]]:
+    """(method, nfe) -> (student run, distillation record): one consistency student for every count, one
+    progressive student per count."""
+    out = {}
+    for method in methods:
+        for k in (max(NFES),) if method == "consistency" else NFES:
+            path = root / f"{method}_{k}"
+            shutil.rmtree(path, ignore_errors=True)
+            start = time.process_time()
+            result = make(method, k, path)
+            record = {"optimizer_steps": result.step, "cpu_s": round(time.process_time() - start, 1),
+                      "wall_s": round(result.seconds, 1), "rounds": len(result.rounds)}
+            print(f"  {method} K={k}: {record}", flush=True)
+            for nfe in NFES if method == "consistency" else (k,):
+                out[(method, nfe)] = (path, record)
+    return out
+
+
+# -- oracle ---------------------------------------------------------------------------------------------------
+def oracle_suite(args: argparse.Namespace) -> dict:
+    return {name: oracle_case(args, name, mixture)
+            for name, mixture in (("ring8", nc.oracle.ring8()), ("mixture16d", nc.oracle.mixture16d()))}
+
+
+def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.GaussianMixture) -> dict:
+    """Students of the exact denoiser of `mixture` beside the teacher's samplers and the floor."""
+    schedule, root = EDM(), Path(args.out) / name
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "data.npy", mixture.sample(50_000, torch.Generator().manual_seed(0))[0].float().numpy())
+    config = preset_config(str(root / "data.npy"), "edm", max_steps=args.init_steps, batch_size=512)
+    config = config.model_copy(update={"model": NetConfig(width=256, depth=3)})
+    shutil.rmtree(root / "init", ignore_errors=True)
+    nc.train(config, root / "init", progress=False)
+    teacher = Teacher(mixture.denoiser(schedule), schedule, config, weights=load_run(root / "init").net.state_dict(),
+                      source=f"exact {name} denoiser")
+    reference = mixture.sample(args.n, torch.Generator().manual_seed(5))[0]
+
+    def report(x: torch.Tensor) -> dict:
+        return {k: round(v, 4) for k, v in distribution_report(x, mixture, reference).items()}
+
+    def make(method: str, k: int, path: Path):
+        return distill(teacher, path, method, k, max_steps=args.max_steps, batch_size=512, warmup_steps=50,
+                       progress=False)
+
+    students = _students(make, root, tuple(args.methods))
+    shape = (args.n, mixture.dim)
+    rows = {"floor": report(mixture.sample(args.n, torch.Generator().manual_seed(6))[0]),
+            "teacher dpm++2m 10 NFE (default)": report(nc.sample(teacher.denoise, schedule, steps=9, shape=shape,
+                                                                 generator=torch.Generator().manual_seed(3)))}
+    for nfe in NFES:
+        x = nc.sample(teacher.denoise, schedule, "ddim", nfe - 1, shape, torch.Generator().manual_seed(3))
+        rows[f"teacher ddim {nfe} NFE"] = report(x)
+    for (method, nfe), (path, record) in students.items():
+        with torch.no_grad():
+            x = load_run(path).sample(args.n, steps=nfe - 1, seed=3)
+        rows[f"{method} {nfe} NFE"] = {**report(x), **record}
+    _table(f"{name} (within-mode W2, sliced W2, mode TV; {args.n} samples; {args.max_steps} steps per distillation, "
+           f"students start from a denoiser trained {args.init_steps} steps)", rows,
+           ("within_w2", "sliced_w2", "mode_tv", "cpu_s"))
+    return rows
+
+
+# -- digits ---------------------------------------------------------------------------------------------------
+def digits_suite(args: argparse.Namespace) -> dict:
+    from noisecraft.metrics.digits import evaluate_digits, floor
+
+    teacher_dir = Path(args.teacher)
+    if not (teacher_dir / "checkpoints").is_dir():
+        raise SystemExit(f"no trained teacher at {teacher_dir}: run `noisecraft demo --out {teacher_dir}` first")
+    torch.set_num_threads(1)
+    teacher = load_run(teacher_dir)
+    trained = json.loads((teacher_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+    def fd(x: torch.Tensor) -> float:
+        return round(evaluate_digits(x)["digits_fd"], 2)
+
+    rows = {"floor (500 train images)": {"fd": round(floor()["digits_fd"], 2)},
+            "teacher dpm++2m 20 steps": {"fd": fd(teacher.sample(500, seed=0))}}
+    for nfe in NFES:
+        rows[f"teacher dpm++2m {nfe} NFE"] = {"fd": fd(teacher.sample(500, steps=nfe - 1, seed=0))}
+    _table("teacher", rows, ("fd",))
+
+    def make(method: str, k: int, path: Path):
+        extra = {"lr": args.lr} if args.lr else {}
+        return distill(teacher_dir, path, method, k, minutes=args.minutes, clock="process", num_threads=1,
+                       progress=False, **extra)
+
+    students = _students(make, Path(args.out), tuple(args.methods))
+    for (method, nfe), (path, record) in students.items():
+        rows[f"{method} {nfe} NFE"] = {"fd": fd(load_run(path).sample(500, steps=nfe - 1, seed=0)), **record}
+    reference = rows["teacher dpm++2m 20 steps"]["fd"]
+    for row in rows.values():
+        row["x_teacher20"] = round(row["fd"] / reference, 2)
+    _table(f"digits-FD, 500 samples; teacher trained {trained['step']} steps in {trained['elapsed_s']:.0f} s wall; "
+           f"each distillation {args.minutes} CPU-min on 1 thread", rows, ("fd", "x_teacher20", "optimizer_steps", "cpu_s"))
+    return {"teacher_train_s": trained["elapsed_s"], "rows": rows}
+
+
+def _table(title: str, rows: dict, keys: tuple[str, ...]) -> None:
+    print(f"\n{title}\n| | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=("oracle", "digits"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", default="runs/bench_distill")
+    parser.add_argument("--max-steps", type=int, default=3000, help="oracle: optimiser steps per distillation")
+    parser.add_argument("--init-steps", type=int, default=1000, help="oracle: steps of the students' initial denoiser")
+    parser.add_argument("--n", type=int, default=10_000, help="oracle: samples per measurement")
+    parser.add_argument("--teacher", default="/work/runs/digits", help="digits: the teacher run")
+    parser.add_argument("--minutes", type=float, default=10.0, help="digits: CPU minutes per distillation")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the teacher's)")
+    args = parser.parse_args()
+    out = Path(args.out) / args.suite
+    args.out = str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = oracle_suite(args) if args.suite == "oracle" else digits_suite(args)
+    summary = {"command": vars(args), "machine": _machine(), "wall_s": round(time.perf_counter() - start), **results}
+    (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(f"\nwrote {out / 'results.json'} ({summary['wall_s']} s)")
+
+
+if __name__ == "__main__":
+    main()
