@@ -36,7 +36,7 @@ from noisecraft.core.schedules import EDM
 from noisecraft.metrics.distribution import distribution_report
 from noisecraft.nets import NetConfig
 from noisecraft.runs.config import preset_config
-from noisecraft.runs.distill import Teacher, distill
+from noisecraft.runs.distill import Teacher, distill, student_times
 from noisecraft.runs.pipeline import load_run
 
 NFES = (1, 2, 4)
@@ -47,22 +47,40 @@ def _machine() -> str:
     return f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, {date.today()}"
 
 
-def _students(make: callable, root: Path, methods: tuple[str, ...]) -> dict[tuple[str, int], tuple[Path, dict]]:
-    """(method, nfe) -> (student run, distillation record): one consistency student for every count, one
-    progressive student per count."""
+def _students(make: callable, root: Path, methods: tuple[str, ...], reuse: bool = False
+              ) -> dict[tuple[str, int], tuple[Path, dict]]:
+    """(method, nfe) -> (student run, distillation record): one consistency student for every count (its
+    training does not depend on the count), one progressive student per count. `reuse` keeps a student
+    already distilled in its folder (record.json)."""
     out = {}
     for method in methods:
-        for k in (max(NFES),) if method == "consistency" else NFES:
+        for k in (2,) if method == "consistency" else NFES:
             path = root / f"{method}_{k}"
-            shutil.rmtree(path, ignore_errors=True)
-            start = time.process_time()
-            result = make(method, k, path)
-            record = {"optimizer_steps": result.step, "cpu_s": round(time.process_time() - start, 1),
-                      "wall_s": round(result.seconds, 1), "rounds": len(result.rounds)}
+            if reuse and (path / "record.json").is_file():
+                record = json.loads((path / "record.json").read_text())
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                start = time.process_time()
+                result = make(method, k, path)
+                record = {"optimizer_steps": result.step, "cpu_s": round(time.process_time() - start, 1),
+                          "wall_s": round(result.seconds, 1), "rounds": len(result.rounds)}
+                (path / "record.json").write_text(json.dumps(record))
             print(f"  {method} K={k}: {record}", flush=True)
             for nfe in NFES if method == "consistency" else (k,):
                 out[(method, nfe)] = (path, record)
     return out
+
+
+def student_sample(path: Path, method: str, nfe: int, n: int, seed: int) -> torch.Tensor:
+    """n samples of a student in `nfe` evaluations: a progressive student on its own grid; the consistency
+    student on the times it would have been given for that count (student_times over the schedule's range)."""
+    pipe = load_run(path)
+    with torch.no_grad():
+        if method == "progressive":
+            return pipe.sample(n, seed=seed)
+        base = pipe.config.sample.model_copy(update={"t_min": None, "t_max": None})
+        times = student_times(pipe.schedule, nfe, base)
+        return pipe.sample(n, steps=nfe - 1, grid=times.tolist(), seed=seed)
 
 
 # -- oracle ---------------------------------------------------------------------------------------------------
@@ -91,7 +109,7 @@ def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.Gaussian
         return distill(teacher, path, method, k, max_steps=args.max_steps, batch_size=512, warmup_steps=50,
                        progress=False)
 
-    students = _students(make, root, tuple(args.methods))
+    students = _students(make, root, tuple(args.methods), args.reuse)
     shape = (args.n, mixture.dim)
     rows = {"floor": report(mixture.sample(args.n, torch.Generator().manual_seed(6))[0]),
             "teacher dpm++2m 10 NFE (default)": report(nc.sample(teacher.denoise, schedule, steps=9, shape=shape,
@@ -100,9 +118,7 @@ def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.Gaussian
         x = nc.sample(teacher.denoise, schedule, "ddim", nfe - 1, shape, torch.Generator().manual_seed(3))
         rows[f"teacher ddim {nfe} NFE"] = report(x)
     for (method, nfe), (path, record) in students.items():
-        with torch.no_grad():
-            x = load_run(path).sample(args.n, steps=nfe - 1, seed=3)
-        rows[f"{method} {nfe} NFE"] = {**report(x), **record}
+        rows[f"{method} {nfe} NFE"] = {**report(student_sample(path, method, nfe, args.n, 3)), **record}
     _table(f"{name} (within-mode W2, sliced W2, mode TV; {args.n} samples; {args.max_steps} steps per distillation, "
            f"students start from a denoiser trained {args.init_steps} steps)", rows,
            ("within_w2", "sliced_w2", "mode_tv", "cpu_s"))
@@ -120,28 +136,33 @@ def digits_suite(args: argparse.Namespace) -> dict:
     teacher = load_run(teacher_dir)
     trained = json.loads((teacher_dir / "metrics.jsonl").read_text().splitlines()[-1])
 
-    def fd(x: torch.Tensor) -> float:
-        return round(evaluate_digits(x)["digits_fd"], 2)
+    def fd(draw: callable) -> dict:
+        """Digits-FD of 500 samples, mean and spread over the seeds (one seed's 500 samples vary by +-3)."""
+        values = [evaluate_digits(draw(seed))["digits_fd"] for seed in args.seeds]
+        return {"fd": round(float(np.mean(values)), 2), "fd_std": round(float(np.std(values)), 2),
+                "fd_seeds": [round(v, 2) for v in values]}
 
     rows = {"floor (500 train images)": {"fd": round(floor()["digits_fd"], 2)},
-            "teacher dpm++2m 20 steps": {"fd": fd(teacher.sample(500, seed=0))}}
+            "teacher dpm++2m 20 steps": fd(lambda seed: teacher.sample(500, seed=seed))}
     for nfe in NFES:
-        rows[f"teacher dpm++2m {nfe} NFE"] = {"fd": fd(teacher.sample(500, steps=nfe - 1, seed=0))}
-    _table("teacher", rows, ("fd",))
+        rows[f"teacher dpm++2m {nfe} NFE"] = fd(lambda seed, nfe=nfe: teacher.sample(500, steps=nfe - 1, seed=seed))
+    _table("teacher", rows, ("fd", "fd_std"))
 
     def make(method: str, k: int, path: Path):
         extra = {"lr": args.lr} if args.lr else {}
         return distill(teacher_dir, path, method, k, minutes=args.minutes, clock="process", num_threads=1,
                        progress=False, **extra)
 
-    students = _students(make, Path(args.out), tuple(args.methods))
+    students = _students(make, Path(args.out), tuple(args.methods), args.reuse)
     for (method, nfe), (path, record) in students.items():
-        rows[f"{method} {nfe} NFE"] = {"fd": fd(load_run(path).sample(500, steps=nfe - 1, seed=0)), **record}
+        rows[f"{method} {nfe} NFE"] = {**fd(lambda seed, p=path, m=method, k=nfe: student_sample(p, m, k, 500, seed)),
+                                       **record}
     reference = rows["teacher dpm++2m 20 steps"]["fd"]
     for row in rows.values():
         row["x_teacher20"] = round(row["fd"] / reference, 2)
     _table(f"digits-FD, 500 samples; teacher trained {trained['step']} steps in {trained['elapsed_s']:.0f} s wall; "
-           f"each distillation {args.minutes} CPU-min on 1 thread", rows, ("fd", "x_teacher20", "optimizer_steps", "cpu_s"))
+           f"each distillation {args.minutes} CPU-min on 1 thread; FD mean over seeds {args.seeds}", rows,
+           ("fd", "fd_std", "x_teacher20", "optimizer_steps", "cpu_s"))
     return {"teacher_train_s": trained["elapsed_s"], "rows": rows}
 
 
@@ -162,6 +183,8 @@ def main() -> None:
     parser.add_argument("--teacher", default="/work/runs/digits", help="digits: the teacher run")
     parser.add_argument("--minutes", type=float, default=10.0, help="digits: CPU minutes per distillation")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the teacher's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="digits: sampling seeds")
+    parser.add_argument("--reuse", action="store_true", help="keep students already distilled in --out")
     args = parser.parse_args()
     out = Path(args.out) / args.suite
     args.out = str(out)

@@ -185,6 +185,11 @@ def test_cli_distill_then_sample(cli_student, base, tmp_path):
     assert np.load(tmp_path / "s.npy").shape == (16, 2)
 
 
+def test_a_student_cannot_be_resumed_as_a_diffusion_run(cli_student):
+    res = runner.invoke(app, ["train", "--resume", "--run", str(cli_student), "--steps", "20"])
+    assert res.exit_code == 2 and "is a student made by progressive distillation" in res.output, res.output
+
+
 @pytest.mark.parametrize("args, needle", [
     (["{empty}", "--max-steps", "5", "--run", "{out}"], "is not a run directory"),
     (["{teacher}", "--method", "magic", "--max-steps", "5", "--run", "{out}"], "unknown --method 'magic'"),

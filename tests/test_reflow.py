@@ -157,6 +157,11 @@ def test_bad_input_is_refused_before_any_work(tmp_path, runs):
         reflow(teacher, tmp_path / "out", steps=0, progress=False)
     with pytest.raises(ValueError, match="already holds a trained run"):
         reflow(teacher, runs["flow"], progress=False)
+    with pytest.raises(ValueError, match=r"`pairs` hold samples of shape \(3,\); the teacher's data have \(2,\)"):
+        reflow(teacher, tmp_path / "out", pairs=Pairs(torch.zeros(4, 3), torch.zeros(4, 3)), progress=False)
+    with pytest.raises(ValueError, match="`pairs` hold labels but the teacher is unconditional"):
+        reflow(teacher, tmp_path / "out", pairs=Pairs(torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4)),
+               progress=False)
     with pytest.raises(ValueError, match="does not solve the probability-flow ODE"):
         reflow(teacher, tmp_path / "out", solver="ddpm", progress=False)
     text = _config(tmp_path, num_classes=8, cond="text")
@@ -192,5 +197,5 @@ def test_cli_round_trip_on_a_tiny_moons_flow_run(tmp_path):
 
 def test_plain_training_does_not_resume_a_reflowed_run(runs):
     """`train --resume` would continue a reflowed run with the diffusion loss on the data, not on the pairs."""
-    with pytest.raises(ValueError, match="was made by reflow"):
+    with pytest.raises(ValueError, match="cannot resume: .* made by reflow"):
         nc.train(None, runs["reflowed"], resume=True, max_steps=300, progress=False)

@@ -223,6 +223,17 @@ def check_pair_options(pairs: int, steps: int, batch: int = 500) -> None:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
 
 
+def check_pairs_fit(pairs: Pairs, config: RunConfig) -> None:
+    """A ValueError when given pairs do not fit the run: another sample shape, or labels where the run has none
+    (or none where it has classes)."""
+    shape = config.data.load().sample_shape
+    if tuple(pairs.x.shape[1:]) != tuple(shape):
+        raise ValueError(f"`pairs` hold samples of shape {tuple(pairs.x.shape[1:])}; the teacher's data have {shape}")
+    if (pairs.labels is None) != (config.model.num_classes is None):
+        raise ValueError("`pairs` " + ("lack labels for a class-conditional teacher" if pairs.labels is None else
+                                       "hold labels but the teacher is unconditional"))
+
+
 def check_teacher(teacher: Teacher) -> None:
     """A ValueError for a teacher reflow cannot use: text conditions, or a sampler that is not a PF-ODE of a
     denoiser (a consistency model)."""
@@ -249,7 +260,7 @@ def reflow_config(teacher: Teacher, minutes: float | None, max_steps: int | None
     return teacher.config.model_copy(update={"train": train_cfg, "loss": loss, "sample": sample, "distill": info})
 
 
-def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int = 5000, steps: int = 32,
+def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pairs = 5000, steps: int = 32,
            minutes: float | None = None, max_steps: int | None = None, *, solver: str | None = None,
            time_distribution: str | None = "uniform", sample_steps: int = 1, seed: int = 0, batch: int = 500,
            progress: bool = True, **train_options: Any) -> ReflowResult:
@@ -257,11 +268,12 @@ def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int = 5000
     teacher's ODE at `steps` steps (`solver`: default the teacher's deterministic sampler), then training from
     the teacher's weights on them for `minutes` or `max_steps` (default: the teacher's budget).
 
+    `pairs` may also be a Pairs of this teacher made before (make_pairs, Pairs.load): no ODE is solved then.
     `time_distribution`: the reflow loss's p(t), "uniform" (Liu et al. 2022) or None for the teacher's.
     `sample_steps`: Euler steps of the new run's default sampler. `seed` draws the pairs' noise and labels;
     `train_options`: fields of the train section (batch_size, lr, seed, warmup_steps, ...; None keeps the
     teacher's). Returns where the run went and how long each part took."""
-    check_pair_options(pairs, steps, batch)
+    check_pair_options(len(pairs) if isinstance(pairs, Pairs) else pairs, steps, batch)
     minutes = None if minutes is None else check_field(TrainConfig, "minutes", minutes)
     max_steps = None if max_steps is None else check_field(TrainConfig, "max_steps", max_steps)
     check_field(SolverConfig, "steps", sample_steps, "sample_steps")
@@ -275,9 +287,12 @@ def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int = 5000
     if solver is not None:
         pair_solver(teacher, steps, solver)
     config = reflow_config(teacher, minutes, max_steps, time_distribution, sample_steps, train_options)
+    if isinstance(pairs, Pairs):
+        check_pairs_fit(pairs, config)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
-    coupling = make_pairs(teacher.to(device), pairs, steps, seed, solver, batch, device, progress)
+    coupling = pairs if isinstance(pairs, Pairs) else make_pairs(teacher.to(device), pairs, steps, seed, solver,
+                                                                 batch, device, progress)
     pair_seconds = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     coupling.save(out_dir / PAIRS_FILE, {"teacher": teacher.source, "steps": str(steps), "seed": str(seed),
@@ -287,7 +302,7 @@ def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int = 5000
         return ReflowStep(cfg, data, model, accelerator, coupling)
 
     result = train(config, out_dir, progress=progress, make_step=make_step, init=teacher.weights)
-    return ReflowResult(out_dir, pairs, pair_seconds, result, time.perf_counter() - start)
+    return ReflowResult(out_dir, len(coupling), pair_seconds, result, time.perf_counter() - start)
 
 
 __all__ = ["Pairs", "ReflowResult", "ReflowStep", "make_pairs", "pair_solver", "reflow", "straightness"]

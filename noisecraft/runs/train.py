@@ -198,7 +198,11 @@ def _own_config(run_dir: Path) -> RunConfig:
     """The config.yaml of a run to resume."""
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"cannot resume: {str(run_dir)!r} has no config.yaml")
-    return load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml")
+    if config.distill is not None:  # the diffusion loss would undo what distillation taught it
+        raise ValueError(f"cannot resume: {str(run_dir)!r} is a student made by {config.distill.method} "
+                         "distillation (noisecraft distill), not a diffusion run; distil again into a new directory")
+    return config
 
 
 def _differences(a: RunConfig, b: RunConfig) -> list[str]:
@@ -361,9 +365,6 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
 
     run_dir = Path(run_dir)
     config = _run_config(config, run_dir, resume, overwrite)
-    if resume and config.distill is not None and make_step is DiffusionStep:
-        raise ValueError(f"run {run_dir} was made by {config.distill.method} from {config.distill.teacher}; the "
-                         "diffusion loss would continue it on other targets: run the method again into a new directory")
     # cpu=True when there is no GPU: Accelerate then reads torchrun's env as a gloo process group
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
                               cpu=not torch.cuda.is_available())
