@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import typing
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,12 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_healt
 runner = CliRunner()
 
 # -- values and keys a careless or hostile config holds ----------------------------------------------------
-SECTIONS = {name: list(info.annotation.model_fields) for name, info in RunConfig.model_fields.items()}
+def _section_model(annotation):
+    """The config model of a section, optional sections (`distill: DistillConfig | None`) included."""
+    return next(a for a in (annotation, *typing.get_args(annotation)) if hasattr(a, "model_fields"))
+
+
+SECTIONS = {name: list(_section_model(info.annotation).model_fields) for name, info in RunConfig.model_fields.items()}
 KEYS = st.sampled_from([*SECTIONS, *(f for fields in SECTIONS.values() for f in fields)]) | st.text(max_size=8)
 SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.sampled_from([0, -1, 1, 2**63])
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
