@@ -195,7 +195,6 @@ def test_a_student_cannot_be_resumed_as_a_diffusion_run(cli_student):
     (["{teacher}", "--method", "magic", "--max-steps", "5", "--run", "{out}"], "unknown --method 'magic'"),
     (["{teacher}", "--steps", "0", "--max-steps", "5", "--run", "{out}"], "--steps must be an integer >= 1"),
     (["{teacher}", "--minutes", "0", "--run", "{out}"], "--minutes must be > 0"),
-    (["{teacher}", "--run", "{out}"], "needs a budget: give --minutes or --max-steps"),
     (["{teacher}", "--max-steps", "5", "--run", "{teacher}"], "already holds a trained run"),
     (["{teacher}", "--max-steps", "5", "--run", "{out}", "--lr", "-1"], "--lr must be > 0"),
 ])
@@ -206,6 +205,17 @@ def test_cli_distill_refuses_bad_input_before_any_work(base, tmp_path, args, nee
     assert res.exit_code == 2, res.output
     assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_without_a_budget_the_student_gets_the_teachers():
+    from noisecraft.runs.distill import _student_config
+
+    config = preset_config("moons", "v", max_steps=123)
+    teacher = Teacher(lambda x, t: x, config.loss.schedule, config)
+    sample = teacher.config.sample
+    assert _student_config(teacher, "consistency", 2, sample, None, None, {}).train.max_steps == 123
+    given = _student_config(teacher, "consistency", 2, sample, 1.5, None, {}).train
+    assert given.minutes == 1.5 and given.max_steps is None
 
 
 def test_guidance_works_on_a_class_conditional_student(tmp_path):
