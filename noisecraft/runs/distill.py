@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import time
@@ -239,12 +240,19 @@ class ConsistencyStep(_DistillStep):
     def draws(self, step: int) -> dict[str, Tensor | None]:
         d = super().draws(step)
         n_levels = curriculum(self.progress(step), *self.levels)
+        times, p, weight = self._discretisation(n_levels)
+        self.info = {"levels": n_levels}
+        return {**d, "level": self.draw_levels(step, p), "times": times, "weight": weight}
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - one entry per curriculum stage, while the step lives
+    def _discretisation(self, n_levels: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The curriculum stage's level times, their probabilities and their normalised weights (computed once
+        per stage, not every step)."""
         times = consistency_levels(self.config.loss.schedule, n_levels, self.base)
         sigmas = self.config.loss.schedule.sigma_tilde(times)
         p = lognormal_level_probabilities(sigmas)
         weight = 1.0 / (sigmas[1:] - sigmas[:-1])
-        self.info = {"levels": n_levels}
-        return {**d, "level": self.draw_levels(step, p), "times": times, "weight": weight / (p * weight).sum()}
+        return times, p, weight / (p * weight).sum()
 
     def teacher_step(self, x: Tensor, t_from: float, t_to: float, cond: Tensor | None) -> Tensor:
         """x at t_to from x at t_from: one step of the teacher's probability-flow ODE with the chosen solver."""
