@@ -3,7 +3,7 @@
 A module may import from its own layer or a lower one, never a higher one:
 
     core, io, validation  <-  solvers, nets, data, metrics  <-  guide, analysis  <-  viz  <-  runs
-              <-  experiments, tabular, ddm  <-  cli
+              <-  experiments, tabular, ddm, hf  <-  cli
 
 Two rules sit beside the ranks: ddm is a standalone app that imports only itself and io (numpy/scipy,
 no torch), and only cli may import typer. The package root (`noisecraft/__init__.py`, the lazy
@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "experiments": 5,
     "tabular": 5,
     "ddm": 5,
+    "hf": 5,
     "cli": 6,
 }
 
