@@ -65,3 +65,22 @@ def test_bad_options_exit_2_naming_them(run: Path) -> None:
     assert res.exit_code == 2 and "unknown --method 'best'" in res.output
     res = runner.invoke(app, ["grid", "optimize", str(run / "nope")])
     assert res.exit_code == 2 and "not a run directory" in res.output
+
+
+def test_a_rewritten_grids_file_is_read_again_at_once(run: Path) -> None:
+    """read_grids parses a grids file once per version: a rewrite, even within the clock's granularity, is seen."""
+    from noisecraft.io import write_text_atomic
+    from noisecraft.runs.grids import StoredGrid, grid_key, read_grids
+
+    def write(times: list[float]) -> None:
+        entry = StoredGrid("ddim", 2, "fd", 3, times, 0.1, 0.2, None, None)
+        text = json.dumps({grid_key("ddim", 2): entry.__dict__})
+        write_text_atomic(run / "g" / "grids.json", text)
+
+    (run / "g").mkdir(exist_ok=True)
+    write([0.9, 0.5, 0.1])
+    assert read_grids(run / "g")["ddim/2"].times == [0.9, 0.5, 0.1]
+    write([0.8, 0.5, 0.1])  # the same size, written within the same clock tick
+    assert read_grids(run / "g")["ddim/2"].times == [0.8, 0.5, 0.1]
+    (run / "g" / "grids.json").unlink()
+    assert read_grids(run / "g") == {}

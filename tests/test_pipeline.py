@@ -159,3 +159,16 @@ def test_every_command_has_help() -> None:
     for args in [(), *paths]:
         res = runner.invoke(app, [*args, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output, (args, res.output)
+
+
+def test_the_free_memory_is_read_only_for_draws_that_could_not_fit(monkeypatch) -> None:
+    """check_fits_on skips the (slow) query below ALWAYS_FITS and refuses above it when memory is short."""
+    from noisecraft.runs import memory
+
+    reads: list[str] = []
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": reads.append(str(device)) or 10)
+    memory.check_fits_on(4, 1000)
+    assert reads == []
+    with pytest.raises(ValueError, match="`n` = 4 samples need about"):
+        memory.check_fits_on(4, memory.ALWAYS_FITS + 1)
+    assert reads == ["cpu"]

@@ -7,6 +7,7 @@ replaces the config's named grid. The file is small JSON, written atomically (re
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,8 +50,16 @@ def grid_key(solver: str, steps: int) -> str:
 def read_grids(run_dir: str | Path) -> dict[str, StoredGrid]:
     """The run's stored grids by key ({} when it has none); a damaged file is a ValueError naming it."""
     path = Path(run_dir) / GRIDS_FILE
-    if not path.is_file():
+    try:
+        stat = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return {}
+    return dict(_parse_grids(path, stat.st_ino, stat.st_mtime_ns, stat.st_size))  # an atomic rewrite: a new inode
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_grids(path: Path, _inode: int, _mtime_ns: int, _size: int) -> dict[str, StoredGrid]:
+    """The grids file at `path`, parsed once per version of it (a sampler reads it on every draw)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         return {key: StoredGrid(**entry) for key, entry in raw.items()}

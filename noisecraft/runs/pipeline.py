@@ -212,7 +212,7 @@ class Pipeline:
         # with eval_batch the network sees one fixed chunk whatever n: its activations do not grow with n
         widest = self._widest_activation(denoise) if self.net is not None and self.eval_batch is None else 0
         need = n * (state + memory.ACTIVATION_COPIES * 4 * widest)
-        memory.check_fits(n, need, memory.available_memory(self.device))
+        memory.check_fits_on(n, need, self.device)
 
     def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool) -> Tensor:
         """n draws with `cfg`; `denoise` comes bounded (steer), so the config's clip and threshold are not

@@ -76,11 +76,19 @@ def solve(
 
     clip / threshold bound every x0_hat the solver sees, the final one included (noisecraft.core.bounds).
     """
-    spec = get_solver(solver)
     times = make_grid(schedule, 1, list(times) if not isinstance(times, Tensor) else times)
     if not isinstance(x_T, Tensor) or x_T.ndim < 1 or x_T.shape[0] < 1:
         raise ValueError(f"x_T must be a tensor with a batch dimension, got {type(x_T).__name__}")
     check_options(solver, options)
+    return _integrate(denoise, schedule, x_T, times, solver, generator, denoise_final, cond, progress, clip, threshold,
+                      options)
+
+
+def _integrate(denoise: Callable, schedule: Schedule, x_T: Tensor, times: Tensor, solver: str, generator: Any,
+               denoise_final: bool, cond: Any, progress: bool, clip: float | None, threshold: float | None,
+               options: dict) -> tuple[Tensor, SampleInfo]:
+    """`solve` on checked inputs: `times` a validated float64 grid, `options` accepted by `solver`."""
+    spec = get_solver(solver)
     if len(times) == 1 and not denoise_final:
         raise ValueError("a grid of one time takes no solver step, so it needs denoise_final=True")
     bar = None
@@ -137,6 +145,7 @@ def sample(
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive sizes with the batch first, got {shape}")
     spec = get_solver(solver)
+    check_options(solver, options)
     if isinstance(grid, str) and t_min is None and t_max is None and steps and spec.evaluations_per_step(options):
         t_min, t_max = step_aware_range(schedule, steps * spec.evaluations_per_step(options),
                                         spec.max_log_snr_step and steps * spec.max_log_snr_step)
@@ -145,6 +154,6 @@ def sample(
     if noise.batch != shape[0]:
         raise ValueError(f"the noise source was built for {noise.batch} samples, but `shape` asks for {shape[0]}")
     x_T = prior_sample(schedule, shape, noise, dtype, device, float(times[0]))
-    x, info = solve(denoise, schedule, x_T, times, solver, noise, denoise_final, cond, progress, clip, threshold,
-                    **options)
+    x, info = _integrate(denoise, schedule, x_T, times, solver, noise, denoise_final, cond, progress, clip, threshold,
+                         options)
     return (x, info) if return_info else x

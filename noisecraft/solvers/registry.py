@@ -3,6 +3,7 @@ times[-1]`, registered with its fixed options, its evaluations per step, its ord
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,13 @@ class SolverSpec:
         return per_step * steps + int(denoise_final) if per_step else None
 
     def accepted_options(self) -> set[str]:
-        return set(inspect.signature(self.fn).parameters) - _CONTRACT - set(self.options)
+        return _parameters(self.fn) - _CONTRACT - set(self.options)
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters(fn: Callable) -> frozenset[str]:
+    """The parameter names of a solver function, read once (inspect.signature is slow on every draw)."""
+    return frozenset(inspect.signature(fn).parameters)
 
 
 def _pc_evaluations(options: dict) -> int:
