@@ -2,7 +2,8 @@
 
 Issue 17, part 5. For each CPU thread count (each in a fresh subprocess that calls torch.set_num_threads first,
 OMP_NUM_THREADS set to match) and each batch size (1 and 16), every row draws `n` samples `repeats` times after
-one untimed warm-up call; the table gives the median milliseconds per call and images per second.
+one untimed warm-up call; the table gives the median milliseconds per call and images per second. The calls of all rows are interleaved
+(each repeat times every row in turn), so load that changes during the run reaches every row alike.
 
 Rows, all on the one torch module of the run (its EMA network, CPU, float32):
 - `noisecraft` at NFE 1, 2, 4: `nc.load_run(RUN).sample(n, steps=s, seed=...)`, the public call a user makes,
@@ -163,18 +164,28 @@ class CallCounter:
             handle.remove()
 
 
-def time_draw(nets: list[torch.nn.Module], draw: Draw, n: int, repeats: int) -> dict:
-    """Median wall milliseconds of draw(n) over `repeats` calls after one warm-up, and the network calls per draw."""
-    draw(n, 0)
-    seconds, calls = [], []
+def time_draws(nets: list[torch.nn.Module], draws: list[Draw], batches, repeats: int) -> list[dict]:
+    """Per draw and batch size n: median wall milliseconds of draw(n) over `repeats` calls after one warm-up, and
+    the network calls per draw. The calls are interleaved (repeat r times every draw in turn), so a change in the
+    machine's load during the run reaches every row alike and the ratios stay fair."""
+    keys = [(i, n) for i in range(len(draws)) for n in batches]
+    for i, n in keys:
+        draws[i](n, 0)
+    seconds = {key: [] for key in keys}
+    calls = {key: [] for key in keys}
     for r in range(repeats):
-        with CallCounter(nets) as counter:
-            start = time.perf_counter()
-            draw(n, r + 1)
-            seconds.append(time.perf_counter() - start)
-        calls.append(counter.calls)
-    ms = 1e3 * statistics.median(seconds)
-    return {"ms": ms, "images_per_s": 1e3 * n / ms, "nfe": calls[0] if len(set(calls)) == 1 else calls}
+        for i, n in keys:
+            with CallCounter(nets) as counter:
+                start = time.perf_counter()
+                draws[i](n, r + 1)
+                seconds[i, n].append(time.perf_counter() - start)
+            calls[i, n].append(counter.calls)
+    out = [{} for _ in draws]
+    for i, n in keys:
+        ms = 1e3 * statistics.median(seconds[i, n])
+        nfe = calls[i, n][0] if len(set(calls[i, n])) == 1 else calls[i, n]
+        out[i][str(n)] = {"ms": ms, "images_per_s": 1e3 * n / ms, "nfe": nfe}
+    return out
 
 
 def measure(run_dir: str | Path, student_dir: str | Path | None = None, nfes=NFES, batches=BATCHES,
@@ -185,14 +196,14 @@ def measure(run_dir: str | Path, student_dir: str | Path | None = None, nfes=NFE
     run = load_run(run_dir)
     student = load_run(student_dir) if student_dir else None
     nets = [run.net] + ([student.net] if student else [])
-    rows = []
-    for s in samplers(run, student, nfes, reference_nfe):
-        row = {"name": s.name, "nfe": s.nfe, "batches": {str(n): time_draw(nets, s.draw, n, repeats) for n in batches}}
-        if fd:
-            from noisecraft.metrics.digits import evaluate_digits
+    rows = samplers(run, student, nfes, reference_nfe)
+    timed = time_draws(nets, [s.draw for s in rows], batches, repeats)
+    rows = [{"name": s.name, "nfe": s.nfe, "batches": t} for s, t in zip(rows, timed, strict=True)]
+    if fd:
+        from noisecraft.metrics.digits import evaluate_digits
 
+        for s, row in zip(samplers(run, student, nfes, reference_nfe), rows, strict=True):
             row["fd"] = evaluate_digits(s.draw(FD_SAMPLES, 0))["digits_fd"]
-        rows.append(row)
     return {"threads": torch.get_num_threads(), "rows": rows}
 
 
@@ -257,8 +268,9 @@ def report(per_threads: list[dict], args: argparse.Namespace) -> str:
     out = ["# Latency of few-step sampling", "",
            (f"`python benchmarks/latency.py {' '.join(sys.argv[1:])}` on {machine()}, {date.today()}, torch "
             f"{torch.__version__}, diffusers {diffusers.__version__}; run `{args.run}`{student}. Median of "
-            f"{args.repeats} calls after one warm-up; each thread count in a fresh process. The machine may be "
-            "shared: read the ratios, measured side by side, rather than the absolute times."), "",
+            f"{args.repeats} calls after one warm-up, the rows' calls interleaved; each thread count in a fresh "
+            "process. The machine may be shared: read the ratios, measured side by side, rather than the absolute "
+            "times."), "",
            table(per_threads), "", "Ratios (diffusers' loop time over noisecraft's few-step time, same network):"]
     for batch in map(str, args.batch):
         out += ratio_lines(per_threads, batch)
