@@ -36,6 +36,8 @@ _EXPORTS = {
     "GridInfo": "noisecraft.solvers.grid_search",
     "Pipeline": "noisecraft.runs.pipeline",
     "load_run": "noisecraft.runs.pipeline",
+    "from_diffusers": "noisecraft.hf.load",
+    "export_diffusers": "noisecraft.hf.export",
     "RunConfig": "noisecraft.runs.config",
     "preset_config": "noisecraft.runs.config",
     "train": "noisecraft.runs.train",
@@ -43,6 +45,11 @@ _EXPORTS = {
     "Teacher": "noisecraft.runs.distill",
     "reflow": "noisecraft.runs.reflow",
     "straightness": "noisecraft.runs.reflow",
+    "finetune": "noisecraft.hf.lora",
+    "with_lora": "noisecraft.hf.lora",
+    "merge_lora": "noisecraft.hf.lora",
+    "unmerge_lora": "noisecraft.hf.lora",
+    "load_adapter": "noisecraft.hf.lora",
 }
 _SUBMODULES = {
     "oracle": "noisecraft.analysis.oracle",

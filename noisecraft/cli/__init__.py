@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import typer
 
-from noisecraft.cli import ddm, distill, grid, reflow, restore, sample, tabular, theory, train
+from noisecraft.cli import (
+    ddm,
+    distill,
+    finetune,
+    grid,
+    hf,
+    reflow,
+    restore,
+    sample,
+    tabular,
+    theory,
+    train,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Diffusion models from their mathematics.")
 
-for module in (train, sample, restore, theory, distill, reflow):  # top-level commands
+for module in (train, sample, restore, theory, distill, reflow, finetune, hf):  # top-level commands
     app.add_typer(module.app)
 app.add_typer(theory.plot_app, name="plot", help="Pictures of the theory: schedules, forward process, reverse paths (PNG).")
 app.add_typer(ddm.app, name="ddm", help="The drift-diffusion model of decisions (response times).")

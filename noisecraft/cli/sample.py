@@ -13,13 +13,18 @@ app = typer.Typer()
 
 EVAL_BATCH_HELP = ("Rows per network call: samples are then bitwise the same for any --n and process count "
                    "(default: whole batches, equal to ~1e-6).")
+LORA_HELP = ("A LoRA adapter folder (noisecraft finetune) merged into the run; repeat for several. Default outputs "
+             "then go to the first adapter's folder.")
+LORA_SCALE_HELP = "Weight of the --lora adapters: one for all, or one per adapter (default 1; 0 samples the base)."
 
 
 @app.command()
 def sample(
-    run: str = typer.Argument(..., help="Run directory."),
+    run: str = typer.Argument(..., help="Run directory, or hf:PATH for a diffusers model folder."),
     solver: str = typer.Option(None, help="Solver name (see noisecraft.SOLVERS); default: the run's sample.solver."),
     steps: int = typer.Option(None, help="Solver steps; default: the run's sample.steps."),
+    grid: str = typer.Option(None, help="Time grid: uniform, log_snr, karras, or diffusers (an hf: folder's scheduler "
+                                        "timesteps); default: the run's sample.grid."),
     n: int = typer.Option(100, help="Number of samples."),
     seed: int = typer.Option(0, help="Sampling seed: sample i depends only on (seed, i)."),
     out: str = typer.Option(None, help="Output file, .png or .npy (default RUN/samples.png and RUN/samples.npy; "
@@ -33,31 +38,40 @@ def sample(
     threshold: float = typer.Option(None, help="Dynamic thresholding of x0 at this quantile, e.g. 0.95, in place of the "
                                                "run's clip (Saharia et al. 2022)."),
     eval_batch: int = typer.Option(None, help=EVAL_BATCH_HELP),
+    lora: list[str] = typer.Option(None, help=LORA_HELP),  # noqa: B008 (typer reads the list default)
+    lora_scale: list[float] = typer.Option(None, help=LORA_SCALE_HELP),  # noqa: B008 (typer reads the list default)
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
+    from noisecraft.hf.load import load_pipeline
     from noisecraft.io import check_output
     from noisecraft.runs.distributed import is_main
-    from noisecraft.runs.pipeline import load_run
     from noisecraft.viz.plots import save_samples
 
     with user_errors(label="--class"):
         if out is not None:
             check_output(out, (".png", ".npy"))
-        pipe = load_run(run, ema=ema, eval_batch=eval_batch).with_threshold(threshold)
+        from noisecraft.hf.lora import base_run_of, with_lora
+
+        if not lora and base_run_of(run) is not None:  # an adapter folder (noisecraft finetune): its base with it
+            lora, run = [run], base_run_of(run)
+        pipe = load_pipeline(run, ema=ema, eval_batch=eval_batch).with_threshold(threshold)
+        if lora:
+            pipe = with_lora(pipe, lora, lora_scale or 1.0)
+        home = Path(lora[0]) if lora else pipe.run_dir or Path(".")  # where default outputs go (hf: its folder)
         route = pipe.route(class_, prompt, classifier)
         if route.note:
             typer.echo(route.note)
-        typer.echo(f"grid: {pipe.grid_source(solver, steps)}")
-        x = pipe.sample(n, solver=solver, steps=steps, seed=seed, label=class_, prompt=prompt, guidance=guidance,
-                        classifier=classifier, progress=True, route=route)
+        typer.echo(f"grid: {pipe.grid_source(solver, steps, grid)}")
+        x = pipe.sample(n, solver=solver, steps=steps, seed=seed, grid=grid, label=class_, prompt=prompt,
+                        guidance=guidance, classifier=classifier, progress=True, route=route)
         if not is_main():  # on several processes (torchrun) every rank holds all samples; rank 0 writes
             return
         if route.kind == "none":
-            outs = [Path(out)] if out else [Path(run) / "samples.png", Path(run) / "samples.npy"]
+            outs = [Path(out)] if out else [home / "samples.png", home / "samples.npy"]
             for path in outs:
                 save_samples(x, path, pipe.is_image, pipe.reference())
         else:
-            outs = [Path(out) if out else Path(run) / _guided_name(route, guidance)]
+            outs = [Path(out) if out else home / _guided_name(route, guidance)]
             save_samples(x, outs[0], pipe.is_image, title=_guided_title(route, prompt, guidance, classifier, threshold))
     typer.echo("wrote " + ", ".join(str(p) for p in outs))
 

@@ -229,11 +229,21 @@ class VPCosine(_VariancePreserving):
         return 2.0 * torch.arccos(alpha * cos0) * (1.0 + self.s) / math.pi - self.s
 
 
+#: alpha_N^2 stored for a zero-terminal-SNR table (last beta 1, alpha_N = 0; Lin et al. 2024): alpha_N = 2^-24,
+#: float32's unit roundoff, so alpha_N x_T lies below float32 resolution of x_T while the log-SNR stays finite
+ZERO_SNR_ALPHA2 = 2.0**-48
+
+
 class DiscreteVP(_VariancePreserving):
     """A discrete DDPM beta table made continuous (Ho et al. 2020; diffusers' `alphas_cumprod`).
 
     Timestep n (0-based, as in diffusers) sits at t_n = (n + 1) / N with alpha_n^2 = prod_{i<=n} (1 - beta_i),
     exactly; between nodes lambda is interpolated linearly in t (linear extrapolation below t_1 = 1/N).
+
+    A last beta of exactly 1 is a zero-terminal-SNR table (Lin et al. 2024, Alg. 1): alpha_N = 0 and lambda(1) =
+    -inf. It is kept finite by storing alpha_N^2 = ZERO_SNR_ALPHA2 (lambda(1) = -33.3), so t = 1 stays a valid
+    start: x_T ~ N(0, sigma(1)^2 I) is pure noise to float32 precision, as diffusers' samplers start, and every
+    solver sees finite coefficients. `alphas_cumprod()` keeps the exact 0.
     """
 
     name: Literal["discrete_vp"] = "discrete_vp"
@@ -251,14 +261,14 @@ class DiscreteVP(_VariancePreserving):
         if betas is not None:
             if len(betas) < 2:
                 raise ValueError(f"betas must have at least 2 entries, got {len(betas)}")
-            bad = [b for b in betas if not 0.0 < b < 1.0]
+            bad = [b for b in betas[:-1] if not 0.0 < b < 1.0] + [b for b in betas[-1:] if not 0.0 < b <= 1.0]
             if bad:
-                raise ValueError(f"betas must lie in (0, 1), got {bad[:3]}")
+                raise ValueError(f"betas must lie in (0, 1) (the last may be 1: zero terminal SNR), got {bad[:3]}")
         return betas
 
     def model_post_init(self, __context: object) -> None:
         betas = self.beta_table()
-        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0).clamp_min(ZERO_SNR_ALPHA2)
         self._lambdas = torch.log(alphas_cumprod) - torch.log1p(-alphas_cumprod)
         if self.betas is not None and self.num_timesteps != len(self.betas):
             object.__setattr__(self, "num_timesteps", len(self.betas))
@@ -277,6 +287,11 @@ class DiscreteVP(_VariancePreserving):
 
     def alphas_cumprod(self) -> Tensor:
         return torch.cumprod(1.0 - self.beta_table(), dim=0)
+
+    @property
+    def zero_terminal_snr(self) -> bool:
+        """Whether the table ends at alpha_N = 0 (a last beta of 1; Lin et al. 2024)."""
+        return self.betas is not None and self.betas[-1] == 1.0
 
     def t_of_timestep(self, n: Tensor | int | float) -> Tensor:
         """Continuous time of (possibly fractional) diffusers timestep n: t = (n + 1) / N."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -47,13 +48,15 @@ class Dataset:
 
 class DataConfig(BaseModel):
     """`name` is a built-in dataset (digits, 8gaussians, moons, swissroll, checkerboard), an image folder
-    or a .npy file; `n` is the number of toy points drawn (seed `seed`)."""
+    or a .npy file; `n` is the number of toy points drawn (seed `seed`); `classes` keeps only the samples of
+    those classes (labelled data: digits), their labels unchanged."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = "digits"
     n: int = Field(20_000, ge=1)
     seed: int = 0
+    classes: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
 
     def load(self) -> Dataset:
         labels = None
@@ -69,7 +72,21 @@ class DataConfig(BaseModel):
         else:
             raise ValueError(f"unknown data {self.name!r}; expected one of {list(BUILTIN)}, "
                              "a folder of PNG/JPEG images or a .npy file")
-        return Dataset(check_samples(x, self.name), labels, self.name)
+        return keep_classes(Dataset(check_samples(x, self.name), labels, self.name), self.classes)
+
+
+def keep_classes(data: Dataset, classes: list[int] | None) -> Dataset:
+    """The samples of `data` whose label is one of `classes` (all of them if None); a ValueError when the data
+    have no labels or none of those classes."""
+    if classes is None:
+        return data
+    if data.labels is None:
+        raise ValueError(f"data.classes {classes} needs labelled data (digits); {data.name!r} has no labels")
+    keep = torch.isin(data.labels, torch.tensor(classes))
+    if not keep.any():
+        raise ValueError(f"data {data.name!r} has no samples of data.classes {classes}; its labels are "
+                         f"{sorted(set(data.labels.tolist()))}")
+    return Dataset(data.x[keep], data.labels[keep], data.name)
 
 
 def check_samples(x: np.ndarray, name: str) -> Tensor:

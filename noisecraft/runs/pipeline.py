@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,10 @@ class Pipeline:
     #: whatever n, process count or service batch it is drawn in (noisecraft.nets.batching); None calls the
     #: network on whole batches (fastest; the digits UNet's rows then vary with the batch size at ~1e-6)
     eval_batch: int | None = None
+    #: named grids beyond noisecraft's own (core.timesteps.GRIDS): name -> fn(SolverConfig) -> (the config on an
+    #: explicit time list, a note naming the grid); from_diffusers adds "diffusers" (noisecraft.hf.load)
+    grids: Mapping[str, Callable[[SolverConfig], tuple[SolverConfig, str]]] = field(default_factory=dict, hash=False,
+                                                                                    compare=False)
 
     def __post_init__(self) -> None:
         if self.network is None:
@@ -89,6 +93,12 @@ class Pipeline:
         return next(self.net.parameters()).device if self.net is not None else torch.device("cpu")
 
     @property
+    def dtype(self) -> torch.dtype:
+        """What samples are drawn in: float64 for a float64 network, else float32."""
+        param = next(self.net.parameters(), None) if self.net is not None else None
+        return torch.float64 if param is not None and param.dtype == torch.float64 else torch.float32
+
+    @property
     def bounds(self) -> tuple[float | None, float | None]:
         """(clip, threshold) of x0_hat as the run samples (noisecraft.core.bounds)."""
         return self.config.sample.clip, self.config.sample.threshold
@@ -97,7 +107,11 @@ class Pipeline:
                **options: Any) -> SolverConfig:
         """The run's SolverConfig with the given fields changed (None keeps the run's), validated. With no `grid`
         given and a named grid in the config, an optimised grid the run keeps for this solver and step count
-        (`noisecraft grid optimize`, noisecraft.runs.grids) is used; `grid_source` says which grid it is."""
+        (`noisecraft grid optimize`, noisecraft.runs.grids) is used; `grid_source` says which grid it is. A grid
+        named in `grids` is resolved by its function."""
+        if isinstance(grid, str) and grid in self.grids:
+            base = self.config.sample.override(solver=solver, steps=steps, options=options or None)
+            return self.grids[grid](base)[0]
         cfg = self.config.sample.override(solver=solver, steps=steps, grid=grid, options=options or None)
         stored = self._stored_grid(cfg, grid)
         return cfg if stored is None else cfg.override(grid=stored.times)
@@ -111,6 +125,8 @@ class Pipeline:
 
     def grid_source(self, solver: str | None = None, steps: int | None = None, grid: str | list[float] | None = None) -> str:
         """Which grid `solver(solver, steps, grid)` samples on, in words."""
+        if isinstance(grid, str) and grid in self.grids:
+            return self.grids[grid](self.config.sample.override(solver=solver, steps=steps))[1]
         cfg = self.config.sample.override(solver=solver, steps=steps, grid=grid)
         stored = self._stored_grid(cfg, grid)
         if stored is not None:
@@ -226,8 +242,8 @@ class Pipeline:
         if len(rows):
             noise = SampleNoise.from_generator(_generator(seed), len(rows), first=rows.start)
             with torch.no_grad():
-                x = cfg.run(denoise, self.schedule, (len(rows), *self.sample_shape), noise, device=self.device,
-                            progress=progress and rank == 0)
+                x = cfg.run(denoise, self.schedule, (len(rows), *self.sample_shape), noise, dtype=self.dtype,
+                            device=self.device, progress=progress and rank == 0)
         return distributed.gather_rows(x.float(), n, size).cpu()
 
     def sample(self, n: int = 16, solver: str | None = None, steps: int | None = None, seed: int = 0,

@@ -179,6 +179,8 @@ class DiffusionStep:
 
 #: builds a run's per-step loss from (config, data, model, accelerator): DiffusionStep or a subclass
 StepFactory = Callable[[RunConfig, Dataset, torch.nn.Module, Any], DiffusionStep]
+#: changes a freshly built network before the optimiser and EMA see it (adds layers, freezes weights)
+Adapt = Callable[[torch.nn.Module], torch.nn.Module]
 
 
 def _run_config(config: RunConfig | None, run_dir: Path, resume: bool, overwrite: bool) -> RunConfig:
@@ -349,7 +351,8 @@ def _saver(loop: Loop, ckpt_dir: Path) -> Any:
 
 def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, max_steps: int | None = None,
           overwrite: bool = False, stop_at: int | None = None, progress: bool = True,
-          make_step: StepFactory = DiffusionStep, init: dict[str, Tensor] | None = None) -> TrainResult:
+          make_step: StepFactory = DiffusionStep, init: dict[str, Tensor] | None = None,
+          adapt: Adapt | None = None) -> TrainResult:
     """Train `config` in `run_dir` (config.yaml, data.json, checkpoints/, metrics.jsonl).
 
     A directory that holds checkpoints is refused unless overwrite=True, which clears them first. With
@@ -360,6 +363,9 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
     on run_dir/.lock). `stop_at` stops after that step with a checkpoint, as an interruption would (tests).
     `make_step(config, data, model, accelerator)` builds the per-step loss (a DiffusionStep subclass: reflow,
     noisecraft.runs.reflow); `init`, a state dict, starts a fresh run from those weights instead of random ones.
+    `adapt(net) -> net` changes the built (and initialised) network before the optimiser and EMA see it, on a
+    fresh run and on resume alike: it may add layers and freeze weights (LoRA adapters, noisecraft.hf.lora);
+    a frozen weight gets no gradient, so AdamW leaves it as it is.
     """
     from accelerate import Accelerator
 
@@ -379,7 +385,7 @@ def train(config: RunConfig | None, run_dir: str | Path, resume: bool = False, m
             return TrainResult(run_dir, step, math.nan, 0.0, start[0], note=(
                 f"run {run_dir} is finished at step {step}; pass `max_steps` M > {step} to extend it"))
         config = _with_max_steps(config, max_steps, start and start[2], run_dir)
-        return _fit(config, run_dir, accelerator, start, stop_at, progress, make_step, init)
+        return _fit(config, run_dir, accelerator, start, stop_at, progress, make_step, init, adapt)
 
 
 @contextlib.contextmanager
@@ -409,9 +415,9 @@ def _sharded(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, c
 
 def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, dict, dict] | None,
          stop_at: int | None, progress: bool, make_step: StepFactory = DiffusionStep,
-         init: dict[str, Tensor] | None = None) -> TrainResult:
-    """Build the network (weights `init` on a fresh run), restore `start` (None: fresh) and run the loop with
-    the step `make_step` builds, logging to metrics.jsonl."""
+         init: dict[str, Tensor] | None = None, adapt: Adapt | None = None) -> TrainResult:
+    """Build the network (weights `init` on a fresh run, then `adapt`), restore `start` (None: fresh) and run
+    the loop with the step `make_step` builds, logging to metrics.jsonl."""
     cfg = config.train
     threads = use_threads(cfg.num_threads)  # one per CPU other processes leave free (runs.threads)
     if progress and accelerator.is_main_process:
@@ -422,6 +428,8 @@ def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, 
     if init is not None and start is None:
         check_weights(net.state_dict(), init, "the initial weights")
         net.load_state_dict(init)
+    if adapt is not None:
+        net = adapt(net)
     optimizer = make_optimizer(cfg, net)
     ema = EMA(net, cfg.ema_decay, cfg.ema_power)
     state = _restore(start, net, optimizer, ema) if start is not None else LoopState()
