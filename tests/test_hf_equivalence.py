@@ -2,7 +2,8 @@
 diffusers' own scheduler loop on identical inputs (the same tiny random float64 UNet2DModel, the same x_T).
 
 DDIMScheduler (eta 0) <-> "ddim"; DPMSolverMultistepScheduler (dpmsolver++, order 2, solver_type "heun", default
-lower_order_final and final_sigmas_type "zero") <-> "dpm++2m"; EDMEulerScheduler <-> "ddim" (Euler in sigma);
+lower_order_final and final_sigmas_type "zero") <-> "dpm++2m", and with its default solver_type "midpoint" <->
+"dpm++2m" with midpoint=True, which the diffusers grid sets; EDMEulerScheduler <-> "ddim" (Euler in sigma);
 Karras et al.'s Alg. 2 written with EDMEulerScheduler's preconditioning <-> "heun" with space="sigma";
 EDMDPMSolverMultistepScheduler (heun) <-> "dpm++2m". Tolerance 1e-5 relative to the samples' scale: a random
 eps-network drives samples to hundreds, and diffusers' DPM-Solver and EDM steps compute in float32 whatever the
@@ -65,7 +66,7 @@ def ours(pipe, solver: str, steps: int, x_T: torch.Tensor, **options) -> torch.T
     cfg = pipe.solver(solver, steps, grid="diffusers")
     with torch.no_grad():
         x, info = solve(pipe.denoiser(), pipe.schedule, x_T, cfg.grid, cfg.solver, denoise_final=cfg.denoise_final,
-                        **options)
+                        **{**cfg.options, **options})
     assert info.nfe == (2 * steps - 1 if solver == "heun" else steps)  # as many evaluations as diffusers
     return x
 
@@ -83,12 +84,14 @@ VP_CASES = [
     ("dpm++2m", "DPMSolverMultistepScheduler",
      {"solver_type": "heun", "timestep_spacing": "leading", "steps_offset": 1}, 7),
     ("dpm++2m", "DPMSolverMultistepScheduler", {"solver_type": "heun", "timestep_spacing": "trailing"}, 16),
+    ("dpm++2m", "DPMSolverMultistepScheduler", {}, 12),  # diffusers' default: solver_type "midpoint"
 ]
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("solver, cls, options, steps", VP_CASES,
-                         ids=["ddim-leading", "ddim-trailing", "dpm-linspace", "dpm-leading", "dpm-trailing"])
+                         ids=["ddim-leading", "ddim-trailing", "dpm-linspace", "dpm-leading", "dpm-trailing",
+                              "dpm-default-midpoint"])
 def test_vp_folder_matches_diffusers_loop(tmp_path, prediction, solver, cls, options, steps):
     scheduler = getattr(diffusers, cls)(prediction_type=prediction, **options)
     pipe = nc.from_diffusers(folder(tmp_path, scheduler), dtype=F64)

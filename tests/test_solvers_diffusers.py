@@ -56,15 +56,27 @@ def test_ddim_eta0(steps):
     assert torch.allclose(run_diffusers(sch, x.clone(), scaled=False), ours, atol=1e-10)
 
 
+@pytest.mark.parametrize("solver_type", ["heun", "midpoint"])
 @pytest.mark.parametrize("steps", [6, 12])
-def test_dpm_solver_pp_2m(steps):
-    sch = diffusers.DPMSolverMultistepScheduler(**config(algorithm_type="dpmsolver++", solver_order=2, solver_type="heun"))
+def test_dpm_solver_pp_2m(steps, solver_type):
+    """Taylor form = diffusers' solver_type "heun"; midpoint=True = its default "midpoint" (Alg. 2 as printed)."""
+    sch = diffusers.DPMSolverMultistepScheduler(**config(algorithm_type="dpmsolver++", solver_order=2,
+                                                         solver_type=solver_type))
     sch.set_timesteps(timesteps=[999, 800, 600, 400, 250, 120, 40][: steps] if steps < 7 else None,
                       num_inference_steps=None if steps < 7 else steps)
     times = our_times(sch.timesteps)
     x = start(times)
-    ours, _ = nc.solve(EXACT, SCHED, x, times, solver="dpm++2m")
-    assert torch.allclose(run_diffusers(sch, x.clone(), scaled=False), ours, atol=1e-9)
+    ours, _ = nc.solve(EXACT, SCHED, x, times, solver="dpm++2m", midpoint=solver_type == "midpoint")
+    theirs = run_diffusers(sch, x.clone(), scaled=False)
+    assert torch.allclose(theirs, ours, atol=1e-9)
+    other, _ = nc.solve(EXACT, SCHED, x, times, solver="dpm++2m", midpoint=solver_type != "midpoint")
+    assert not torch.allclose(theirs, other, atol=1e-6)  # the two rules differ: the test tells them apart
+
+
+def test_midpoint_is_second_order_only():
+    with pytest.raises(ValueError, match="midpoint=True is the second-order rule"):
+        nc.solve(EXACT, SCHED, torch.zeros(2, 2, dtype=torch.float64), torch.tensor([0.9, 0.5, 0.1]),
+                 solver="dpm++3m", midpoint=True)
 
 
 def test_euler_equals_ddim_in_scaled_coordinates():

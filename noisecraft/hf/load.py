@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from noisecraft.core.losses import DenoisingLoss
 from noisecraft.data import DataConfig
-from noisecraft.hf.schedulers import DiffusersScheduler, diffusers_grid, read_scheduler
+from noisecraft.hf.schedulers import DiffusersScheduler, diffusers_grid, midpoint_rule, read_scheduler
 from noisecraft.nets import NetConfig
 from noisecraft.nets.unet import UNet
 from noisecraft.runs.config import RunConfig
@@ -163,10 +163,13 @@ def run_config(unet: nn.Module, spec: DiffusersScheduler, name: str) -> RunConfi
 
 def diffusers_grid_option(spec: DiffusersScheduler) -> Callable[[SolverConfig], tuple[SolverConfig, str]]:
     """The Pipeline's "diffusers" grid: a SolverConfig's `steps` network evaluations on the scheduler's own times
-    (noisecraft.hf.schedulers.diffusers_grid), with its final step, and a note naming them."""
+    (noisecraft.hf.schedulers.diffusers_grid), with its final step, a note naming them, and dpm++2m on the
+    scheduler's own second-order rule (midpoint_rule)."""
     def apply(cfg: SolverConfig) -> tuple[SolverConfig, str]:
         grid = diffusers_grid(spec.config, cfg.steps, spec.source)
-        return cfg.override(grid=grid.times, steps=len(grid.times) - 1, denoise_final=grid.denoise_final), grid.note
+        options = {"midpoint": True, **cfg.options} if cfg.solver == "dpm++2m" and midpoint_rule(spec) else None
+        return cfg.override(grid=grid.times, steps=len(grid.times) - 1, denoise_final=grid.denoise_final,
+                            options=options), grid.note
 
     return apply
 

@@ -45,6 +45,7 @@ VP_SCHEDULERS = ZERO_SNR_SCHEDULERS | {
 }
 #: schedulers on EDM's sigma range with EDM preconditioning (an EDM schedule, c_noise into the network)
 EDM_SCHEDULERS = frozenset({"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"})
+DPM_SCHEDULERS = frozenset({"DPMSolverMultistepScheduler", "EDMDPMSolverMultistepScheduler"})
 SCHEDULERS = VP_SCHEDULERS | EDM_SCHEDULERS
 #: schedulers whose timesteps `diffusers_grid` reproduces
 GRID_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EDMEulerScheduler",
@@ -249,14 +250,20 @@ def diffusers_timesteps(config: dict[str, Any], steps: int, source: str = "sched
     return diffusers_grid(config, steps, source).timesteps
 
 
+def midpoint_rule(spec: DiffusersScheduler) -> bool:
+    """Whether the scheduler's second-order multistep update is Lu et al. 2022b's Alg. 2 as printed (diffusers'
+    solver_type "midpoint", its default): noisecraft's dpm++2m option midpoint=True."""
+    return spec.class_name in DPM_SCHEDULERS and spec.config.get("solver_type", "midpoint") == "midpoint"
+
+
 def diffusers_grid(config: dict[str, Any], steps: int, source: str = "scheduler_config.json",
                    scheduler: str | None = None) -> DiffusersGrid:
     """The scheduler's own times for `steps` network evaluations, as a noisecraft grid (see DiffusersGrid).
 
     A noisecraft solver on this grid reproduces the scheduler loop from the same x_T: "ddim" (or "dpm++1m")
     DDIMScheduler with eta 0 and EDMEulerScheduler; "dpm++2m" DPMSolverMultistepScheduler and
-    EDMDPMSolverMultistepScheduler with solver_type "heun" (their default "midpoint" is another second-order
-    rule); "ddpm" DDPMScheduler in distribution. `scheduler` reads the config as that class instead of its own
+    EDMDPMSolverMultistepScheduler (solver_type "heun"; their default "midpoint" with the solver option
+    midpoint=True, which the Pipeline's "diffusers" grid sets from the config); "ddpm" DDPMScheduler in distribution. `scheduler` reads the config as that class instead of its own
     (diffusers' `OtherScheduler.from_config(config)`). Where diffusers steps elsewhere than its own next
     timestep, or ends on a noisy sample, `caveats` says so and a warning is issued."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -403,6 +410,7 @@ def scheduler_config(schedule: Schedule, parameterization: str, class_name: str 
 
 
 __all__ = [
+    "DPM_SCHEDULERS",
     "EDM_SCHEDULERS",
     "GRID_SCHEDULERS",
     "PREDICTION_TYPES",
@@ -413,6 +421,7 @@ __all__ = [
     "alphas_cumprod",
     "beta_table",
     "diffusers_grid",
+    "midpoint_rule",
     "diffusers_timesteps",
     "edm_sigmas",
     "filled_config",

@@ -3,7 +3,9 @@
 Data prediction (DPM-Solver++, Lu et al. 2022b):
 x_t = (sigma_t / sigma_s) x_s + alpha_t [phi_1 x0 + phi_2 x0' + phi_3 x0''] with h = eta_t - eta_s,
 the derivatives of x0_hat in eta taken from the interpolating polynomial through the last 1-3 points
-(multistep, Lu et al. 2022b Alg. 2 in its Taylor form; order 2 equals diffusers' solver_type="heun").
+(multistep, Lu et al. 2022b Alg. 2 in its Taylor form; order 2 equals diffusers' solver_type="heun"; with
+midpoint=True, order 2 is Alg. 2 as printed, D = x0_s + (x0_s - x0_prev) / (2 r), diffusers' default
+solver_type="midpoint").
 Singlestep DPM-Solver-2 (noise prediction, Lu et al. 2022a Alg. 1, r = 1/2) and DPM-Solver++(2S)
 (Lu et al. 2022b Alg. 1) take an intermediate evaluation instead of history.
 """
@@ -29,7 +31,7 @@ from noisecraft.solvers._steps import (
 
 def multistep(
     denoise: Callable, schedule: Schedule, x: Tensor, times: Tensor, generator: Generator = None,
-    order: int = 2, corrector: bool = False,
+    order: int = 2, corrector: bool = False, midpoint: bool = False,
 ) -> Tensor:
     """DPM-Solver++(kM), k = order in {1, 2, 3}, one evaluation per step, warming up with lower orders.
 
@@ -38,9 +40,12 @@ def multistep(
     Adams-Moulton step of order k + 1), and the evaluation is reused, so the NFE is unchanged. The weights
     are the exact phi-function integrals of the interpolating polynomial (not UniPC's B(h) variants).
     The last interval has no corrector: its evaluation is the driver's final clean estimate.
+    midpoint=True (order 2 only) takes the second-order term of Lu et al. 2022b, Alg. 2 as printed.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    if midpoint and (order != 2 or corrector):
+        raise ValueError("midpoint=True is the second-order rule of DPM-Solver++(2M); expected order 2 without corrector")
     history: list[tuple[float, Tensor]] = []
     previous: tuple[Point, Tensor] | None = None  # (point, state) one grid time back, for the corrector
     for s_time, t_time in zip(times[:-1], times[1:]):
@@ -51,8 +56,18 @@ def multistep(
             x = exponential_taylor_step(x_r, r, s, [(s.eta, x0_s)] + history[-order:])
         history = (history + [(s.eta, x0_s)])[-order:]
         previous = (s, x)
-        x = exponential_taylor_step(x, s, t, history[::-1])
+        x = midpoint_step(x, s, t, history) if midpoint and len(history) == 2 else \
+            exponential_taylor_step(x, s, t, history[::-1])
     return x
+
+
+def midpoint_step(x: Tensor, s: Point, t: Point, history: list[tuple[float, Tensor]]) -> Tensor:
+    """DPM-Solver++(2M) as printed (Lu et al. 2022b, Alg. 2): x_t = (sigma_t/sigma_s) x_s + alpha_t phi_1(h) D,
+    D = x0_s + (x0_s - x0_prev) / (2 r), r = h_prev / h; `history` is [(eta_prev, x0_prev), (eta_s, x0_s)]."""
+    (eta_prev, x0_prev), (_, x0_s) = history
+    h = t.eta - s.eta
+    r = (s.eta - eta_prev) / h
+    return exponential_step(x, s, t, phi(h, 1)[0] * (x0_s + (x0_s - x0_prev) / (2.0 * r)))
 
 
 def _midpoint(schedule: Schedule, s: Point, t: Point, r: float) -> Point:
