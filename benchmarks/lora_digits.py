@@ -130,13 +130,13 @@ def model(out: Path, base):
     return with_lora(base, out) if (out / ADAPTER_FILE).is_file() else load_run(out)
 
 
-def sweep(minutes: float, lr: float) -> dict:
+def sweep(minutes: float, lr: float, sets: tuple[tuple[str, ...], ...] = SWEEP) -> dict:
     from noisecraft.runs.pipeline import load_run
 
     base = load_run(ROOT / "base")
     test_high, test_low = reference("test", HIGH), reference("test", LOW)
     rows = {}
-    for parts in SWEEP:
+    for parts in sets:
         name = "+".join(parts)
         record = finetune(ROOT / f"sweep_{name}_lr{lr:g}", minutes, 4, parts, lr)
         record.update(score(draw(model(ROOT / f"sweep_{name}_lr{lr:g}", base)), test_high, test_low))
@@ -145,7 +145,10 @@ def sweep(minutes: float, lr: float) -> dict:
               f"{record['steps']:5d} steps  5-9: {100 * record['share_5_9']:.1f}%  FD(5-9) {record['fd_5_9']:.1f}",
               flush=True)
     out = {"machine": machine(), "minutes": minutes, "lr": lr, "rows": rows}
-    (ROOT / f"sweep_lr{lr:g}.json").write_text(json.dumps(out, indent=1))
+    path = ROOT / f"sweep_lr{lr:g}.json"
+    if path.is_file():  # earlier sweeps at this lr keep their rows
+        out["rows"] = {**json.loads(path.read_text())["rows"], **rows}
+    path.write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -216,6 +219,7 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=5.0, help="CPU-minutes of each fine-tuning")
     parser.add_argument("--sweep-minutes", type=float, default=1.5)
     parser.add_argument("--sweep-lr", type=float, default=1e-2)
+    parser.add_argument("--sweep-sets", default=None, help="target sets, e.g. attention+time,conv (default: all)")
     parser.add_argument("--lora-lr", type=float, default=1e-2)
     parser.add_argument("--rank", type=int, default=4)
     args = parser.parse_args()
@@ -225,7 +229,8 @@ if __name__ == "__main__":
     if args.stage in ("base", "all"):
         train_base(args.base_minutes)
     if args.stage == "sweep":
-        sweep(args.sweep_minutes, args.sweep_lr)
+        sets = SWEEP if args.sweep_sets is None else tuple(tuple(s.split("+")) for s in args.sweep_sets.split(","))
+        sweep(args.sweep_minutes, args.sweep_lr, sets)
     if args.stage in ("bench", "all"):
         bench(args.minutes, args.lora_lr, args.rank)
     print(f"{time.perf_counter() - start:.0f} s wall")

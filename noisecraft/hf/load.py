@@ -23,7 +23,12 @@ from torch import Tensor, nn
 
 from noisecraft.core.losses import DenoisingLoss
 from noisecraft.data import DataConfig
-from noisecraft.hf.schedulers import DiffusersScheduler, diffusers_grid, midpoint_rule, read_scheduler
+from noisecraft.hf.schedulers import (
+    DiffusersScheduler,
+    diffusers_grid,
+    midpoint_rule,
+    read_scheduler,
+)
 from noisecraft.nets import NetConfig
 from noisecraft.nets.unet import UNet
 from noisecraft.runs.config import RunConfig
