@@ -244,6 +244,24 @@ def test_sample_cli_reads_hf_folders(ddpm_folder, tmp_path):
     assert res.exit_code == 2 and "is not a folder" in res.output
 
 
+def test_restore_and_likelihood_commands_read_hf_folders(ddpm_folder, tmp_path):
+    """denoise (default output in the folder) and likelihood take `hf:PATH` like sample."""
+    from PIL import Image
+
+    from noisecraft.cli import app
+
+    runner = CliRunner()
+    Image.fromarray(np.full((8, 8), 128, dtype=np.uint8)).save(tmp_path / "noisy.png")
+    res = runner.invoke(app, ["denoise", f"hf:{ddpm_folder}", "--image", str(tmp_path / "noisy.png"), "--sigma", "0.3",
+                              "--steps", "2", "--n", "1"])
+    assert res.exit_code == 0, res.output
+    assert (ddpm_folder / "denoise_posterior.png").is_file()
+    res = runner.invoke(app, ["likelihood", f"hf:{ddpm_folder}", "--data", "digits", "--n", "2", "--probes", "1",
+                              "--rtol", "0.01", "--atol", "0.01"])
+    assert res.exit_code == 0, res.output
+    assert "bits/dim" in res.output
+
+
 # -- bad input --------------------------------------------------------------------------------------
 def write(path, name: str, value: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)

@@ -54,11 +54,11 @@ def inpaint(
     ema: bool = typer.Option(True, help="Use the EMA weights."),
 ) -> None:
     """Fill in the masked pixels of an image; writes input, mask, known pixels and the completions."""
-    from noisecraft.runs.pipeline import load_run
+    from noisecraft.hf.load import load_pipeline, run_folder
 
     with user_errors():
-        path = _output(out, Path(run) / f"inpaint_{method}.png")
-        pipe = load_run(run, ema=ema)
+        path = _output(out, run_folder(run) / f"inpaint_{method}.png")
+        pipe = load_pipeline(run, ema=ema)
         x_in, m = pipe.image(image), pipe.mask(mask)
         x = pipe.inpaint(x_in, m, method=method, n=n, solver=solver, steps=steps, seed=seed, jump_length=jump_length,
                          jump_count=jump_count, zeta=zeta)
@@ -83,11 +83,11 @@ def upscale(
 ) -> None:
     """Super-resolution: high-resolution images whose average pooling is the input."""
     from noisecraft.guide.measurements import AvgPool
-    from noisecraft.runs.pipeline import load_run
+    from noisecraft.hf.load import load_pipeline, run_folder
 
     with user_errors():
-        path = _output(out, Path(run) / f"upscale_x{factor}_{method}.png")
-        pipe = load_run(run, ema=ema)
+        path = _output(out, run_folder(run) / f"upscale_x{factor}_{method}.png")
+        pipe = load_pipeline(run, ema=ema)
         x = pipe.upscale(image, factor=factor, method=method, n=n, steps=steps, seed=seed, sigma=sigma, zeta=zeta)
         (c, h, w), op = pipe.sample_shape, AvgPool(factor)
         small = pipe.image(image, (c, h // factor, w // factor), "low-resolution image")
@@ -108,11 +108,11 @@ def denoise(
     ema: bool = typer.Option(True, help="Use the EMA weights."),
 ) -> None:
     """Posterior samples of the clean image given a noisy one of known noise level."""
-    from noisecraft.runs.pipeline import load_run
+    from noisecraft.hf.load import load_pipeline, run_folder
 
     with user_errors():
-        path = _output(out, Path(run) / f"denoise_{method}.png")
-        pipe = load_run(run, ema=ema)
+        path = _output(out, run_folder(run) / f"denoise_{method}.png")
+        pipe = load_pipeline(run, ema=ema)
         y = pipe.image(image, what="noisy image")
         x = pipe.denoise(y, sigma, method=method, n=n, steps=steps, seed=seed)
         _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", y),

@@ -41,7 +41,7 @@ def likelihood(
     """Exact NLL through the probability-flow ODE: nats and bits/dim with a standard error."""
     from noisecraft.analysis.likelihood import bits_per_dim
     from noisecraft.data import heldout
-    from noisecraft.runs.pipeline import load_run
+    from noisecraft.hf.load import load_pipeline
 
     with user_errors():
         if n < 2:
@@ -49,7 +49,7 @@ def likelihood(
         if probes < 1:
             raise ValueError(f"`probes` must be >= 1, got {probes}")
         x, bin_width = heldout(data, split, n, seed)
-        pipe = load_run(run)
+        pipe = load_pipeline(run)
         start = time.perf_counter()
         result = pipe.likelihood(x, probes=probes, exact=exact, rtol=rtol, atol=atol, seed=seed, bin_width=bin_width)
     seconds = time.perf_counter() - start
@@ -121,13 +121,13 @@ def plot_forward_cmd(
 
     from noisecraft.core.schedules import schedule_from_config
     from noisecraft.data import DataConfig, check_builtin
-    from noisecraft.runs.pipeline import load_run
+    from noisecraft.hf.load import load_pipeline
     from noisecraft.viz.figures import plot_forward
 
     with user_errors():
         path = _check_out(out)
         if run is not None:
-            pipe = load_run(run)
+            pipe = load_pipeline(run)
             x0, sched = pipe.config.data.load().x, pipe.schedule
         else:
             x0, sched = DataConfig(name=check_builtin(data), n=3000).load().x, schedule_from_config({"name": schedule})
@@ -147,13 +147,13 @@ def plot_trajectories_cmd(
     """Reverse-SDE and PF-ODE paths over the density p_t, from the same prior draws."""
     from noisecraft.analysis.oracle import ring8
     from noisecraft.core.schedules import schedule_from_config
-    from noisecraft.runs.pipeline import load_run
+    from noisecraft.hf.load import load_pipeline
     from noisecraft.viz.figures import plot_trajectories
 
     with user_errors():
         path = _check_out(out)
         if run is not None:
-            pipe = load_run(run)
+            pipe = load_pipeline(run)
             if pipe.sample_shape != (2,):
                 raise ValueError(f"trajectories need a 2-D run; {run!r} models samples of shape {pipe.sample_shape}")
             plot_trajectories(path, pipe.float64_denoiser(), pipe.schedule, data=pipe.config.data.load().x,

@@ -254,6 +254,12 @@ def from_diffusers(source: str | Path | Any, scheduler: str | dict[str, Any] | N
                     grids={"diffusers": diffusers_grid_option(spec)})
 
 
+def run_folder(run: str | Path) -> Path:
+    """The folder a command line's RUN argument names: a run directory, or the folder of `hf:PATH`."""
+    text = str(run)
+    return Path(text[len(HF_PREFIX):] if text.startswith(HF_PREFIX) else text)
+
+
 def load_pipeline(run: str | Path, ema: bool = True, device: str | torch.device = "cpu",
                   eval_batch: int | None = None) -> Pipeline:
     """A run directory (`load_run`) or, spelled `hf:PATH`, a diffusers folder (`from_diffusers`; `ema` does not
@@ -264,4 +270,4 @@ def load_pipeline(run: str | Path, ema: bool = True, device: str | torch.device 
     return load_run(run, ema=ema, device=device, eval_batch=eval_batch)
 
 
-__all__ = ["HF_PREFIX", "DiffusersUNet", "diffusers_grid_option", "from_diffusers", "load_pipeline", "run_config"]
+__all__ = ["HF_PREFIX", "DiffusersUNet", "diffusers_grid_option", "from_diffusers", "load_pipeline", "run_config", "run_folder"]
