@@ -257,7 +257,7 @@ def from_diffusers(source: str | Path | Any, scheduler: str | dict[str, Any] | N
 def run_folder(run: str | Path) -> Path:
     """The folder a command line's RUN argument names: a run directory, or the folder of `hf:PATH`."""
     text = str(run)
-    return Path(text[len(HF_PREFIX):] if text.startswith(HF_PREFIX) else text)
+    return Path(text.removeprefix(HF_PREFIX))
 
 
 def load_pipeline(run: str | Path, ema: bool = True, device: str | torch.device = "cpu",
