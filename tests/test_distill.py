@@ -23,11 +23,13 @@ from typer.testing import CliRunner
 import noisecraft as nc
 from noisecraft import schedules as S
 from noisecraft.cli import app
+from noisecraft.core.timesteps import step_aware_range
 from noisecraft.metrics.distribution import sliced_w2, within_mode_w2
 from noisecraft.nets import NetConfig
 from noisecraft.runs.config import preset_config
 from noisecraft.runs.distill import (
     Teacher,
+    consistency_times,
     curriculum,
     distill,
     lognormal_level_probabilities,
@@ -134,6 +136,33 @@ def test_the_sampler_grid_is_the_grid_the_student_learned(students):
     assert torch.allclose(student_times(SCHEDULE, 8, base)[::4], student_times(SCHEDULE, 2, base), atol=1e-12)
     learned = student_times(SCHEDULE, 2, base.override(grid="karras"))  # distill's default grid
     assert load_run(students["pd2"]).config.sample.t_min == pytest.approx(float(learned[1]))
+    consistency = consistency_times(SCHEDULE, 2, base.override(grid="karras"))
+    stored = load_run(students["cd2"]).config.sample
+    assert (stored.t_max, stored.t_min) == pytest.approx((float(consistency[0]), float(consistency[1])))
+
+
+@pytest.mark.parametrize("schedule", [S.EDM(), S.DiscreteVP(), S.RectifiedFlow()], ids=["edm", "ddpm", "flow"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_a_consistency_student_starts_at_the_step_aware_start(schedule, k):
+    """t_0 is the step-aware start (sigma~ 25 for a few evaluations), t_{K-1} the progressive student's, the times
+    between on the named grid, reproduced by the stored sampler; a range the teacher's sampler gives is kept."""
+    base = nc.SolverConfig(grid="karras")
+    times, full = consistency_times(schedule, k, base), student_times(schedule, k, base)
+    assert len(times) == k and float(times[0]) == pytest.approx(step_aware_range(schedule, k)[1], abs=1e-12)
+    assert float(schedule.sigma_tilde(times[0])) == pytest.approx(25.0, rel=1e-9)
+    if k > 1:
+        assert float(times[-1]) == pytest.approx(float(full[-1]), abs=1e-12)
+    assert (times[1:] < times[:-1]).all()
+    cfg = student_solver("consistency", times, base)
+    grid = nc.timesteps.make_grid(schedule, cfg.steps, cfg.grid, cfg.t_min, cfg.t_max)
+    assert torch.allclose(grid, times, rtol=0, atol=1e-12)
+    given = base.override(t_max=0.9)
+    assert torch.equal(consistency_times(schedule, k, given), student_times(schedule, k, given))
+
+
+def test_a_schedule_that_starts_below_the_step_aware_start_keeps_its_range():
+    low = S.EDM(sigma_max=10.0)
+    assert torch.equal(consistency_times(low, 2, nc.SolverConfig()), student_times(low, 2, nc.SolverConfig()))
 
 
 def test_consistency_curriculum_and_level_distribution():

@@ -20,13 +20,18 @@ EDM and flow schedules. The student keeps the teacher's network, loss parameteri
 an ordinary run directory (config.yaml, checkpoints/, metrics.jsonl) that `load_run` and `noisecraft sample`
 use unchanged: its config's `sample` section holds its solver and grid, `distill` its teacher and method.
 
-Step count: `steps` K is the student's network evaluations per sample. Its grid is the K noisiest times of
-the teacher's named grid with K intervals, t_0 = t_max > ... > t_{K-1}: K - 1 solver steps and the driver's
-final clean estimate x0_hat(x, t_{K-1}), the last interval's jump to the clean end (K = 1: x0_hat(x_T, t_max)).
+Step count: `steps` K is the student's network evaluations per sample. A progressive student's grid is the K
+noisiest times of the teacher's named grid with K intervals, t_0 = t_max > ... > t_{K-1}: K - 1 solver steps and
+the driver's final clean estimate x0_hat(x, t_{K-1}), the last interval's jump to the clean end (K = 1:
+x0_hat(x_T, t_max)). A consistency student keeps that t_{K-1} but starts where noisecraft's few-step samplers
+start, the step-aware sigma~ = max(25, K^1.25) (noisecraft.core.timesteps.step_aware_range), when the teacher's
+sampler leaves t_max open (consistency_times): its level distribution trains the top of the range least.
 
 Boundary condition: the student keeps the teacher's parameterisation, whose c_skip(sigma_min) is 1 only up to
 sigma_min^2 / sigma_data^2 (EDM: 1 - 1.6e-5); the boundary f(x, sigma_min) = x / alpha is imposed exactly in
-the target of the first interval instead, where Alg. 2 would evaluate f there.
+the target of the first interval instead, where Alg. 2 would evaluate f there. Song et al.'s own c_skip, c_out
+(shifted by sigma_min so that the boundary holds exactly) differ from EDM's by O(sigma_min / sigma) and measured
+no better on the ring oracle (docs/benchmarks/distill.md), so the student keeps the teacher's.
 
 Random draws: batch, noise and label dropout come from DiffusionStep (pure functions of (seed, step)); the
 noise levels from the stream (seed + LEVEL_SEED, step). Distillation is not resumable: it writes its final
@@ -53,7 +58,7 @@ from noisecraft.core.bounds import clipped
 from noisecraft.core.noise import stream_generator
 from noisecraft.core.schedules import Schedule
 from noisecraft.core.tensors import FLOAT64, expand_like
-from noisecraft.core.timesteps import make_grid
+from noisecraft.core.timesteps import make_grid, step_aware_range
 from noisecraft.data import Dataset
 from noisecraft.runs.checkpoint import checkpoints
 from noisecraft.runs.config import DistillConfig, RunConfig, TrainConfig
@@ -139,6 +144,26 @@ def student_times(schedule: Schedule, steps: int, base: SolverConfig) -> Tensor:
     x0_hat(x, t_{K-1}). Grids uniform in some variable nest: the grid of K is every 2nd time of the grid of 2K."""
     grid = base.grid if isinstance(base.grid, str) else "log_snr"
     return make_grid(schedule, steps, grid, base.t_min, base.t_max)[:steps]
+
+
+def consistency_times(schedule: Schedule, steps: int, base: SolverConfig) -> Tensor:
+    """A consistency student's K = steps times: t_{K-1} of student_times (where its last jump to the clean end
+    starts), t_0 lowered to the step-aware start sigma~ = max(25, K^1.25) (step_aware_range) when `base` leaves
+    t_max open, and K - 1 intervals of base's named grid between them (float64).
+
+    Why: Song & Dhariwal 2023's lognormal levels and 1/(sigma_{n+1} - sigma_n) weights give the intervals above
+    sigma~ = 10 about 0.04% of the loss (EDM, 80 levels), so a student is least consistent at sigma_max, the only
+    evaluation of a 1-step sample; from sigma~ = 25, inside its trained range, the data's alpha x_0 is 1/25 of the
+    prior's scale and the exact flow map still draws the mixture (docs/benchmarks/distill.md). With K >= 2 the
+    first estimate is noised again to t_1, so the start hardly matters there; t_1 ... t_{K-1} keep their spacing."""
+    times = student_times(schedule, steps, base)
+    start = step_aware_range(schedule, steps)[1]
+    if base.t_max is not None or start >= float(times[0]):
+        return times
+    if steps == 1:
+        return torch.tensor([start], dtype=FLOAT64)
+    grid = base.grid if isinstance(base.grid, str) else "log_snr"
+    return make_grid(schedule, steps - 1, grid, float(times[-1]), start)
 
 
 def student_solver(method: str, times: Tensor, base: SolverConfig) -> SolverConfig:
@@ -379,8 +404,9 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     Consistency: `teacher_solver` takes the teacher's ODE step, `levels` = (s0, s1) is the discretisation
     curriculum. The student's times are the K noisiest of the named `grid` with K intervals over the teacher's
     sampling range (Karras et al. 2022's rho = 7 by default: on digits its 2-step time sigma~ 2.5 gave FD 21
-    against 36 at log-SNR's 0.4, docs/benchmarks/distill.md). Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R rounds
-    share the budget equally. `groups` noise levels are drawn per optimiser step. `train`: fields of the run
+    against 36 at log-SNR's 0.4, docs/benchmarks/distill.md), the first lowered to the step-aware start
+    (consistency_times). Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R
+    rounds share the budget equally. `groups` noise levels are drawn per optimiser step. `train`: fields of the run
     config's train section (batch_size, lr, seed, warmup_steps, ...; None keeps the teacher's).
     """
     check_options(method, steps, minutes, max_steps, groups)
@@ -392,7 +418,7 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     train = {k: check_field(TrainConfig, k, v) for k, v in train.items() if v is not None}
     teacher = Teacher.from_run(check_teacher_run(teacher)) if isinstance(teacher, (str, Path)) else teacher
     base = teacher.config.sample.override(grid=grid)
-    times = student_times(teacher.schedule, steps, base)
+    times = (consistency_times if method == "consistency" else student_times)(teacher.schedule, steps, base)
     config = _student_config(teacher, method, steps, student_solver(method, times, base), minutes,
                              max_steps, train)
     from accelerate import Accelerator
@@ -494,4 +520,5 @@ class _Fit:
         return clipped(self.config.loss.denoiser(net), self.config.sample.clip, self.config.sample.threshold)
 
 
-__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "distill", "student_times"]
+__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "consistency_times", "distill",
+           "student_times"]
