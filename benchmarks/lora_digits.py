@@ -5,10 +5,12 @@ Stages (each reuses what an earlier one left under --root; `all` runs base, benc
 - `base`: the digits demo's config (noisecraft.runs.demo.demo_config: the 1.6M-parameter UNet, EDM loss, EMA,
   batch 128) on the train images of classes 0-4 (data.classes), for `--base-minutes` CPU-minutes of this
   process (train.clock "process").
-- `sweep`: LoRA of rank 4 on each target set (attention, time, conv and their unions; --sweep-lr) for
-  `--sweep-minutes` CPU-minutes each: the measurement behind noisecraft.hf.lora.DEFAULT_PARTS.
-- `bench`: LoRA (rank 4, the default targets, `--lora-lr`) and full fine-tuning (every weight, the base's lr)
-  on the train images of classes 5-9, `--minutes` CPU-minutes each; then 500 samples of each model
+- `sweep`: LoRA of rank 4 on each target set (attention, time, conv, their unions, and conv (+ time) at
+  resolution level 0 only; --sweep-lr) for `--sweep-minutes` CPU-minutes each, and full fine-tuning for the
+  same budget: the measurement behind noisecraft.hf.lora.DEFAULT_PARTS and DEFAULT_LEVELS.
+- `bench`: LoRA (rank 4, the default targets and learning rate, or `--lora-lr`), full fine-tuning (every
+  weight, the base's lr) and LoRA on `--extra` target sets, on the train images of classes 5-9, `--minutes`
+  CPU-minutes each; then 500 samples of each model
   (DPM-Solver++(2M), 20 steps, seed 0, as the demo) scored by the digits classifier
   (noisecraft.metrics.digits): the share classified 5-9 and digits-FD against the test images of classes
   5-9, beside the base and the floor (500 train images of classes 5-9 against the same test images). Also:
@@ -17,7 +19,7 @@ Stages (each reuses what an earlier one left under --root; `all` runs base, benc
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lora_digits.py all
 
-Results go to ROOT/results.json (and sweep.json); the table is printed. The machine's load averages are
+Results go to ROOT/results.json (and sweep_lr{LR}.json); the tables are printed. The machine's load averages are
 recorded before and after each stage: on a shared machine the CPU-time budget keeps the step count fair
 while the wall time stretches.
 """
@@ -37,7 +39,8 @@ import torch
 
 ROOT = Path("/work/runs/lora_digits")
 LOW, HIGH = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
-SWEEP = (("attention",), ("time",), ("attention", "time"), ("conv",), ("attention", "time", "conv"))
+#: target sets measured by `sweep`: parts of noisecraft.hf.lora.PARTS, "@0" for resolution level 0 only
+SWEEP = ("attention", "time", "attention+time", "conv", "attention+time+conv", "conv@0", "conv+time@0")
 N, STEPS, SEED = 500, 20, 0
 
 
@@ -97,27 +100,38 @@ def score(x: torch.Tensor, test_high: np.ndarray, test_low: np.ndarray) -> dict:
             "fd_0_4": frechet_distance(feats, test_low), "histogram": np.bincount(classes, minlength=10).tolist()}
 
 
-def draw(pipe) -> torch.Tensor:
-    return pipe.sample(N, solver="dpm++2m", steps=STEPS, seed=SEED)
+def draw(pipe, seed: int = SEED) -> torch.Tensor:
+    return pipe.sample(N, solver="dpm++2m", steps=STEPS, seed=seed)
 
 
 # -- fine-tuning -----------------------------------------------------------------------------------------------
-def finetune(out: Path, minutes: float, rank: int | None, parts=None, lr: float | None = None) -> dict:
+def targets(text: str | None) -> tuple[list[str] | None, list[int] | None]:
+    """'conv+time@0' -> (['conv', 'time'], [0]); None -> the defaults."""
+    if text is None:
+        return None, None
+    parts, _, levels = text.partition("@")
+    return parts.split("+"), [int(v) for v in levels.split(",")] if levels else None
+
+
+def finetune(out: Path, minutes: float, rank: int | None, parts: str | None = None, lr: float | None = None) -> dict:
     """LoRA (rank) or full (rank None) fine-tuning of the base on classes 5-9 into `out` (reused if done)."""
     from noisecraft.data import DataConfig
     from noisecraft.hf.lora import finetune as lora_finetune
+    from noisecraft.runs.config import load_config
 
     done = out / "done.json"
     if done.is_file():
         print(f"{out} exists; reused")
         return json.loads(done.read_text())
     load = machine()["load"]
-    result = lora_finetune(ROOT / "base", DataConfig(name="digits", classes=HIGH), out, rank, lora_targets=parts,
-                           minutes=minutes, clock="process", lr=lr, progress=False)
+    chosen, levels = targets(parts)
+    result = lora_finetune(ROOT / "base", DataConfig(name="digits", classes=HIGH), out, rank, lora_targets=chosen,
+                           lora_levels=levels, minutes=minutes, clock="process", lr=lr, progress=False)
     record = {"steps": result.finetune.train.step, "trainable": result.trainable, "total": result.total,
               "adapter_bytes": result.adapter.stat().st_size if result.adapter else None,
               "wall_s": result.finetune.seconds, "load_before": load, "load_after": machine()["load"],
-              "minutes": minutes, "lr": lr, "parts": list(parts or []), "rank": rank}
+              "minutes": minutes, "lr": load_config(out / "config.yaml").train.lr, "targets": parts or "default",
+              "rank": rank}
     done.write_text(json.dumps(record))
     return record
 
@@ -130,20 +144,22 @@ def model(out: Path, base):
     return with_lora(base, out) if (out / ADAPTER_FILE).is_file() else load_run(out)
 
 
-def sweep(minutes: float, lr: float, sets: tuple[tuple[str, ...], ...] = SWEEP) -> dict:
+def sweep(minutes: float, lr: float, sets: tuple[str, ...] = SWEEP) -> dict:
     from noisecraft.runs.pipeline import load_run
 
     base = load_run(ROOT / "base")
     test_high, test_low = reference("test", HIGH), reference("test", LOW)
     rows = {}
-    for parts in sets:
-        name = "+".join(parts)
-        record = finetune(ROOT / f"sweep_{name}_lr{lr:g}", minutes, 4, parts, lr)
+    for name in sets:
+        record = finetune(ROOT / f"sweep_{name}_lr{lr:g}", minutes, 4, name, lr)
         record.update(score(draw(model(ROOT / f"sweep_{name}_lr{lr:g}", base)), test_high, test_low))
         rows[name] = record
         print(f"{name:24s} {record['trainable']:7d} params ({100 * record['trainable'] / record['total']:.2f}%) "
               f"{record['steps']:5d} steps  5-9: {100 * record['share_5_9']:.1f}%  FD(5-9) {record['fd_5_9']:.1f}",
               flush=True)
+    record = finetune(ROOT / f"sweep_full_{minutes:g}", minutes, None)  # the anchor: every weight, same budget
+    rows["full (every weight)"] = {**record, **score(draw(model(ROOT / f"sweep_full_{minutes:g}", base)), test_high,
+                                                     test_low)}
     out = {"machine": machine(), "minutes": minutes, "lr": lr, "rows": rows}
     path = ROOT / f"sweep_lr{lr:g}.json"
     if path.is_file():  # earlier sweeps at this lr keep their rows
@@ -164,7 +180,7 @@ def unchanged_when_off(base_run: Path, adapter: Path, before: torch.Tensor) -> d
             "adapter at scale 0, live": torch.equal(draw(with_lora(base, adapter, 0.0, merge=False)), before)}
 
 
-def bench(minutes: float, lora_lr: float, rank: int) -> dict:
+def bench(minutes: float, lora_lr: float | None, rank: int, extra: tuple[str, ...] = ()) -> dict:
     from noisecraft.runs.pipeline import load_run
 
     base = load_run(ROOT / "base")
@@ -172,14 +188,25 @@ def bench(minutes: float, lora_lr: float, rank: int) -> dict:
     before = draw(base)
     rows = {"base (0-4)": score(before, test_high, test_low)}
     lora_out, full_out = ROOT / f"lora_r{rank}", ROOT / "full"
-    runs = {"LoRA": finetune(lora_out, minutes, rank, None, lora_lr), "full": finetune(full_out, minutes, None)}
-    for name, out in (("LoRA", lora_out), ("full", full_out)):
-        rows[name] = {**runs[name], **score(draw(model(out, base)), test_high, test_low)}
+    outs = {"LoRA": (lora_out, "default", lora_lr), "full": (full_out, None, None)}
+    for spec in extra:  # "SET" or "SET:LR"
+        parts, _, lr = spec.partition(":")
+        outs[f"LoRA {parts}" + (f", lr {lr}" if lr else "")] = (ROOT / f"lora_r{rank}_{parts}{f'_lr{lr}' if lr else ''}",
+                                                                 parts, float(lr) if lr else lora_lr)
+    for name, (out, parts, lr) in outs.items():
+        record = finetune(out, minutes, None, lr=None) if parts is None else \
+            finetune(out, minutes, rank, None if parts == "default" else parts, lr)
+        rows[name] = {**record, **score(draw(model(out, base)), test_high, test_low)}
+        print(f"{name}: {rows[name]}", flush=True)
     floor = reference("train", HIGH, N)
     from noisecraft.metrics.digits import frechet_distance
 
+    # digits-FD of 500 samples moves with the seed: LoRA and full fine-tuning again at seeds 1 and 2
+    spread = {name: [rows[name]["fd_5_9"]] + [score(draw(model(outs[name][0], base), seed), test_high, test_low)["fd_5_9"]
+                                              for seed in (1, 2)] for name in ("LoRA", "full")}
+
     result = {"machine": machine(), "minutes": minutes, "rank": rank, "lora_lr": lora_lr, "rows": rows,
-              "floor_fd_5_9": frechet_distance(floor, test_high), "base_off": unchanged_when_off(ROOT / "base", lora_out, before),
+              "fd_5_9_seeds_0_1_2": spread, "floor_fd_5_9": frechet_distance(floor, test_high), "base_off": unchanged_when_off(ROOT / "base", lora_out, before),
               "base_time": json.loads((ROOT / "base_time.json").read_text())}
     (ROOT / "results.json").write_text(json.dumps(result, indent=1))
     print(table(result))
@@ -198,6 +225,13 @@ def table(result: dict) -> str:
                      f"{100 * row['share_5_9']:.1f}% | {row['fd_5_9']:.2f} |")
     lines.append(f"| floor: {N} train images of 5-9 | | | | | | {result['floor_fd_5_9']:.2f} |")
     ratio = lora["fd_5_9"] / full["fd_5_9"]
+    seeds = result.get("fd_5_9_seeds_0_1_2")
+    if seeds:
+        mean = {k: sum(v) / len(v) for k, v in seeds.items()}
+        lines.append("")
+        lines += [f"digits-FD vs 5-9 at seeds 0, 1, 2: {k} {', '.join(f'{x:.2f}' for x in v)} (mean {mean[k]:.2f})"
+                  for k, v in seeds.items()]
+        lines.append(f"ratio of the means LoRA / full: {mean['LoRA'] / mean['full']:.2f}x")
     checks = [
         ("trainable parameters <= 2% of the base", 100 * lora["trainable"] / lora["total"] <= 2.0,
          f"{100 * lora['trainable'] / lora['total']:.2f}%"),
@@ -219,8 +253,11 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=5.0, help="CPU-minutes of each fine-tuning")
     parser.add_argument("--sweep-minutes", type=float, default=1.5)
     parser.add_argument("--sweep-lr", type=float, default=1e-2)
-    parser.add_argument("--sweep-sets", default=None, help="target sets, e.g. attention+time,conv (default: all)")
-    parser.add_argument("--lora-lr", type=float, default=1e-2)
+    parser.add_argument("--sweep-sets", default=None, help="target sets, e.g. 'attention+time;conv+time@0' "
+                                                           "(default: SWEEP)")
+    parser.add_argument("--lora-lr", type=float, default=None, help="default: noisecraft.hf.lora.LR_FACTOR x the base's")
+    parser.add_argument("--extra", default="conv+time@0,1,2:0.03;conv+time@0,1,2:0.01",
+                        help="more LoRA target sets beside the default, 'SET' or 'SET:LR', ';'-separated")
     parser.add_argument("--rank", type=int, default=4)
     args = parser.parse_args()
     ROOT = args.root
@@ -229,8 +266,8 @@ if __name__ == "__main__":
     if args.stage in ("base", "all"):
         train_base(args.base_minutes)
     if args.stage == "sweep":
-        sets = SWEEP if args.sweep_sets is None else tuple(tuple(s.split("+")) for s in args.sweep_sets.split(","))
+        sets = SWEEP if args.sweep_sets is None else tuple(args.sweep_sets.split(";"))
         sweep(args.sweep_minutes, args.sweep_lr, sets)
     if args.stage in ("bench", "all"):
-        bench(args.minutes, args.lora_lr, args.rank)
+        bench(args.minutes, args.lora_lr, args.rank, tuple(t for t in args.extra.split(";") if t))
     print(f"{time.perf_counter() - start:.0f} s wall")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,20 +40,21 @@ def _config(**model):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """A tiny UNet base on digits 0-4, and a LoRA of rank 2 on every part fine-tuned on 5-9 for 3 steps."""
+    """A tiny UNet base on digits 0-4, and a LoRA of rank 2 on every layer fine-tuned on 5-9 for 3 steps."""
     root = tmp_path_factory.mktemp("lora")
     nc.train(_config(), root / "base", progress=False)
     result = lora.finetune(root / "base", DataConfig(classes=[5, 6, 7, 8, 9]), root / "ft", 2,
-                           lora_targets=["attention", "time", "conv"], max_steps=3, lr=1e-2, progress=False)
+                           lora_targets=["attention", "time", "conv"], lora_levels=[0, 1], max_steps=3, lr=1e-2,
+                           progress=False)
     return {"root": root, "base": root / "base", "ft": root / "ft", "result": result}
 
 
 def _random_adapter(pipe: Pipeline, rank: int = 2, parts=("attention", "time", "conv"), seed: int = 0,
                     alpha: float | None = None) -> lora.Adapter:
-    """An adapter with random A and B (B non-zero, unlike a fresh one), as an Adapter in memory."""
+    """An adapter with random A and B (B non-zero, unlike a fresh one) at every level, as an Adapter in memory."""
     torch.manual_seed(seed)
     net = copy.deepcopy(pipe.net)
-    config = lora.lora_config(net, rank, alpha, parts)
+    config = lora.lora_config(net, rank, alpha, parts, [0, 1] if lora.network_kind(net) == "unet" else None)
     config.init_lora_weights = False  # peft then draws B at random too
     lora.add_lora(net, config)
     return lora.adapter_from_state(net, net.state_dict(), config, {"base_run": "memory",
@@ -169,6 +169,19 @@ def test_full_finetuning_is_an_ordinary_run(runs):
     assert not torch.equal(load_run(out).net.model.conv_in.weight, load_run(runs["base"]).net.model.conv_in.weight)
 
 
+def test_levels_pick_the_layers_of_those_resolutions():
+    net = _config().model.build((1, 8, 8), "c_noise")  # levels 0 (8x8: down_blocks.0, up_blocks.1) and 1 (4x4)
+    outer = lora.target_modules(net, ["conv"], [0])
+    assert {"conv_in", "conv_out", "down_blocks.0.resnets.0.conv1", "up_blocks.1.resnets.1.conv2"} <= set(outer)
+    assert not [n for n in outer if n.startswith(("down_blocks.1", "up_blocks.0", "mid_block"))]
+    inner = lora.target_modules(net, ["time"], [1])
+    assert {"time_embedding.linear_1", "mid_block.resnets.0.time_emb_proj", "up_blocks.0.resnets.0.time_emb_proj"} <= set(inner)
+    assert not [n for n in inner if n.startswith(("down_blocks.0", "up_blocks.1"))]
+    everything = lora.target_modules(net, ["conv", "time", "attention"], [0, 1])
+    assert sorted(outer + [n for n in lora.target_modules(net, ["conv"], [1])]) == sorted(
+        n for n in everything if lora._part(n, dict(net.model.named_modules())[n]) == "conv")
+
+
 def test_classes_keep_only_those_labels():
     data = DataConfig(classes=[5, 6, 7, 8, 9]).load()
     assert set(data.labels.tolist()) == {5, 6, 7, 8, 9} and len(data) < len(DataConfig().load())
@@ -212,6 +225,7 @@ def test_bad_finetune_options_are_refused_before_any_work(runs, tmp_path):
     data = DataConfig(classes=[5, 6, 7, 8, 9])
     for kwargs, message in (({"lora_rank": 0}, "`lora_rank` must be an integer >= 1"),
                             ({"lora_targets": ["linear"]}, r"`lora_targets` \['linear'\] for a unet"),
+                            ({"lora_levels": [2]}, r"`lora_levels` \[2\] for a unet: expected UNet resolution levels in 0..1"),
                             ({"minutes": -1}, "`minutes`")):
         with pytest.raises(ValueError, match=message):
             lora.finetune(runs["base"], data, tmp_path / "x", **{"max_steps": 2, "progress": False, **kwargs})
@@ -247,4 +261,4 @@ def test_cli_finetune_then_sample_with_the_adapter(runs, tmp_path):
         assert res.exit_code == 2 and message in res.output, res.output
     res = runner.invoke(app, ["finetune", str(runs["base"]), "--data", "digits", "--classes", "five", "--run",
                               str(tmp_path / "z")])
-    assert res.exit_code == 2 and "--classes 'five' is not a list of labels" in res.output, res.output
+    assert res.exit_code == 2 and "--classes 'five' is not a list of integers" in res.output, res.output

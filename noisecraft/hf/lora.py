@@ -8,7 +8,9 @@ adapter gets when sampling (1: as trained; 0: the base model).
 
 Targets (`parts`). The UNet (diffusers' UNet2DModel): "attention" (to_q, to_k, to_v, to_out.0), "time" (the
 time-embedding MLP and each residual block's time_emb_proj), "conv" (every Conv2d). The MLP: "linear" (every
-Linear). DEFAULT_PARTS were chosen by measurement (docs/benchmarks/lora_digits.md).
+Linear). `levels` restricts a UNet's adapters to resolution levels (0: full resolution; the time-embedding MLP
+belongs to all). The defaults, convolutions and time layers of level 0 (1.6% of the digits UNet at rank 4),
+were chosen by measurement (docs/benchmarks/lora_digits.md).
 
 Files, peft's format: a folder with adapter_model.safetensors (keys base_model.model.<module>.lora_A.weight,
 ...) and adapter_config.json (peft's LoraConfig), so peft's `PeftModel.from_pretrained` loads an adapter onto
@@ -49,7 +51,13 @@ PEFT_PREFIX = "base_model.model."
 TRAIN_NAME = "default"
 PARTS: dict[str, tuple[str, ...]] = {"unet": ("attention", "time", "conv"), "mlp": ("linear",)}
 #: chosen by measurement on digits 0-4 -> 5-9 (docs/benchmarks/lora_digits.md)
-DEFAULT_PARTS: dict[str, tuple[str, ...]] = {"unet": ("attention", "time"), "mlp": ("linear",)}
+DEFAULT_PARTS: dict[str, tuple[str, ...]] = {"unet": ("conv", "time"), "mlp": ("linear",)}
+#: the UNet resolution levels adapted by default (None: all): the full-resolution level, where a rank-4 adapter
+#: costs least (fewest channels); measured in docs/benchmarks/lora_digits.md
+DEFAULT_LEVELS: dict[str, tuple[int, ...] | None] = {"unet": (0,), "mlp": None}
+#: LoRA's default peak learning rate, as a multiple of the base run's (measured on digits: x5 FD 42, x15 FD 33,
+#: x50 diverged; docs/benchmarks/lora_digits.md)
+LR_FACTOR = 15.0
 _LORA_KEY = re.compile(r"(.+)\.lora_([AB])\.weight")
 _ATTENTION = re.compile(r"(^|\.)attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)$")
 _TIME = re.compile(r"(^|\.)(time_embedding\.linear_[12]|time_emb_proj)$")
@@ -85,6 +93,28 @@ def _part(name: str, module: nn.Module) -> str | None:
     return "time" if _TIME.search(name) else "linear"
 
 
+def _level(name: str, levels: int) -> int | None:
+    """The resolution level of a UNet2DModel layer: down block i and up block levels - 1 - i are level i (0: full
+    resolution, with conv_in and conv_out), the mid block the deepest; None for the time-embedding MLP (all)."""
+    head, _, rest = name.partition(".")
+    if head in ("down_blocks", "up_blocks"):
+        index = int(rest.partition(".")[0])
+        return index if head == "down_blocks" else levels - 1 - index
+    return levels - 1 if head == "mid_block" else None if head == "time_embedding" else 0
+
+
+def check_levels(net: nn.Module, levels: Sequence[int] | None) -> tuple[int, ...] | None:
+    """`levels` (None: DEFAULT_LEVELS of the network's kind, where None means every level), each a UNet level."""
+    kind = network_kind(net)
+    if levels is None:
+        return DEFAULT_LEVELS[kind]
+    count = len(net.model.config.block_out_channels) if kind == "unet" else 0
+    if kind != "unet" or not levels or any(not 0 <= v < count for v in levels):
+        raise ValueError(f"`lora_levels` {list(levels)} for a {kind}: expected UNet resolution levels in 0..{count - 1}"
+                         if kind == "unet" else f"`lora_levels` {list(levels)}: an MLP has no resolution levels")
+    return tuple(levels)
+
+
 def check_parts(net: nn.Module, parts: Sequence[str] | None) -> tuple[str, ...]:
     """`parts` (default: DEFAULT_PARTS of the network's kind), each one of PARTS[kind]."""
     kind = network_kind(net)
@@ -95,22 +125,26 @@ def check_parts(net: nn.Module, parts: Sequence[str] | None) -> tuple[str, ...]:
     return chosen
 
 
-def target_modules(net: nn.Module, parts: Sequence[str] | None = None) -> list[str]:
-    """Names (in the adapted module) of the layers that `parts` of the network get adapters on."""
-    chosen = check_parts(net, parts)
-    return [name for name, module in adapted_module(net).named_modules() if _part(name, module) in chosen]
+def target_modules(net: nn.Module, parts: Sequence[str] | None = None,
+                   levels: Sequence[int] | None = None) -> list[str]:
+    """Names (in the adapted module) of the layers of `parts` at the UNet resolution `levels` (the time-embedding
+    MLP belongs to every level) that get adapters."""
+    chosen, where = check_parts(net, parts), check_levels(net, levels)
+    count = len(net.model.config.block_out_channels) if network_kind(net) == "unet" else 0
+    return [name for name, module in adapted_module(net).named_modules() if _part(name, module) in chosen
+            and (where is None or _level(name, count) in (None, *where))]
 
 
 def lora_config(net: nn.Module, rank: int = 4, alpha: float | None = None,
-                parts: Sequence[str] | None = None) -> Any:
-    """peft's LoraConfig: rank r, alpha (default r: scale alpha / r = 1), on the layers of `parts`."""
+                parts: Sequence[str] | None = None, levels: Sequence[int] | None = None) -> Any:
+    """peft's LoraConfig: rank r, alpha (default r: scale alpha / r = 1), on the layers of `parts` at `levels`."""
     from peft import LoraConfig
 
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"`lora_rank` must be an integer >= 1, got {rank!r}")
     if alpha is not None and not alpha > 0:
         raise ValueError(f"`lora_alpha` must be > 0, got {alpha}")
-    return LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, target_modules=target_modules(net, parts),
+    return LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, target_modules=target_modules(net, parts, levels),
                       lora_dropout=0.0, bias="none")
 
 
@@ -431,24 +465,28 @@ class LoraResult:
 
 
 def finetune(run: str | Path, data: str | DataConfig, run_dir: str | Path, lora_rank: int | None = 4, *,
-             lora_alpha: float | None = None, lora_targets: Sequence[str] | None = None, minutes: float | None = None,
+             lora_alpha: float | None = None, lora_targets: Sequence[str] | None = None,
+             lora_levels: Sequence[int] | None = None, minutes: float | None = None,
              max_steps: int | None = None, progress: bool = True, **train_options: Any) -> LoraResult:
     """Fine-tune the base run `run` on `data` into `run_dir`: LoRA adapters of rank `lora_rank` (alpha default:
-    the rank) on the layers of `lora_targets` (default DEFAULT_PARTS) with every base weight frozen, written as
-    run_dir/adapter_model.safetensors + adapter_config.json (from the EMA weights); lora_rank=None trains every
-    weight instead (full fine-tuning, an ordinary run in run_dir). Budget and train options as
-    noisecraft.runs.finetune.finetune; the LoRA run's checkpoints are removed once the adapter is written (they
-    hold the frozen base again)."""
+    the rank) on the layers of `lora_targets` at the UNet resolution levels `lora_levels` (defaults DEFAULT_PARTS,
+    DEFAULT_LEVELS) with every base weight frozen, written as run_dir/adapter_model.safetensors +
+    adapter_config.json (from the EMA weights). lora_rank=None trains every weight instead (full fine-tuning, an
+    ordinary run in run_dir). Budget and train options as noisecraft.runs.finetune.finetune; LoRA's `lr` defaults
+    to LR_FACTOR times the base's. The LoRA run's checkpoints are removed once the adapter is written (they hold
+    the frozen base again)."""
     run_dir = Path(run_dir)
     if lora_rank is None:
         result = finetune_run(run, data, run_dir, minutes, max_steps, method="full", progress=progress, **train_options)
         total = sum(p.numel() for p in result.train.model.parameters())
         return LoraResult(run_dir, None, total, total, result)
     base = load_run(run)
-    config = lora_config(base.net, lora_rank, lora_alpha, lora_targets)
+    config = lora_config(base.net, lora_rank, lora_alpha, lora_targets, lora_levels)
     if (run_dir / ADAPTER_FILE).exists():
         raise ValueError(f"`run_dir` {str(run_dir)!r} already holds an adapter ({ADAPTER_FILE}); choose a new directory")
     check_new_run_dir(run_dir)
+    if train_options.get("lr") is None:
+        train_options["lr"] = LR_FACTOR * base.config.train.lr
     result = finetune_run(run, data, run_dir, minutes, max_steps, adapt=lambda net: add_lora(net, config),
                           method="lora", progress=progress, **train_options)
     record = {"base_run": str(run), "base_step": base.step, "network": describe_network(base.net),
@@ -460,6 +498,6 @@ def finetune(run: str | Path, data: str | DataConfig, run_dir: str | Path, lora_
     return LoraResult(run_dir, path, trainable_parameters(result.train.model), total, result)
 
 
-__all__ = ["ADAPTER_FILE", "CONFIG_FILE", "DEFAULT_PARTS", "PARTS", "Adapter", "LoraResult", "add_lora",
+__all__ = ["ADAPTER_FILE", "CONFIG_FILE", "DEFAULT_LEVELS", "DEFAULT_PARTS", "LR_FACTOR", "PARTS", "Adapter", "LoraResult", "add_lora",
            "architecture", "base_run_of", "check_fits", "finetune", "load_adapted", "load_adapter", "lora_config", "lora_delta",
            "merge_lora", "save_adapter", "target_modules", "trainable_parameters", "unmerge_lora", "with_lora"]
