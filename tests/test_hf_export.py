@@ -285,7 +285,7 @@ def test_an_existing_out_is_refused_unless_forced(edm_run: Path, tmp_path: Path)
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     res = runner.invoke(app, ["export", str(edm_run), str(taken)])
-    assert res.exit_code == 2 and "exists and is not empty" in res.output and "--force" in res.output
+    assert res.exit_code == 2 and f"OUT {str(taken)!r} exists and is not empty" in res.output and "--force" in res.output
     res = runner.invoke(app, ["export", str(edm_run), str(taken), "--force"])  # not an earlier export: kept
     assert res.exit_code == 2 and "holds no noisecraft.json" in res.output
     assert (taken / "keep.txt").read_text() == "mine"

@@ -25,7 +25,7 @@ def export(
     samples it, and noisecraft.json (docs/hf.md)."""
     from noisecraft.hf.export import export_diffusers
 
-    with user_errors():
+    with user_errors(out="OUT", run="RUN"):
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"unknown `format` {fmt!r}; expected one of {list(EXPORT_FORMATS)}")
         result = export_diffusers(run, out, force=force, ema=ema)
