@@ -259,6 +259,18 @@ def test_default_run_back_through_from_diffusers(edm_run: Path, tmp_path: Path) 
         assert (loaded.network(x, t) - pipe.network(x, t)).abs().max() < 1e-5
 
 
+def test_flow_run_back_through_from_diffusers(tmp_path: Path) -> None:
+    """FlowMatchEulerDiscreteScheduler folders load as the flow: the UNet sees t N as diffusers passes it."""
+    pipe = _in_memory("flow")
+    export_diffusers(pipe, tmp_path / "out")
+    loaded = nc.from_diffusers(tmp_path / "out")
+    assert loaded.config.loss.parameterization == "flow" and loaded.schedule == pipe.schedule
+    x, t = torch.randn(4, *SHAPE, generator=_gen()), torch.tensor([0.999, 0.6, 0.3, 0.01], dtype=torch.float64)
+    with torch.no_grad():
+        out, ref = loaded.network(x, t), pipe.network(x, t)
+    assert (out - ref).abs().max() < 1e-5 and ref.abs().max() > 1e-2  # a real comparison, not two zeros
+
+
 # -- errors --------------------------------------------------------------------------------------------------
 NO_COUNTERPART = {
     "score": ({"preset": "score"}, r"parameterization 'score' on schedule VE has no diffusers counterpart"),

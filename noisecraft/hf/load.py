@@ -158,9 +158,10 @@ def run_config(unet: nn.Module, spec: DiffusersScheduler, name: str) -> RunConfi
     model = NetConfig(kind="unet", block_channels=list(config.block_out_channels), attention=attention,
                       layers_per_block=int(config.layers_per_block), num_classes=config.num_class_embeds,
                       time_scale=1.0)
-    vp = spec.time_input == "timestep"
+    vp, flow = spec.time_input == "timestep", spec.parameterization == "flow"
+    times = "discrete" if vp else "logit_normal" if flow else "log_normal"
     loss = DenoisingLoss(schedule=spec.schedule, parameterization=spec.parameterization, time_input=spec.time_input,
-                         time_distribution="discrete" if vp else "log_normal", weighting="prediction" if vp else "edm",
+                         time_distribution=times, weighting="prediction" if vp or flow else "edm",
                          sigma_data=spec.sigma_data)
     return RunConfig(data=DataConfig(name=name), model=model, loss=loss,
                      sample=SolverConfig(clip=spec.clip, threshold=spec.threshold))
@@ -248,7 +249,7 @@ def from_diffusers(source: str | Path | Any, scheduler: str | dict[str, Any] | N
         unet = unet.to(device or "cpu")
     else:
         unet = _placed(unet, dtype, device)
-    net = DiffusersUNet(unet, spec.output_sign, _unet_time_scale(folder)).eval()
+    net = DiffusersUNet(unet, spec.output_sign, spec.time_scale * _unet_time_scale(folder)).eval()
     name = f"{HF_PREFIX}{folder}" if folder is not None else f"{HF_PREFIX}{type(source).__name__} in memory"
     return Pipeline(run_config(unet, spec, name), net, _sample_shape(unet), True, 0, folder, eval_batch=eval_batch,
                     grids={"diffusers": diffusers_grid_option(spec)})

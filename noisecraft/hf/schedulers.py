@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisecraft.core.schedules import EDM, DiscreteVP, Schedule
+from noisecraft.core.schedules import EDM, DiscreteVP, RectifiedFlow, Schedule
 from noisecraft.core.tensors import FLOAT64
 
 #: VP schedulers that work in sigma = sqrt((1 - a) / a): for a zero-terminal-SNR table diffusers stores
@@ -46,7 +46,9 @@ VP_SCHEDULERS = ZERO_SNR_SCHEDULERS | {
 #: schedulers on EDM's sigma range with EDM preconditioning (an EDM schedule, c_noise into the network)
 EDM_SCHEDULERS = frozenset({"EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"})
 DPM_SCHEDULERS = frozenset({"DPMSolverMultistepScheduler", "EDMDPMSolverMultistepScheduler"})
-SCHEDULERS = VP_SCHEDULERS | EDM_SCHEDULERS
+#: rectified flow with velocity prediction (Esser et al. 2024): the network takes sigma N = t N
+FLOW_SCHEDULERS = frozenset({"FlowMatchEulerDiscreteScheduler"})
+SCHEDULERS = VP_SCHEDULERS | EDM_SCHEDULERS | FLOW_SCHEDULERS
 #: schedulers whose timesteps `diffusers_grid` reproduces
 GRID_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "EDMEulerScheduler",
                    "EDMDPMSolverMultistepScheduler")
@@ -74,6 +76,8 @@ class DiffusersScheduler:
     clip: float | None = None
     threshold: float | None = None
     source: str = "scheduler_config.json"
+    #: the factor from the network's time input to what the scheduler passes the UNet (flow: t -> t N)
+    time_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,9 @@ def read_scheduler(config: dict[str, Any], source: str = "scheduler_config.json"
                        sigma_data=float(cfg["sigma_data"]))
         return DiffusersScheduler(name, cfg, schedule, "edm", "c_noise", output_sign=EDM_PREDICTION_SIGNS[prediction],
                                   sigma_data=float(cfg["sigma_data"]), **_bounds(cfg), source=source)
+    if name in FLOW_SCHEDULERS:  # shift only moves the sampling times; the model is the flow in t = sigma
+        return DiffusersScheduler(name, cfg, RectifiedFlow(), "flow", "t", source=source,
+                                  time_scale=float(cfg["num_train_timesteps"]))
     if prediction not in PREDICTION_TYPES:
         raise ValueError(f"{source}: prediction_type {prediction!r} is not supported; expected one of "
                          f"{list(PREDICTION_TYPES)}")
@@ -412,6 +419,7 @@ def scheduler_config(schedule: Schedule, parameterization: str, class_name: str 
 __all__ = [
     "DPM_SCHEDULERS",
     "EDM_SCHEDULERS",
+    "FLOW_SCHEDULERS",
     "GRID_SCHEDULERS",
     "PREDICTION_TYPES",
     "SCHEDULERS",
