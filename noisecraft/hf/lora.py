@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from noisecraft.data import DataConfig
 from noisecraft.io import atomic_path, write_text_atomic
 from noisecraft.nets import MLP, UNet
-from noisecraft.runs.finetune import FinetuneResult, check_new_run_dir
+from noisecraft.runs.finetune import FinetuneResult, check_run_dir
 from noisecraft.runs.finetune import finetune as finetune_run
 from noisecraft.runs.pipeline import Pipeline, load_run
 
@@ -484,7 +484,7 @@ def finetune(run: str | Path, data: str | DataConfig, run_dir: str | Path, lora_
     config = lora_config(base.net, lora_rank, lora_alpha, lora_targets, lora_levels)
     if (run_dir / ADAPTER_FILE).exists():
         raise ValueError(f"`run_dir` {str(run_dir)!r} already holds an adapter ({ADAPTER_FILE}); choose a new directory")
-    check_new_run_dir(run_dir)
+    check_run_dir(run_dir)
     if train_options.get("lr") is None:
         train_options["lr"] = LR_FACTOR * base.config.train.lr
     result = finetune_run(run, data, run_dir, minutes, max_steps, adapt=lambda net: add_lora(net, config),

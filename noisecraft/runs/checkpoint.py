@@ -55,6 +55,17 @@ def checkpoints(folder: str | Path) -> list[Path]:
     return sorted(found, key=_step, reverse=True)
 
 
+def check_new_run_dir(run_dir: Path, name: str, what: str) -> None:
+    """A ValueError naming `name` unless `run_dir` can receive a new derived run (`what`: "the student", ...):
+    absent, or a folder without checkpoints."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"`{name}` {str(run_dir)!r} is a file; expected a new directory for {what}")
+    found = checkpoints(run_dir / "checkpoints")
+    if found:
+        raise ValueError(f"`{name}` {str(run_dir)!r} already holds a trained run ({found[0].name}); choose a new "
+                         f"directory for {what}")
+
+
 def remove_orphans(folder: str | Path) -> None:
     """Remove the .tmp-/.old-/.del- folders a crashed save or prune left (of this process or a dead one); an
     .old copy whose step folder is gone is the last whole copy of that step and is put back instead. A

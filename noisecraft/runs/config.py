@@ -50,6 +50,12 @@ class TrainConfig(BaseModel):
     #: optimiser moments and EMA over the processes (noisecraft.runs.sharding); one process ignores it
     sharding: Literal["ddp", "fsdp"] = "ddp"
 
+    def derived(self, minutes: float | None = None, max_steps: int | None = None, **fields: Any) -> TrainConfig:
+        """The train section of a run derived from this one (distillation, reflow, fine-tuning): `fields`
+        changed, and the budget replaced by `minutes` / `max_steps` when either is given, else this one's."""
+        budget = {"minutes": minutes, "max_steps": max_steps} if minutes is not None or max_steps is not None else {}
+        return TrainConfig.model_validate({**self.model_dump(), **fields, **budget})
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.max_steps is None and self.minutes is None:

@@ -60,7 +60,7 @@ from noisecraft.core.schedules import Schedule
 from noisecraft.core.tensors import FLOAT64, expand_like
 from noisecraft.core.timesteps import make_grid, step_aware_range
 from noisecraft.data import Dataset
-from noisecraft.runs.checkpoint import checkpoints
+from noisecraft.runs.checkpoint import check_new_run_dir, checkpoints
 from noisecraft.runs.config import DistillConfig, RunConfig, TrainConfig
 from noisecraft.runs.ema import EMA
 from noisecraft.runs.lock import run_lock
@@ -369,20 +369,14 @@ def check_options(method: str, steps: int, minutes: float | None, max_steps: int
 
 
 def _check_out(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"`out_dir` {str(out_dir)!r} is a file; expected a new directory for the student")
-    found = checkpoints(out_dir / "checkpoints")
-    if found:
-        raise ValueError(f"`out_dir` {str(out_dir)!r} already holds a trained run ({found[0].name}); choose a new "
-                         "directory for the student")
+    check_new_run_dir(out_dir, "out_dir", "the student")
 
 
 def _student_config(teacher: Teacher, method: str, steps: int, sample: SolverConfig, minutes: float | None,
                     max_steps: int | None, train: dict[str, Any]) -> RunConfig:
     """The teacher's config with the distillation's budget (the teacher's own when neither `minutes` nor
     `max_steps` is given) and train options, the student's sampler and the `distill` record."""
-    budget = {"max_steps": max_steps, "minutes": minutes} if minutes is not None or max_steps is not None else {}
-    train_cfg = TrainConfig.model_validate({**teacher.config.train.model_dump(), **train, **budget})
+    train_cfg = teacher.config.train.derived(minutes, max_steps, **train)
     info = DistillConfig(teacher=teacher.source, method=method, steps=steps)
     return teacher.config.model_copy(update={"train": train_cfg, "sample": sample, "distill": info})
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from noisecraft.data import DataConfig
 from noisecraft.io import write_text_atomic
-from noisecraft.runs.checkpoint import checkpoints
+from noisecraft.runs.checkpoint import check_new_run_dir
 from noisecraft.runs.config import RunConfig, TrainConfig
 from noisecraft.runs.pipeline import Pipeline, load_run
 from noisecraft.runs.train import Adapt, TrainResult, train
@@ -52,22 +52,15 @@ def check_fits_base(data: DataConfig, base: Pipeline) -> None:
         raise ValueError(f"`data` {data.name!r} has no labels; the base run {base.run_dir} is class-conditional")
 
 
-def check_new_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir: Path) -> None:
     """A ValueError unless `run_dir` can receive a new fine-tuned run (absent, or a folder without checkpoints)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"`run_dir` {str(run_dir)!r} is a file; expected a new directory for the fine-tuned run")
-    found = checkpoints(run_dir / "checkpoints")
-    if found:
-        raise ValueError(f"`run_dir` {str(run_dir)!r} already holds a trained run ({found[0].name}); choose a new "
-                         "directory for the fine-tuned run")
+    check_new_run_dir(run_dir, "run_dir", "the fine-tuned run")
 
 
 def finetune_config(base: RunConfig, data: DataConfig, minutes: float | None, max_steps: int | None,
                     train_options: dict[str, Any]) -> RunConfig:
     """The base's config with `data`, the given budget (the base's own when neither is given) and train fields."""
-    budget = {"minutes": minutes, "max_steps": max_steps} if minutes is not None or max_steps is not None else {}
-    train_cfg = TrainConfig.model_validate({**base.train.model_dump(), **train_options, **budget})
-    return base.model_copy(update={"data": data, "train": train_cfg})
+    return base.model_copy(update={"data": data, "train": base.train.derived(minutes, max_steps, **train_options)})
 
 
 def finetune(base_run: str | Path, data: str | DataConfig, run_dir: str | Path, minutes: float | None = None,
@@ -81,7 +74,7 @@ def finetune(base_run: str | Path, data: str | DataConfig, run_dir: str | Path, 
     max_steps = None if max_steps is None else check_field(TrainConfig, "max_steps", max_steps)
     train_options = {k: check_field(TrainConfig, k, v) for k, v in train_options.items() if v is not None}
     run_dir = Path(run_dir)
-    check_new_run_dir(run_dir)
+    check_run_dir(run_dir)
     base = load_run(base_run)
     data = as_data_config(data)
     check_fits_base(data, base)

@@ -250,8 +250,7 @@ def reflow_config(teacher: Teacher, minutes: float | None, max_steps: int | None
     """The teacher's config with the reflow budget (the teacher's when neither is given), the given train fields,
     the reflow loss's time distribution, Euler on a uniform grid (the teacher's range and bounds) as default
     sampler and the `distill` record."""
-    budget = {"minutes": minutes, "max_steps": max_steps} if minutes or max_steps else {}
-    train_cfg = TrainConfig.model_validate({**teacher.config.train.model_dump(), **train, **budget})
+    train_cfg = teacher.config.train.derived(minutes, max_steps, **train)
     loss = teacher.config.loss
     if time_distribution is not None:
         loss = DenoisingLoss.model_validate({**loss.model_dump(), "time_distribution": time_distribution})
