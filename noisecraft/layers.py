@@ -3,10 +3,10 @@
 A module may import from its own layer or a lower one, never a higher one:
 
     core, io, validation  <-  solvers, nets, data, metrics  <-  guide, analysis  <-  viz  <-  runs
-              <-  experiments, tabular, ddm, hf  <-  cli
+              <-  experiments, tabular, ddm, hf  <-  serve  <-  cli
 
 Two rules sit beside the ranks: ddm is a standalone app that imports only itself and io (numpy/scipy,
-no torch), and only cli may import typer. The package root (`noisecraft/__init__.py`, the lazy
+no torch), only cli may import typer, and only serve the web stack (FastAPI, uvicorn, Gradio, ...). The package root (`noisecraft/__init__.py`, the lazy
 public facade) ranks with cli: library modules import from the module that defines a name.
 
 This module imports nothing, so anything (tests, docs tooling) can read it without loading torch.
@@ -32,7 +32,8 @@ LAYERS: dict[str, int] = {
     "tabular": 5,
     "ddm": 5,
     "hf": 5,
-    "cli": 6,
+    "serve": 6,
+    "cli": 7,
 }
 
 #: standalone layers: the only noisecraft layers each may import, whatever their rank
@@ -42,4 +43,8 @@ STANDALONE: dict[str, frozenset[str]] = {"ddm": frozenset({"ddm", "io"})}
 TORCH_FREE: frozenset[str] = frozenset({"ddm"})
 
 #: third-party packages that only the listed layers may import
-ONLY_IN: dict[str, frozenset[str]] = {"typer": frozenset({"cli"})}
+ONLY_IN: dict[str, frozenset[str]] = {
+    "typer": frozenset({"cli"}),
+    **{web: frozenset({"serve"}) for web in ("fastapi", "starlette", "uvicorn", "gradio", "prometheus_client",
+                                             "bentoml")},
+}

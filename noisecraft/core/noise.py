@@ -27,6 +27,11 @@ def stream_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(stream_seed(seed, index))
 
 
+def base_seed(generator: torch.Generator | None) -> int:
+    """One base seed drawn from `generator`: what SampleNoise.from_generator splits into per-sample streams."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
 class SampleNoise:
     """Standard normal draws of shape (batch, *sample_shape), sample i from its own stream."""
 
@@ -39,20 +44,29 @@ class SampleNoise:
         self.block = block
         self._generators: list[torch.Generator] | None = None  # made on the first draw: deterministic solvers never pay
         self._buffers: dict[tuple, tuple[Tensor, int]] = {}
+        self._pairs: list[tuple[int, int]] | None = None  # explicit (seed, index) per row (of_streams)
 
     def _streams(self) -> list[torch.Generator]:
         if self._generators is None:
-            self._generators = [
-                stream_generator(self.seed, self.first + i) for i in range(self.batch)
-            ]
+            pairs = self._pairs or [(self.seed, self.first + i) for i in range(self.batch)]
+            self._generators = [stream_generator(seed, index) for seed, index in pairs]
         return self._generators
+
+    @classmethod
+    def of_streams(cls, pairs: list[tuple[int, int]], block: int = 16) -> "SampleNoise":
+        """Row r draws from stream `pairs[r]` = (seed, index): several draws merged into one batch (a service
+        batch) give each row exactly the numbers it gets drawn alone."""
+        if not pairs:
+            raise ValueError("of_streams needs at least one (seed, index) pair")
+        noise = cls(pairs[0][0], len(pairs), block=block, first=pairs[0][1])
+        noise._pairs = [(int(seed), int(index)) for seed, index in pairs]
+        return noise
 
     @classmethod
     def from_generator(cls, generator: torch.Generator | None, batch: int, first: int = 0) -> "SampleNoise":
         """Draw one base seed from `generator` (so successive calls differ) and split it per sample; `first`
         makes row 0 sample `first` of the draw (its rows first .. first + batch - 1, as one process's shard)."""
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-        return cls(seed, batch, first=first)
+        return cls(base_seed(generator), batch, first=first)
 
     def randn(self, sample_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
         key = tuple(sample_shape)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from noisecraft.core.bounds import check_threshold
 from noisecraft.core.denoiser import Denoiser
-from noisecraft.core.noise import SampleNoise
+from noisecraft.core.noise import SampleNoise, base_seed
 from noisecraft.core.schedules import Schedule
 from noisecraft.nets.batching import FixedBatch
 from noisecraft.runs import distributed, memory, steer
@@ -46,11 +46,20 @@ def _generator(seed: int) -> torch.Generator:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One draw's share of a merged batch (Pipeline.sample_parts): n samples from `seed`, of class `label`."""
+
+    n: int
+    seed: int = 0
+    label: int | None = None
+
+
+@dataclass(frozen=True)
 class Route:
     """Where a prompt or label sends sampling: 'none', 'class' (label) or 'text' (embedding), and how."""
 
     kind: str
-    label: int | None = None
+    label: int | Tensor | None = None  # a class, or one class per row (merged draws)
     embedding: Tensor | None = None
     note: str = ""
 
@@ -230,17 +239,20 @@ class Pipeline:
         need = n * (state + memory.ACTIVATION_COPIES * 4 * widest)
         memory.check_fits_on(n, need, self.device)
 
-    def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool) -> Tensor:
+    def _draw(self, denoise: Callable, n: int, cfg: SolverConfig, seed: int, progress: bool,
+              streams: list[tuple[int, int]] | None = None) -> Tensor:
         """n draws with `cfg`; `denoise` comes bounded (steer), so the config's clip and threshold are not
-        applied a second time. Launched on several processes (torchrun, accelerate launch), each draws its
+        applied a second time. Row i draws from stream (base seed of `seed`, i), or from `streams[i]` when
+        given (merged draws). Launched on several processes (torchrun, accelerate launch), each draws its
         shard of the rows and every process returns all n (noisecraft.runs.distributed)."""
         self.check_n(n, denoise)
         cfg = cfg.model_copy(update={"clip": None, "threshold": None})
         rank, size = distributed.world()
         rows = distributed.shard(n, size, rank)
+        streams = streams or [(base_seed(_generator(seed)), i) for i in range(n)]
         x = torch.zeros((0, *self.sample_shape), device=self.device)
         if len(rows):
-            noise = SampleNoise.from_generator(_generator(seed), len(rows), first=rows.start)
+            noise = SampleNoise.of_streams(streams[rows.start:rows.stop])
             with torch.no_grad():
                 x = cfg.run(denoise, self.schedule, (len(rows), *self.sample_shape), noise, dtype=self.dtype,
                             device=self.device, progress=progress and rank == 0)
@@ -263,6 +275,38 @@ class Pipeline:
             run._check_drawable(route)
         denoise = run.denoiser(guidance=guidance, classifier=classifier, route=route)
         return run._draw(denoise, n, cfg, seed, progress)
+
+    def sample_parts(self, parts: list[Part], solver: str | None = None, steps: int | None = None,
+                     grid: str | list[float] | None = None, guidance: float = 1.0,
+                     threshold: float | None = None, prompt: str | None = None) -> list[Tensor]:
+        """Several draws `sample(part.n, seed=part.seed, label=part.label, ...)` that share the sampler and
+        guidance, run as one batch and split back: part k's rows are bit for bit those of its own `sample` call
+        when the network is evaluated in fixed chunks (`eval_batch`; noisecraft.nets.batching), since row i of
+        a part draws from its stream (seed, i) alone. Labels may differ between parts (per-row conditions); a
+        `prompt` is shared by all parts."""
+        if not parts:
+            raise ValueError("`parts` is empty; expected at least one draw")
+        run = self.with_threshold(threshold)
+        cfg = run.solver(solver, steps, grid)
+        labels = {part.label is None for part in parts}
+        if len(labels) > 1:
+            raise ValueError("`parts` mixes labelled and unlabelled draws; merge only draws of one kind")
+        for part in parts:
+            if part.n < 1:
+                raise ValueError(f"`n` must be >= 1, got {part.n}")
+        if prompt is not None:
+            if parts[0].label is not None:
+                raise ValueError("pass `label` or `prompt`, not both")
+            route = run.route(None, prompt)
+        elif parts[0].label is None:
+            route = Route("none")
+        else:
+            route = Route("class", torch.tensor([part.label for part in parts for _ in range(part.n)]))
+        run._check_drawable(route)
+        denoise = run.denoiser(guidance=guidance, route=route)
+        streams = [(base_seed(_generator(part.seed)), i) for part in parts for i in range(part.n)]
+        x = run._draw(denoise, len(streams), cfg, 0, False, streams)
+        return list(x.split([part.n for part in parts]))
 
     # -- inverse problems -------------------------------------------------------------------------
     def image_shape(self, what: str = "image") -> tuple[int, int, int]:
@@ -413,4 +457,4 @@ def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device =
     return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir, eval_batch=eval_batch)
 
 
-__all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Pipeline", "Route", "load_run"]
+__all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Part", "Pipeline", "Route", "load_run"]

@@ -18,7 +18,10 @@ from noisecraft.core.bounds import bound, clipped
 DenoiseFn = Callable[..., Tensor]
 
 
-def _labels(label: int, x: Tensor) -> Tensor:
+def _labels(label: int | Tensor, x: Tensor) -> Tensor:
+    """One label per row: `label` repeated, or a per-row label tensor as it is."""
+    if isinstance(label, Tensor):
+        return label.to(device=x.device, dtype=torch.long)
     return torch.full((x.shape[0],), label, dtype=torch.long, device=x.device)
 
 
@@ -41,9 +44,9 @@ def base_denoiser(run: Any, bounded: bool = True) -> DenoiseFn:
     return lambda x, t: denoise(x, t, model.null_cond(x.shape[0], x.device))
 
 
-def class_denoiser(run: Any, label: int, guidance: float = 1.0) -> DenoiseFn:
-    """x0_hat(x, t) of a class-conditional run steered to `label` by classifier-free guidance with scale w
-    (Ho & Salimans 2022, eq. 6); w = 1 is the plain conditional model."""
+def class_denoiser(run: Any, label: int | Tensor, guidance: float = 1.0) -> DenoiseFn:
+    """x0_hat(x, t) of a class-conditional run steered to `label` (or one label per row) by classifier-free
+    guidance with scale w (Ho & Salimans 2022, eq. 6); w = 1 is the plain conditional model."""
     from noisecraft.guide.guidance import check_labels, check_scale, classifier_free
 
     scale = check_scale(guidance, "guidance")
