@@ -40,8 +40,14 @@ def sample(
     eval_batch: int = typer.Option(None, help=EVAL_BATCH_HELP),
     lora: list[str] = typer.Option(None, help=LORA_HELP),  # noqa: B008 (typer reads the list default)
     lora_scale: list[float] = typer.Option(None, help=LORA_SCALE_HELP),  # noqa: B008 (typer reads the list default)
+    from_png: str = typer.Option(None, "--from-png", help="Draw again the samples of a PNG from noisecraft serve or "
+                                                          "ui: its parameters replace the sampling options."),
 ) -> None:
     """Draw samples from a trained run: a PNG grid (images) or scatter (2-D) and a .npy in the data's range."""
+    if from_png is not None:
+        given = {"--solver": solver, "--steps": steps, "--grid": grid, "--class": class_, "--prompt": prompt,
+                 "--classifier": classifier, "--threshold": threshold, "--eval-batch": eval_batch, "--lora": lora}
+        return _sample_from_png(run, from_png, out, ema, [name for name, value in given.items() if value])
     from noisecraft.hf.load import load_pipeline
     from noisecraft.io import check_output
     from noisecraft.runs.distributed import is_main
@@ -74,6 +80,33 @@ def sample(
             outs = [Path(out) if out else home / _guided_name(route, guidance)]
             save_samples(x, outs[0], pipe.is_image, title=_guided_title(route, prompt, guidance, classifier, threshold))
     typer.echo("wrote " + ", ".join(str(p) for p in outs))
+
+
+def _sample_from_png(run: str, png: str, out: str | None, ema: bool, given: list[str]) -> None:
+    """`sample RUN --from-png X.png`: the PNG's recipe (noisecraft.runs.recipe) drawn again from RUN, written as
+    the same kind of PNG (default X_again.png), or as .npy."""
+    import numpy as np
+
+    from noisecraft.hf.load import load_pipeline
+    from noisecraft.io import check_output
+    from noisecraft.runs.recipe import draw, read_recipe, write_png
+
+    with user_errors():
+        if given:
+            raise ValueError(f"--from-png takes the sampling options from the PNG; drop {', '.join(given)}")
+        path = Path(out) if out else Path(png).with_name(Path(png).stem + "_again.png")
+        check_output(path, (".png", ".npy"))
+        recipe = read_recipe(png, "--from-png")
+        typer.echo(f"{png}: {recipe.text()}")
+        x = draw(load_pipeline(run, ema=ema, eval_batch=recipe.eval_batch), recipe)
+        if path.suffix == ".npy":
+            from noisecraft.io import atomic_path
+
+            with atomic_path(path) as tmp:
+                np.save(tmp, x.numpy(), allow_pickle=False)
+        else:
+            write_png(x, recipe, path)
+    typer.echo(f"wrote {path}")
 
 
 def _guided_name(route, guidance: float) -> str:

@@ -9,6 +9,8 @@ data's range; sample i of a call depends only on (seed, i) (noisecraft.core.nois
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -106,6 +108,17 @@ class Pipeline:
         """What samples are drawn in: float64 for a float64 network, else float32."""
         param = next(self.net.parameters(), None) if self.net is not None else None
         return torch.float64 if param is not None and param.dtype == torch.float64 else torch.float32
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The first 16 hex digits of the SHA-256 of the network's weights (names, dtypes, shapes, values): which
+        model drew a sample, whatever folder it was loaded from (noisecraft.runs.recipe)."""
+        sha = hashlib.sha256()
+        for name, tensor in (self.net.state_dict() if self.net is not None else {}).items():
+            value = tensor.detach().cpu().contiguous()
+            sha.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+            sha.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        return sha.hexdigest()[:16]
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:

@@ -33,6 +33,7 @@ class Recipe(BaseModel):
 
     model: str = Field(description="the model's name (a service name, or the run folder's name)")
     step: int = Field(0, ge=0, description="the checkpoint's training step")
+    digest: str = Field("", max_length=64, description="the weights' digest (Pipeline.digest)")
     n: int = Field(ge=1)
     solver: str
     steps: int = Field(ge=1)
@@ -45,13 +46,14 @@ class Recipe(BaseModel):
     eval_batch: int | None = None
     columns: int | None = Field(None, ge=1, description="images per row of the tiled PNG")
 
-    def text(self, shape: tuple[int, ...]) -> str:
-        """The AUTOMATIC1111-style `parameters` line."""
+    def text(self, shape: tuple[int, ...] | None = None) -> str:
+        """The AUTOMATIC1111-style `parameters` line (with the image size when `shape` (C, H, W) is given)."""
         head = f"{self.prompt}\n" if self.prompt else ""
         grid = self.grid if isinstance(self.grid, str) else f"{len(self.grid) - 1}-step list"
         fields = [f"Steps: {self.steps}", f"Sampler: {self.solver}", f"Grid: {grid}", f"CFG scale: {self.guidance:g}",
-                  f"Seed: {self.seed}", f"Size: {shape[-1]}x{shape[-2]}", f"Model: {self.model}", f"Step: {self.step}",
-                  f"Images: {self.n}"]
+                  f"Seed: {self.seed}", f"Model: {self.model}", f"Step: {self.step}", f"Images: {self.n}"]
+        if shape:
+            fields.insert(-3, f"Size: {shape[-1]}x{shape[-2]}")
         if self.label is not None:
             fields.insert(4, f"Class: {self.label}")
         if self.threshold is not None:
@@ -74,7 +76,7 @@ def recipe_of(pipe: Any, model: str, n: int, solver: str | None = None, steps: i
     run = pipe.with_threshold(threshold)
     cfg = run.solver(solver, steps, grid)
     grid = grid if isinstance(grid, str) and grid in pipe.grids else cfg.grid
-    return Recipe(model=model, step=pipe.step, n=n, solver=cfg.solver, steps=cfg.steps,
+    return Recipe(model=model, step=pipe.step, digest=pipe.digest, n=n, solver=cfg.solver, steps=cfg.steps,
                   grid=grid if isinstance(grid, str) else [float(t) for t in grid], seed=seed, label=label,
                   prompt=prompt, guidance=guidance, threshold=threshold, eval_batch=pipe.eval_batch, columns=columns)
 
@@ -169,10 +171,11 @@ def read_recipe(source: str | Path | bytes, what: str = "PNG") -> Recipe:
 
 def draw(pipe: Any, recipe: Recipe) -> Tensor:
     """The samples of `recipe` from `pipe` (its eval_batch as recorded, so the bits match); a ValueError when
-    the pipeline's checkpoint step differs from the recipe's."""
-    if recipe.step != pipe.step:
-        raise ValueError(f"the PNG was drawn from step {recipe.step} of {recipe.model!r}; this model is at step "
-                         f"{pipe.step}, so the samples would differ")
+    `pipe` holds other weights than the model that drew the recipe."""
+    if recipe.digest and recipe.digest != pipe.digest:
+        raise ValueError(f"the PNG was drawn by {recipe.model!r} (step {recipe.step}, weights {recipe.digest}); this "
+                         f"model has other weights (step {pipe.step}, weights {pipe.digest}), so the samples would "
+                         "differ")
     return pipe.with_eval_batch(recipe.eval_batch).sample(**recipe.sample_kwargs())
 
 

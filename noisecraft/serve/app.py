@@ -85,7 +85,7 @@ class BodyLimit:
 
 def _recipe(pipe: Pipeline, key: SampleKey, request: Any) -> Recipe:
     grid = list(key.grid) if isinstance(key.grid, tuple) else key.grid
-    return Recipe(model=key.model, step=pipe.step, n=request.n, solver=key.solver, steps=key.steps, grid=grid,
+    return Recipe(model=key.model, step=pipe.step, digest=pipe.digest, n=request.n, solver=key.solver, steps=key.steps, grid=grid,
                   seed=request.seed, label=request.label, prompt=request.prompt, guidance=key.guidance,
                   threshold=key.threshold, eval_batch=pipe.eval_batch, columns=request.columns)
 
