@@ -53,7 +53,7 @@ class SampleNoise:
         return self._generators
 
     @classmethod
-    def of_streams(cls, pairs: list[tuple[int, int]], block: int = 16) -> "SampleNoise":
+    def of_streams(cls, pairs: list[tuple[int, int]], block: int = 16) -> SampleNoise:
         """Row r draws from stream `pairs[r]` = (seed, index): several draws merged into one batch (a service
         batch) give each row exactly the numbers it gets drawn alone."""
         if not pairs:

@@ -361,22 +361,26 @@ class Pipeline:
                 steps: int = 50, seed: int = 0, jump_length: int = 5, jump_count: int = 5, zeta: float = 1.0) -> Tensor:
         """n completions of the unknown pixels (mask 0) of `image`: RePaint (Lugmayr et al. 2022), replacement
         with any `solver` (Song et al. 2021, app. I), DPS (Chung et al. 2023) or moment matching (Rozet et al.
-        2024)."""
+        2024). The known pixels of every completion are the input's exactly (pasted back at the end, as RePaint's
+        last step and diffusers' inpainting pipelines do; DPS and moment matching only approach them)."""
         from noisecraft.guide.inverse import dps, projection, repaint
         from noisecraft.guide.measurements import measure
 
         _check_choice(method, INPAINT_METHODS, "inpainting method")
-        meas = measure(self.mask(mask), self.image(image))
+        known, x0 = self.mask(mask), self.image(image)
+        meas = measure(known, x0)
         denoise = steer.base_denoiser(self)
         if method == "repaint":
             self.check_n(n, denoise)
             with torch.no_grad():
-                return repaint(denoise, self.schedule, meas, (n, *self.sample_shape), steps, jump_length, jump_count,
-                               _generator(seed)).float()
-        wrapped = {"replacement": lambda: projection(denoise, meas),
-                   "dps": lambda: dps(denoise, meas, self.schedule, zeta),
-                   "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
-        return self._restore_with(wrapped, n, steps, seed, solver if method == "replacement" else "ddpm")
+                x = repaint(denoise, self.schedule, meas, (n, *self.sample_shape), steps, jump_length, jump_count,
+                            _generator(seed)).float()
+        else:
+            wrapped = {"replacement": lambda: projection(denoise, meas),
+                       "dps": lambda: dps(denoise, meas, self.schedule, zeta),
+                       "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
+            x = self._restore_with(wrapped, n, steps, seed, solver if method == "replacement" else "ddpm")
+        return torch.where(known.mask.bool().expand_as(x), x0.float().expand_as(x), x)
 
     def upscale(self, image: Any, factor: int = 2, method: str = "ddnm", n: int = 8, steps: int = 50, seed: int = 0,
                 sigma: float = 0.0, zeta: float = 1.0) -> Tensor:

@@ -103,7 +103,7 @@ def tile(x: Tensor, columns: int | None = None) -> np.ndarray:
 
 def untile(sheet: np.ndarray, n: int, shape: tuple[int, int, int], columns: int | None = None) -> np.ndarray:
     """The n 8-bit images (n, H, W, C) of a picture made by `tile` (the inverse of tile)."""
-    c, h, w = shape
+    _, h, w = shape
     columns = min(columns or math.ceil(math.sqrt(n)), n)
     sheet = sheet.reshape(*sheet.shape[:2], -1)
     return np.stack([sheet[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w]
