@@ -229,6 +229,13 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         data = await run_in_threadpool(encode, x, fmt, None, pipe.is_image, parameters)
         return Response(data, media_type=MEDIA[fmt])
 
+    async def check_form(request: Request, form: Any, files: tuple[str, ...]) -> None:
+        """A 422 naming the first form field that is neither a field of `form` nor one of the `files`."""
+        allowed = set(type(form).model_fields) | set(files)
+        unknown = sorted(set((await request.form()).keys()) - allowed)
+        if unknown:
+            raise ValueError(f"`{unknown[0]}`: unknown field; expected {sorted(allowed)}")
+
     async def upload(file: UploadFile, pipe: Pipeline, what: str, mask: bool = False) -> Any:
         shape = pipe.image_shape(what)
         data = await file.read()
@@ -244,6 +251,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
     async def inpaint(form: Annotated[InpaintForm, Form()], image: Annotated[UploadFile, File()],  # type: ignore
                       mask: Annotated[UploadFile, File()], request: Request) -> Response:
         """n completions of the unknown pixels (mask black) of `image`; the known pixels are kept exactly."""
+        await check_form(request, form, ("image", "mask"))
         _, pipe = pick_model(models, form.model)
         x0, known = await upload(image, pipe, "image"), await upload(mask, pipe, "mask", mask=True)
         steps = form.steps or 50
@@ -258,6 +266,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
     async def upscale(form: Annotated[UpscaleForm, Form()], image: Annotated[UploadFile, File()],  # type: ignore
                       request: Request) -> Response:
         """n images whose factor x average pooling is the uploaded low-resolution `image`."""
+        await check_form(request, form, ("image",))
         _, pipe = pick_model(models, form.model)
         c, h, w = pipe.image_shape("low-resolution image")
         if h % form.factor or w % form.factor:
@@ -275,6 +284,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
     async def denoise(form: Annotated[DenoiseForm, Form()], image: Annotated[UploadFile, File()],  # type: ignore
                       request: Request) -> Response:
         """n posterior samples of the clean image given the uploaded noisy `image` (noise std `sigma`)."""
+        await check_form(request, form, ("image",))
         _, pipe = pick_model(models, form.model)
         y = await upload(image, pipe, "image")
         steps = form.steps or 50

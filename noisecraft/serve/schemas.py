@@ -20,6 +20,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class FormFields(BaseModel):
+    """Form fields beside file uploads: FastAPI hands the files to the form model too, so unknown fields are
+    refused by the endpoint (noisecraft.serve.app), not here."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
 def _common(limits: Limits, n_default: int) -> dict:
     """Fields every drawing request has: which model, how many, the seed, the output format."""
     return {
@@ -49,7 +56,7 @@ def sample_request(limits: Limits) -> type[BaseModel]:
 def inpaint_form(limits: Limits) -> type[BaseModel]:
     """POST /inpaint form fields (the image and mask files come beside them)."""
     return create_model(
-        "InpaintForm", __base__=Strict, **_common(limits, 4),
+        "InpaintForm", __base__=FormFields, **_common(limits, 4),
         method=(Literal["repaint", "replacement", "dps", "mmps"], Field("repaint")),
     )
 
@@ -57,7 +64,7 @@ def inpaint_form(limits: Limits) -> type[BaseModel]:
 def upscale_form(limits: Limits) -> type[BaseModel]:
     """POST /upscale form fields."""
     return create_model(
-        "UpscaleForm", __base__=Strict, **_common(limits, 4),
+        "UpscaleForm", __base__=FormFields, **_common(limits, 4),
         factor=(Literal[2, 4], Field(2)),
         method=(Literal["ddnm", "dps", "mmps"], Field("ddnm")),
         sigma=(float, Field(0.0, ge=0, le=10, description="noise std of the low-resolution image, [-1, 1] units")),
@@ -67,7 +74,7 @@ def upscale_form(limits: Limits) -> type[BaseModel]:
 def denoise_form(limits: Limits) -> type[BaseModel]:
     """POST /denoise form fields."""
     return create_model(
-        "DenoiseForm", __base__=Strict, **_common(limits, 4),
+        "DenoiseForm", __base__=FormFields, **_common(limits, 4),
         method=(Literal["posterior", "mmps", "ddnm"], Field("posterior")),
         sigma=(Annotated[float, Field(gt=0, le=10)], Field(description="noise std of the image, [-1, 1] units")),
     )

@@ -42,17 +42,25 @@ EDITOR_SIDE = 256
 #: a model pixel is to be filled in when at least this fraction of its area is painted in the editor
 PAINTED = 0.5
 MAX_N = 64
+MAGENTA = (255, 0, 255)  # the brush, and the pixels to fill in on the mask shown back
 SCHEDULES = ("vp_linear", "vp_cosine", "discrete_vp", "sub_vp", "ve", "edm", "rectified_flow")
 CSS = """
-.nc-pixels img { image-rendering: pixelated; image-rendering: crisp-edges; width: 100%; height: 100%;
-                 object-fit: contain; }
+.nc-pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain;
+                 box-sizing: border-box; padding: 30px 4px 4px 4px; }
 """
 
 
 def _message(err: Exception) -> str:
-    """A library message for the page: `name` (the library's argument names) spelled as the page's controls."""
-    names = {"label": "class", "n": "n"}
-    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: names.get(m[1], m[1].replace("_", " ")), str(err))
+    """A library message for the page, one line: `name` (the library's argument names) spelled as the page's
+    controls; a pydantic error that escaped the library's own checks named by its fields."""
+    from pydantic import ValidationError
+
+    from noisecraft.validation import describe
+
+    text = describe(err) if isinstance(err, ValidationError) else str(err)
+    names = {"label": "class"}
+    text = re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: names.get(m[1], m[1].replace("_", " ")), text)
+    return " ".join(text.split())
 
 
 def _shown(method: Callable) -> Callable:
@@ -106,14 +114,6 @@ def painted_region(editor: dict | None, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(coverage) >= PAINTED
 
 
-def keep_known(x: torch.Tensor, image: torch.Tensor, known: np.ndarray) -> torch.Tensor:
-    """x with the known pixels (known True) replaced by the image's: a completion then agrees with its input
-    there exactly, also after quantisation, whether or not the method kept them (RePaint and replacement
-    keep them up to the last step's float error; DPS and moment matching only approximately)."""
-    m = torch.as_tensor(np.broadcast_to(known, x.shape[-2:]), dtype=torch.bool)
-    return torch.where(m, image.to(x.dtype).expand_as(x), x)
-
-
 def _png(pixels: np.ndarray) -> bytes:
     """An 8-bit picture (H, W, C) as PNG bytes."""
     import io
@@ -125,11 +125,15 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    """An 8-bit image (H, W, C) as RGB (H, W, 3)."""
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3].copy()
+
+
 def _upscaled(pixels: np.ndarray, side: int = EDITOR_SIDE) -> np.ndarray:
     """An 8-bit image (H, W, C) as RGBA scaled up by the integer factor that brings it nearest `side`."""
     k = max(1, round(side / max(pixels.shape[:2])))
-    big = pixels.repeat(k, 0).repeat(k, 1)
-    rgb = np.repeat(big, 3, axis=-1) if big.shape[-1] == 1 else big[..., :3]
+    rgb = _rgb(pixels.repeat(k, 0).repeat(k, 1))
     return np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=-1)
 
 
@@ -203,7 +207,7 @@ class Page:
             raise ValueError(f"model {model!r} is text-conditioned; write a prompt")
         guidance = float(guidance) if guidance is not None and cfg.guidable else 1.0
         threshold = float(threshold) if threshold is not None else None
-        return recipe_of(pipe, model, n, solver or None, int(steps) if steps else None, parse_grid(grid),
+        return recipe_of(pipe, model, n, solver or None, None if steps is None else int(steps), parse_grid(grid),
                          int(seed or 0), label, prompt, guidance, threshold)
 
     def draw(self, recipe: Recipe) -> tuple[str, str]:
@@ -266,10 +270,12 @@ class Page:
     @_shown
     def inpaint(self, model: str, image: str | None, editor: dict | None, method: str, solver: str,
                 n: int | None, steps: int | None, seed: int | None) -> tuple[str, str]:
-        """Inpaint tab: the completions of the painted pixels, tiled, and the mask used (white = known).
+        """Inpaint tab: the completions of the painted pixels, tiled, and the input with those pixels in
+        magenta.
 
-        The known pixels of every completion are the input's, exactly in 8 bits: they are pasted back into
-        the final output (keep_known), since DPS and moment matching do not keep them exactly."""
+        The known pixels of every completion are the input's exactly, also in 8 bits: Pipeline.inpaint pastes
+        them back into its final output (DPS and moment matching alone only approach them), and the input is
+        an 8-bit image, so quantising gives its bytes back."""
         pipe = self.pipe(model, "inpaint with")
         if not image:
             raise ValueError("no image: upload one of the model's size or pick a training image")
@@ -281,9 +287,9 @@ class Page:
         known = ~unknown
         x = pipe.inpaint(x_in, known.astype(np.float64), method=method, n=int(n or 1), solver=solver or "ddpm",
                          steps=int(steps or 0), seed=int(seed or 0))
-        x = keep_known(x, x_in, known)
-        mask = (known * 255).astype(np.uint8)[..., None]
-        return self.write(f"{model}_inpaint_{method}", _png(tile(x))), self.write(f"{model}_mask", _png(mask))
+        shown = _rgb(to_uint8(x_in)[0])
+        shown[unknown] = MAGENTA
+        return self.write(f"{model}_inpaint_{method}", _png(tile(x))), self.write(f"{model}_mask", _png(shown))
 
     @_shown
     def low_resolution(self, model: str, index: int | None, factor: int) -> str:
@@ -445,14 +451,14 @@ def _inpaint_tab(page: Page, models: list[str]) -> None:
         with gr.Column(scale=1):
             editor = gr.ImageEditor(label="mask: paint the pixels to fill in", type="numpy", image_mode="RGBA",
                                     sources=(), transforms=(), layers=False, format="png", canvas_size=(256, 256),
-                                    brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed",
-                                                   default_size=max(4, EDITOR_SIDE // h)),
+                                    brush=gr.Brush(colors=["#{:02x}{:02x}{:02x}".format(*MAGENTA)], color_mode="fixed",
+                                                   default_size=max(2, EDITOR_SIDE // h // 2)),  # a radius: one pixel wide
                                     elem_id="nc-inpaint-editor")
             go = gr.Button("Inpaint", variant="primary", elem_id="nc-inpaint-run")
         with gr.Column(scale=1):
             result = gr.Image(label="completions (known pixels are the input's)", type="filepath", format="png",
                               interactive=False, elem_id="nc-inpaint-result", elem_classes="nc-pixels", height=300)
-            mask = gr.Image(label="mask used (white = known)", type="filepath", format="png", interactive=False,
+            mask = gr.Image(label="the input, pixels filled in (magenta)", type="filepath", format="png", interactive=False,
                             elem_id="nc-inpaint-mask", elem_classes="nc-pixels", height=120)
     pick.click(page.training_image, [model, index], image)
     image.change(page.editor_image, [image, model], editor)
@@ -560,15 +566,27 @@ def theme() -> Any:
     return gr.themes.Default(font=FONTS, font_mono=FONTS_MONO)
 
 
+def page_options() -> dict[str, Any]:
+    """What `launch` and `mount_gradio_app` take to serve the page offline: the system-font theme, its CSS,
+    and a footer without the link to gradio.app."""
+    return {"theme": theme(), "css": CSS, "footer_links": ["api", "settings"]}
+
+
 def launch_ui(models: dict[str, Any], host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
     """Serve the page on http://HOST:PORT with nothing fetched from the internet: system fonts, no telemetry,
     no share link. With block=False it returns the running Blocks (stop it with .close())."""
     blocks = build_ui(models)
     blocks.queue(default_concurrency_limit=1)
     blocks.launch(server_name=host, server_port=int(port), share=False, inbrowser=False, prevent_thread_lock=not block,
-                  theme=theme(), css=CSS, footer_links=["api", "settings"], quiet=not block, show_error=False)
+                  quiet=not block, show_error=False, **page_options())
     return blocks
 
 
-__all__ = ["CSS", "FONTS", "FONTS_MONO", "Page", "build_ui", "grid_text", "keep_known", "launch_ui",
+def mount_ui(app: Any, models: dict[str, Any], path: str = "/ui") -> Any:
+    """The FastAPI `app` with the page mounted at `path` (the HTTP service's --ui), served offline as
+    launch_ui serves it."""
+    return gr.mount_gradio_app(app, build_ui(models), path=path, show_error=False, **page_options())
+
+
+__all__ = ["CSS", "FONTS", "FONTS_MONO", "Page", "build_ui", "grid_text", "launch_ui", "mount_ui", "page_options",
            "painted_region", "parse_grid", "theme"]
