@@ -307,9 +307,12 @@ async def _disconnect(request: Request) -> None:
 
 
 def _version() -> str:
-    from noisecraft import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("noisecraft")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def serve(models: Mapping[str, Pipeline], limits: Limits | None = None, host: str = "127.0.0.1", port: int = 8000,
