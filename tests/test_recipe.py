@@ -32,7 +32,8 @@ def runs(tmp_path_factory) -> Path:
 def test_tile_and_untile_are_inverse_and_quantise_exactly() -> None:
     x = torch.rand(7, 3, 4, 5) * 2 - 1
     sheet = R.tile(x, columns=3)
-    assert sheet.shape == (3 * 4, 3 * 5, 3) and sheet.dtype == np.uint8
+    assert sheet.shape == (3 * 4 + 2, 3 * 5 + 2, 3) and sheet.dtype == np.uint8
+    assert (sheet[4] == R.GAP_VALUE).all() and (sheet[-4:, -5:] == R.GAP_VALUE).all()  # gaps; the empty cells
     back = R.untile(sheet, 7, (3, 4, 5), columns=3)
     assert np.array_equal(back, R.to_uint8(x))
     assert np.array_equal(R.to_uint8(torch.tensor([[[[-1.0, 0.0, 1.0]]]])), [[[[0], [128], [255]]]])

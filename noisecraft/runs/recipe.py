@@ -4,8 +4,8 @@ class or prompt, guidance, threshold) written into PNG text chunks, as AUTOMATIC
 
 Two chunks are written: `parameters`, a human-readable line in AUTOMATIC1111's style, and `noisecraft`, the
 same as JSON, which is what is read back (validated by pydantic; nothing is evaluated). The image is the
-samples tiled at their own resolution, quantised to 8 bits as ((x + 1) / 2 * 255) rounded: the pixels a
-user sees are exactly the Python API's samples, quantised.
+samples tiled at their own resolution (one grey pixel apart), quantised to 8 bits as ((x + 1) / 2 * 255)
+rounded: the pixels a user sees are exactly the Python API's samples, quantised.
 """
 
 from __future__ import annotations
@@ -87,27 +87,36 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
+#: pixels between tiles, and their grey: the digits fill their 8x8 cells edge to edge on black
+GAP, GAP_VALUE = 1, 96
+
+
+def _grid(n: int, columns: int | None) -> tuple[int, int]:
+    columns = min(columns or math.ceil(math.sqrt(n)), n)
+    return math.ceil(n / columns), columns
+
+
 def tile(x: Tensor, columns: int | None = None) -> np.ndarray:
-    """n images (n, C, H, W) in [-1, 1] as one 8-bit picture (rows * H, columns * W, C), row by row; the
-    default `columns` is ceil(sqrt(n)). Unused cells are black."""
+    """n images (n, C, H, W) in [-1, 1] as one 8-bit picture, row by row, `GAP` grey pixels apart; the default
+    `columns` is ceil(sqrt(n)). Unused cells are grey."""
     pixels = to_uint8(x)
     n, h, w, c = pixels.shape
-    columns = min(columns or math.ceil(math.sqrt(n)), n)
-    rows = math.ceil(n / columns)
-    sheet = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    rows, columns = _grid(n, columns)
+    sheet = np.full((rows * (h + GAP) - GAP, columns * (w + GAP) - GAP, c), GAP_VALUE, dtype=np.uint8)
     for i in range(n):
-        r, k = divmod(i, columns)
-        sheet[r * h:(r + 1) * h, k * w:(k + 1) * w] = pixels[i]
+        top, left = (i // columns) * (h + GAP), (i % columns) * (w + GAP)
+        sheet[top:top + h, left:left + w] = pixels[i]
     return sheet
 
 
 def untile(sheet: np.ndarray, n: int, shape: tuple[int, int, int], columns: int | None = None) -> np.ndarray:
     """The n 8-bit images (n, H, W, C) of a picture made by `tile` (the inverse of tile)."""
     _, h, w = shape
-    columns = min(columns or math.ceil(math.sqrt(n)), n)
+    _, columns = _grid(n, columns)
     sheet = sheet.reshape(*sheet.shape[:2], -1)
-    return np.stack([sheet[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w]
-                     for i in range(n)])
+    tops = [(i // columns) * (h + GAP) for i in range(n)]
+    lefts = [(i % columns) * (w + GAP) for i in range(n)]
+    return np.stack([sheet[top:top + h, left:left + w] for top, left in zip(tops, lefts, strict=True)])
 
 
 def png_bytes(x: Tensor, recipe: Recipe) -> bytes:
