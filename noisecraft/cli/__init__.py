@@ -18,11 +18,12 @@ from noisecraft.cli import (
     tabular,
     theory,
     train,
+    ui,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Diffusion models from their mathematics.")
 
-for module in (train, sample, restore, theory, distill, reflow, finetune, hf, serve):  # top-level commands
+for module in (train, sample, restore, theory, distill, reflow, finetune, hf, serve, ui):  # top-level commands
     app.add_typer(module.app)
 app.add_typer(theory.plot_app, name="plot", help="Pictures of the theory: schedules, forward process, reverse paths (PNG).")
 app.add_typer(ddm.app, name="ddm", help="The drift-diffusion model of decisions (response times).")

@@ -323,11 +323,9 @@ def serve(models: Mapping[str, Pipeline], limits: Limits | None = None, host: st
 
     app = create_app(models, limits)
     if ui:
-        import gradio as gr
+        from noisecraft.serve.ui import mount_ui
 
-        from noisecraft.serve.ui import build_ui
-
-        app = gr.mount_gradio_app(app, build_ui(app.state.models), path="/ui")
+        app = mount_ui(app, app.state.models, "/ui")
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
 
 

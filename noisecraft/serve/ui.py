@@ -1,6 +1,7 @@
 """The web page of noisecraft (Gradio Blocks): sample a run, draw a noisecraft PNG again from its recipe,
-inpaint, upscale and denoise an image, and look at the theory figures. `launch_ui(models)` serves it on
-loopback; `build_ui(models)` returns the Blocks for embedding or testing.
+inpaint, upscale and denoise an image, look at the theory figures, and fit the drift-diffusion model to a CSV
+of trials. `launch_ui(models)` serves it on loopback, `mount_ui(app, models)` under a FastAPI app (the HTTP
+service's --ui); `build_ui(models)` returns the Blocks for embedding or testing.
 
 Every callback is a method of `Page` that calls the run's Pipeline (noisecraft.runs.pipeline) and writes PNG
 files the page shows as they are: the sample PNG is `png_bytes(x, recipe)` (noisecraft.runs.recipe), the 8-bit
@@ -8,9 +9,10 @@ samples tiled at their own resolution and carrying the recipe, so the pixels in 
 API's samples quantised, and the page only scales them up with CSS (`image-rendering: pixelated`). A
 ValueError from the library is shown in the page as one line (gr.Error), not a traceback.
 
-The page works with no internet: the theme uses the system's fonts (Gradio's default theme loads Google
-fonts), telemetry is off (GRADIO_ANALYTICS_ENABLED is set to False before gradio is imported, and the Blocks
-are built with analytics_enabled=False, which also skips Gradio's version check), and there is no share link.
+The page works with no internet: the theme names the system's fonts (a Gradio theme may load Google fonts;
+6.x's default bundles its own), telemetry is off (GRADIO_ANALYTICS_ENABLED is set to False before gradio is
+imported, and the Blocks are built with analytics_enabled=False, which also skips Gradio's version check),
+and there is no share link.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ EDITOR_SIDE = 256
 #: a model pixel is to be filled in when at least this fraction of its area is painted in the editor
 PAINTED = 0.5
 MAX_N = 64
+MAX_UPLOAD = 16 * 2**20  # bytes: an image of the model's size or a CSV of trials is far smaller
+DDM_UPLOAD = "uploaded CSV"
 MAGENTA = (255, 0, 255)  # the brush, and the pixels to fill in on the mask shown back
 SCHEDULES = ("vp_linear", "vp_cosine", "discrete_vp", "sub_vp", "ve", "edm", "rectified_flow")
 CSS = """
@@ -226,12 +230,12 @@ class Page:
         return path, path, text
 
     @_shown
-    def redraw(self, data: bytes | str | None) -> tuple:
+    def redraw(self, data: bytes | None) -> tuple:
         """A noisecraft PNG drawn again from its recipe: the sample outputs, then the controls filled from it
         (model, solver, steps, grid, seed, n, class, prompt, guidance, threshold)."""
         if data is None:
             raise ValueError("no PNG uploaded; drop a PNG written by noisecraft")
-        recipe = read_recipe(Path(data) if isinstance(data, str) else bytes(data), "the uploaded PNG")
+        recipe = read_recipe(bytes(data), "the uploaded PNG")  # the file's bytes, never a path named by a client
         if recipe.model not in self.models:
             raise ValueError(f"the PNG was drawn by model {recipe.model!r}; this page serves {list(self.models)}")
         path, text = self.draw(recipe)
@@ -377,6 +381,24 @@ class Page:
         return self._figure(f"trajectories_{schedule}_{paths}_{steps}_{seed}",
                             lambda path: plot_trajectories(path, oracle.denoiser(sched), sched, oracle=oracle,
                                                            n_paths=paths, steps=steps, seed=seed))
+
+    # -- drift-diffusion model --------------------------------------------------------------------
+    @_shown
+    def fit_ddm(self, source: str, csv: str | None, rt: str, response: str, condition: str | None, spec: str | None,
+                method: str) -> tuple[Any, str]:
+        """DDM tab: the drift-diffusion model (noisecraft.ddm.fit) fitted to an uploaded CSV of trials or a
+        shipped data set; (the parameter table, the fit's summary). The spec is text only (never a file)."""
+        from noisecraft.ddm.data import read_trials
+        from noisecraft.ddm.fit import fit
+        from noisecraft.ddm.spec import ModelSpec
+
+        if source == DDM_UPLOAD and not csv:
+            raise ValueError("no CSV uploaded; expected a CSV with one row a trial (columns rt and response)")
+        data = read_trials(csv if source == DDM_UPLOAD else source)
+        res = fit(data, rt=(rt or "rt").strip(), response=(response or "response").strip(),
+                  condition=(condition or "").strip() or None,
+                  spec=ModelSpec.parse(spec) if (spec or "").strip() else None, method=method)
+        return res.table().round(4), res.summary()
 
 
 def _number(label: str, value: float | None, **options: Any) -> Any:
@@ -537,9 +559,29 @@ def _theory_tab(page: Page) -> None:
     trajectories.click(page.trajectories_figure, [schedule, paths, steps, seed], figure)
 
 
+def _ddm_tab(page: Page) -> None:
+    gr.Markdown("The drift-diffusion model of two-choice decisions (docs/ddm.md): one row a trial, the response "
+                "time in seconds and the response (1 = upper boundary, 0 = lower).")
+    with gr.Row():
+        with gr.Column():
+            source = gr.Radio([DDM_UPLOAD, "roitman", "cavanagh"], value=DDM_UPLOAD, label="trials")
+            csv = gr.File(label="CSV of trials", file_types=[".csv"], type="filepath", elem_id="nc-ddm-csv")
+            with gr.Row():
+                rt = gr.Textbox(value="rt", label="rt column")
+                response = gr.Textbox(value="response", label="response column")
+                condition = gr.Textbox(value="", label="condition column (optional)")
+            spec = gr.Textbox(value="", label="spec, e.g. v=linear, a=shared, t0=shared, z=0.5 (empty: the defaults)")
+            method = gr.Radio(["ml", "chisq", "ez"], value="ml", label="method")
+            go = gr.Button("Fit", variant="primary", elem_id="nc-ddm-run")
+        with gr.Column():
+            table = gr.Dataframe(label="parameters", interactive=False, elem_id="nc-ddm-table")
+            summary = gr.Textbox(label="fit", lines=8, interactive=False, elem_id="nc-ddm-summary")
+    go.click(page.fit_ddm, [source, csv, rt, response, condition, spec, method], [table, summary])
+
+
 def build_ui(models: dict[str, Any], folder: str | Path | None = None) -> Any:
-    """The page (gradio.Blocks) over served Pipelines {name: Pipeline}: Sample, Inpaint, Upscale, Denoise and
-    Theory tabs; the image tabs list the image runs. Launch it with `launch_ui` (system fonts, loopback)."""
+    """The page (gradio.Blocks) over served Pipelines {name: Pipeline}: Sample, Inpaint, Upscale, Denoise, Theory
+    and DDM tabs; the image tabs list the image runs. Launch it with `launch_ui` (system fonts, loopback)."""
     page = Page(models, folder)
     images = page.image_models
     with gr.Blocks(analytics_enabled=False, title="noisecraft") as blocks:
@@ -557,19 +599,21 @@ def build_ui(models: dict[str, Any], folder: str | Path | None = None) -> Any:
                     gr.Markdown("No image run is served.")
         with gr.Tab("Theory"):
             _theory_tab(page)
+        with gr.Tab("DDM"):
+            _ddm_tab(page)
     blocks.noisecraft_page = page  # the callbacks, for tests and embedding
     return blocks
 
 
 def theme() -> Any:
-    """Gradio's default theme on the system's fonts (the default fetches Google fonts)."""
+    """Gradio's default theme on the system's fonts: nothing to download, whatever Gradio bundles."""
     return gr.themes.Default(font=FONTS, font_mono=FONTS_MONO)
 
 
 def page_options() -> dict[str, Any]:
     """What `launch` and `mount_gradio_app` take to serve the page offline: the system-font theme, its CSS,
-    and a footer without the link to gradio.app."""
-    return {"theme": theme(), "css": CSS, "footer_links": ["api", "settings"]}
+    a footer without the link to gradio.app, and the largest upload."""
+    return {"theme": theme(), "css": CSS, "footer_links": ["api", "settings"], "max_file_size": MAX_UPLOAD}
 
 
 def launch_ui(models: dict[str, Any], host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
@@ -578,7 +622,7 @@ def launch_ui(models: dict[str, Any], host: str = "127.0.0.1", port: int = 7860,
     blocks = build_ui(models)
     blocks.queue(default_concurrency_limit=1)
     blocks.launch(server_name=host, server_port=int(port), share=False, inbrowser=False, prevent_thread_lock=not block,
-                  quiet=not block, show_error=False, **page_options())
+                  quiet=True, show_error=False, **page_options())
     return blocks
 
 
