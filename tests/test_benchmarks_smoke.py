@@ -83,3 +83,21 @@ def test_latency_rejects_an_unreachable_nfe(tiny_run):
     run = nc.load_run(tiny_run)
     with pytest.raises(ValueError, match="`nfe` 0"):
         latency.steps_for(run, 0)
+
+
+def test_serve_load_smoke(tiny_run, tmp_path):
+    """benchmarks/serve_load.py end to end on a tiny run (a real service subprocess on loopback, 1 s per cell),
+    and its RSS slope on a line of known slope."""
+    for extra in ("httpx", "fastapi", "uvicorn"):
+        pytest.importorskip(extra)
+    serve_load = _script("serve_load")
+    assert serve_load.slope_mb_per_min([(t, 300 + 0.25 * t) for t in range(0, 120, 5)]) == pytest.approx(15.0)
+    out = tmp_path / "serve_load.md"
+    text = serve_load.main(["--run", str(tiny_run), "--smoke", "--threads", "1", "--out", str(out)])
+    assert out.read_text() == text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| on |")]
+    assert [int(r[1]) for r in rows] == [1, 2]  # one row per client count
+    for r in rows:
+        assert int(r[2]) >= 1 and float(r[3]) > 0 and r[7].strip() == "0"  # requests, images/s, errors
+        assert float(r[8]) > 0 and float(r[9]) >= 1  # peak RSS MB, rows per solver call
+    assert "errors: on 0" in text

@@ -87,7 +87,7 @@ class Server:
 
     def metric(self, name: str) -> float:
         text = httpx.get(self.url + "/metrics").text
-        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,23 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from noisecraft.runs.pipeline import Pipeline
-from noisecraft.runs.recipe import Recipe
 from noisecraft.serve import schemas
 from noisecraft.serve.batching import Closed, MicroBatcher, QueueFull
 from noisecraft.serve.encode import MEDIA, TooLarge, encode, image_input, mask_input
-from noisecraft.serve.jobs import RestoreKey, SampleKey, execute, pick_model, sample_job
+from noisecraft.serve.jobs import (
+    RestoreKey,
+    execute,
+    field_errors,
+    pick_model,
+    recipe,
+    sample_job,
+)
 from noisecraft.serve.limits import Limits
 from noisecraft.serve.metrics import Metrics
 
@@ -40,10 +48,31 @@ class ClientGone(Exception):
     pass
 
 
+class FieldError(ValueError):
+    """A bad request field, named explicitly (any spelling a client sent)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _field_of(message: str) -> str | None:
     """The first `name` a library error message names (noisecraft names arguments in backticks)."""
     found = re.search(r"`([a-z][a-z0-9_]*)", message)
     return found[1] if found else None
+
+
+class ErrorBody(BaseModel):
+    """A refusal: one line, and the request field at fault when there is one."""
+
+    error: str
+    field: str | None = None
+
+
+REFUSALS = {status: {"model": ErrorBody, "description": what} for status, what in [
+    (400, "the body is not parsable"), (413, "the body or an uploaded image is too large"),
+    (422, "a field is out of bounds, of the wrong type, or unknown"), (429, "the queue is full (Retry-After)"),
+    (503, "the service is shutting down (Retry-After)"), (504, "the request timed out")]}
 
 
 def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -67,27 +96,28 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await _error(413, f"the request body is {length.decode(errors='replace')} bytes; at most "
                                      f"{self.limit} are accepted")(scope, receive, send)
-        seen = 0
+        seen, refused = 0, False
 
         async def counted() -> dict:
-            nonlocal seen
+            # an exception raised here would reach FastAPI's body reading, which turns any error into a 400
+            # (and BaseHTTPMiddleware wraps it in an ExceptionGroup): answer 413 now, then tell the app the client
+            # left, and drop whatever it answers
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise TooLarge(f"the request body is over {self.limit} bytes")
+                refused = True
+                await _error(413, f"the request body is over {self.limit} bytes")(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except TooLarge as err:
-            await _error(413, str(err))(scope, receive, send)
+        async def guarded(message: dict) -> None:
+            if not refused:
+                await send(message)
 
-
-def _recipe(pipe: Pipeline, key: SampleKey, request: Any) -> Recipe:
-    grid = list(key.grid) if isinstance(key.grid, tuple) else key.grid
-    return Recipe(model=key.model, step=pipe.step, digest=pipe.digest, n=request.n, solver=key.solver, steps=key.steps, grid=grid,
-                  seed=request.seed, label=request.label, prompt=request.prompt, guidance=key.guidance,
-                  threshold=key.threshold, eval_batch=pipe.eval_batch, columns=request.columns)
+        await self.app(scope, counted, guarded)
 
 
 def _describe(name: str, pipe: Pipeline) -> dict[str, Any]:
@@ -114,6 +144,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state["closing"] = False
         await batcher.start()
         yield
         state["closing"] = True
@@ -142,11 +173,15 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
         return _error(422, message, field)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
+
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, err: ValueError) -> JSONResponse:
         if isinstance(err, TooLarge):
             return _error(413, str(err), _field_of(str(err)))
-        return _error(422, str(err), _field_of(str(err)))
+        return _error(422, str(err), getattr(err, "field", None) or _field_of(str(err)))
 
     async def submit(request: Request, key: Hashable, rows: int, payload: Any) -> Any:
         """The job's result; ClientGone when the client disconnects first (its queued job is dropped)."""
@@ -197,7 +232,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         name, pipe = pick_model(models, name)
         return {**_describe(name, pipe), "config": pipe.config.model_dump(mode="json")}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus metrics: requests, latency, batch sizes, queue depth."""
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
@@ -206,18 +241,16 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
     SampleRequest = schemas.sample_request(limits)
     media = {MEDIA[f]: {} for f in schemas.FORMATS}
 
-    @app.post("/sample", responses={200: {"content": media, "description": "the samples"}})
+    @app.post("/sample", responses={200: {"content": media, "description": "the samples"}, **REFUSALS})
     async def sample(body: SampleRequest, request: Request) -> Response:  # type: ignore[valid-type]
         """Draw n samples; requests sharing model, solver, steps, grid and guidance are merged into one solver
         call, and each gets exactly the images it would get alone."""
         key, part = sample_job(models, body)
         pipe = models[key.model]
-        if body.format == "png" and not pipe.is_image:
-            raise ValueError("`format` png needs an image model; this one models vectors (use npy or json)")
         x = await answer(request, key, part.n, part)
         if isinstance(x, Response):
             return x
-        data = await run_in_threadpool(encode, x, body.format, _recipe(pipe, key, body), pipe.is_image)
+        data = await run_in_threadpool(encode, x, body.format, recipe(pipe, key, body), pipe.is_image)
         return Response(data, media_type=MEDIA[body.format])
 
     # -- restoration --------------------------------------------------------------------------------
@@ -234,7 +267,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         allowed = set(type(form).model_fields) | set(files)
         unknown = sorted(set((await request.form()).keys()) - allowed)
         if unknown:
-            raise ValueError(f"`{unknown[0]}`: unknown field; expected {sorted(allowed)}")
+            raise FieldError(unknown[0], f"{unknown[0]!r}: unknown field; expected {sorted(allowed)}")
 
     async def upload(file: UploadFile, pipe: Pipeline, what: str, mask: bool = False) -> Any:
         shape = pipe.image_shape(what)
@@ -247,14 +280,14 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
     UpscaleForm = schemas.upscale_form(limits)
     DenoiseForm = schemas.denoise_form(limits)
 
-    @app.post("/inpaint", responses={200: {"content": media, "description": "the completions"}})
+    @app.post("/inpaint", responses={200: {"content": media, "description": "the completions"}, **REFUSALS})
     async def inpaint(form: Annotated[InpaintForm, Form()], image: Annotated[UploadFile, File()],  # type: ignore
                       mask: Annotated[UploadFile, File()], request: Request) -> Response:
         """n completions of the unknown pixels (mask black) of `image`; the known pixels are kept exactly."""
         await check_form(request, form, ("image", "mask"))
         _, pipe = pick_model(models, form.model)
         x0, known = await upload(image, pipe, "image"), await upload(mask, pipe, "mask", mask=True)
-        steps = form.steps or 50
+        steps = form.steps or min(50, limits.max_steps)
 
         def work() -> Any:
             return pipe.inpaint(x0, known, form.method, form.n, steps=steps, seed=form.seed)
@@ -262,7 +295,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         return await restore(request, form.model, form.format, work,
                              f"Inpaint: {form.method}, Steps: {steps}, Seed: {form.seed}, Images: {form.n}")
 
-    @app.post("/upscale", responses={200: {"content": media, "description": "the high-resolution images"}})
+    @app.post("/upscale", responses={200: {"content": media, "description": "the high-resolution images"}, **REFUSALS})
     async def upscale(form: Annotated[UpscaleForm, Form()], image: Annotated[UploadFile, File()],  # type: ignore
                       request: Request) -> Response:
         """n images whose factor x average pooling is the uploaded low-resolution `image`."""
@@ -272,7 +305,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         if h % form.factor or w % form.factor:
             raise ValueError(f"`factor` {form.factor} does not divide the model's {w}x{h} images")
         small = image_input(await image.read(), (c, h // form.factor, w // form.factor), limits.max_image_side)
-        steps = form.steps or 50
+        steps = form.steps or min(50, limits.max_steps)
 
         def work() -> Any:
             return pipe.upscale(small, form.factor, form.method, form.n, steps=steps, seed=form.seed, sigma=form.sigma)
@@ -280,17 +313,18 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         return await restore(request, form.model, form.format, work,
                              f"Upscale: {form.method} x{form.factor}, Steps: {steps}, Seed: {form.seed}")
 
-    @app.post("/denoise", responses={200: {"content": media, "description": "posterior samples of the clean image"}})
+    @app.post("/denoise", responses={200: {"content": media, "description": "posterior samples of the clean image"}, **REFUSALS})
     async def denoise(form: Annotated[DenoiseForm, Form()], image: Annotated[UploadFile, File()],  # type: ignore
                       request: Request) -> Response:
         """n posterior samples of the clean image given the uploaded noisy `image` (noise std `sigma`)."""
         await check_form(request, form, ("image",))
         _, pipe = pick_model(models, form.model)
         y = await upload(image, pipe, "image")
-        steps = form.steps or 50
+        steps = form.steps or min(50, limits.max_steps)
 
         def work() -> Any:
-            return pipe.denoise(y, form.sigma, form.method, form.n, steps=steps, seed=form.seed)
+            with field_errors("sigma"):  # the noise level outside the model's range names no field
+                return pipe.denoise(y, form.sigma, form.method, form.n, steps=steps, seed=form.seed)
 
         return await restore(request, form.model, form.format, work,
                              f"Denoise: {form.method}, sigma {form.sigma:g}, Steps: {steps}, Seed: {form.seed}")

@@ -64,6 +64,7 @@ class MicroBatcher:
 
     # -- life -------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.closed = False
         self._wake, self._idle = asyncio.Event(), asyncio.Event()
         self._idle.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="noisecraft-batch")

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from noisecraft.runs.pipeline import Part, Pipeline
+from noisecraft.runs.recipe import Recipe
 from noisecraft.validation import describe
 
 
@@ -76,6 +77,8 @@ def sample_job(models: Mapping[str, Pipeline], request: Any) -> tuple[SampleKey,
         denoise = run.denoiser(guidance=request.guidance, route=route)  # checks label and guidance against the run
     with field_errors("n"):
         run.check_n(request.n, denoise)
+    if getattr(request, "format", None) == "png" and not pipe.is_image:
+        raise ValueError("`format` png needs an image model; this one models vectors (use npy or json)")
     label = route.label if route.kind == "class" else None
     prompt = request.prompt if route.kind == "text" else None
     grid = tuple(cfg.grid) if not isinstance(cfg.grid, str) else cfg.grid
@@ -94,6 +97,29 @@ def draw_parts(models: Mapping[str, Pipeline], key: SampleKey, parts: list[Part]
                                           key.prompt)
 
 
+def draw_requests(models: Mapping[str, Pipeline], requests: list[Any]) -> list[Tensor]:
+    """The samples of each request, in order: requests merged by arrival (BentoML) grouped by batch key, each
+    group drawn in one solver call (draw_parts), the results put back in the requests' order."""
+    jobs = [sample_job(models, request) for request in requests]
+    groups: dict[SampleKey, list[int]] = {}
+    for k, (key, _) in enumerate(jobs):
+        groups.setdefault(key, []).append(k)
+    samples: list[Tensor] = [None] * len(requests)  # type: ignore[list-item]
+    for key, members in groups.items():
+        for k, x in zip(members, draw_parts(models, key, [jobs[k][1] for k in members]), strict=True):
+            samples[k] = x
+    return samples
+
+
+def recipe(pipe: Pipeline, key: SampleKey, request: Any) -> Recipe:
+    """The recipe PNG parameters of a sample request as drawn (its key's resolved sampler)."""
+    grid = list(key.grid) if isinstance(key.grid, tuple) else key.grid
+    return Recipe(model=key.model, step=pipe.step, digest=pipe.digest, n=request.n, solver=key.solver,
+                  steps=key.steps, grid=grid, seed=request.seed, label=request.label, prompt=request.prompt,
+                  guidance=key.guidance, threshold=key.threshold, eval_batch=pipe.eval_batch,
+                  columns=request.columns)
+
+
 def execute(models: Mapping[str, Pipeline], key: Hashable, payloads: list[Any]) -> list[Any]:
     """The micro-batcher's execute: merged sample parts, or one restoration thunk."""
     if isinstance(key, SampleKey):
@@ -101,4 +127,5 @@ def execute(models: Mapping[str, Pipeline], key: Hashable, payloads: list[Any]) 
     return [payload() for payload in payloads]
 
 
-__all__ = ["RestoreKey", "SampleKey", "draw_parts", "execute", "field_errors", "pick_model", "sample_job"]
+__all__ = ["RestoreKey", "SampleKey", "draw_parts", "draw_requests", "execute", "field_errors", "pick_model", "recipe",
+           "sample_job"]
