@@ -128,6 +128,32 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
     assert _run(_with(batcher, body)) < 0.25
 
 
+def test_a_busy_service_waits_a_fraction_of_a_batch_for_company() -> None:
+    """Clients answered together come back a little later: a batch waits wait_fraction of the last batch's time
+    for them, and stops waiting as soon as its rows are full."""
+    calls: list[list] = []
+
+    def slow(key, payloads):
+        calls.append(list(payloads))
+        time.sleep(0.2)
+        return payloads
+
+    batcher = MicroBatcher(slow, max_rows=4, max_wait=1.0, wait_fraction=0.5)
+
+    async def body():
+        await asyncio.gather(*(batcher.submit("a", 1, v) for v in range(2)))  # a merged batch: the service is busy
+        first = asyncio.ensure_future(batcher.submit("a", 1, 10))
+        await asyncio.sleep(0.05)  # arrives while the batch waits (up to 0.1 s)
+        late = asyncio.ensure_future(batcher.submit("a", 1, 11))
+        await asyncio.gather(first, late)
+        start = time.perf_counter()
+        await asyncio.gather(*(batcher.submit("a", 1, v) for v in range(20, 24)))  # full at once: no wait
+        return time.perf_counter() - start
+
+    assert _run(_with(batcher, body)) < 0.3
+    assert calls[-2] == [10, 11] and calls[-1] == [20, 21, 22, 23]
+
+
 def test_stop_finishes_accepted_work_then_refuses() -> None:
     rec = Recorder(hold=True)
     batcher = MicroBatcher(rec, max_rows=8, max_wait=0.0)

@@ -35,7 +35,24 @@ def fit_cmd(
     condition: str = typer.Option(None, help="Condition column (e.g. coh)."),
     method: str = typer.Option("ml", help="ml | chisq | ez"),
     spec: str = typer.Option(
-        None, help="Spec text like 'v=linear, a=shared, t0=shared, z=0.5' or a .json/.yaml file."
+        None,
+        help="Spec text like 'v=linear, a=shared, t0=shared, z=0.5' (over --condition) or "
+        "'v ~ strength, a ~ instruction, t0 ~ instruction' (over the named columns), or a .json/.yaml file.",
+    ),
+    coding: str = typer.Option(
+        "accuracy", help="accuracy (upper = correct) | stimulus (upper = one response; needs --stimulus)."
+    ),
+    stimulus: str = typer.Option(
+        None, help="Stimulus column for --coding stimulus: the drift is +v for --stimulus-upper, -v for the other."
+    ),
+    upper: str = typer.Option(
+        None, help="Response value at the upper boundary (default: the response column is 0/1, 1 = upper)."
+    ),
+    stimulus_upper: str = typer.Option(
+        None, help="Stimulus whose correct response is the upper boundary (default: --upper, or 1)."
+    ),
+    by: str = typer.Option(
+        None, help="Fit each value of this column separately (e.g. subj_idx); prints and writes one table."
     ),
     rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
     rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
@@ -50,25 +67,40 @@ def fit_cmd(
     where: str = typer.Option(None, help="Rows to keep: 'column OP value' clauses joined by 'and', e.g. 'monkey == 1 and coh >= 0.128'."),
     out: str = typer.Option(None, help="Also write the parameter table to this CSV."),
 ) -> None:
-    """Fit the DDM and print a parameter table."""
+    """Fit the DDM and print a parameter table (one per --by group, in one long table)."""
     from noisecraft.ddm.data import read_trials
-    from noisecraft.ddm.fit import fit
+    from noisecraft.ddm.fit import fit, fit_participants
     from noisecraft.ddm.spec import ModelSpec
     from noisecraft.io import check_output
 
     with user_errors():
         table_path = check_output(out, (".csv",)) if out else None
-        res = fit(
-            read_trials(data, where),
-            rt=rt,
-            response=response,
-            condition=condition,
-            spec=ModelSpec.from_options(spec, lapse, lapse_range, s),
-            method=method,
-            rt_min=rt_min,
-            rt_max=rt_max,
-            statistic=statistic,
-        )
+        options = {
+            "rt": rt,
+            "response": response,
+            "condition": condition,
+            "method": method,
+            "rt_min": rt_min,
+            "rt_max": rt_max,
+            "statistic": statistic,
+            "coding": coding,
+            "stimulus": stimulus,
+            "upper": upper,
+            "stimulus_upper": stimulus_upper,
+        }
+        trials = read_trials(data, where)
+        model = ModelSpec.from_options(spec, lapse, lapse_range, s)
+        if by:
+            table = fit_participants(trials, model, by=by, **options)
+        else:
+            res = fit(trials, spec=model, **options)
+    if by:
+        typer.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        if table_path is not None:
+            with user_errors():
+                table_path.parent.mkdir(parents=True, exist_ok=True)
+                write_csv_atomic(table, table_path)
+        return
     typer.echo(res.summary())
     if res.ez_per_condition is not None:
         typer.echo("\nEZ per condition:\n" + res.ez_per_condition.to_string(index=False))

@@ -21,7 +21,8 @@ def serve(
     max_n: int = typer.Option(64, help="Most images per request."),
     max_steps: int = typer.Option(250, help="Most solver steps per request."),
     max_batch: int = typer.Option(64, help="Most rows merged into one solver call; 1 turns batching off."),
-    max_wait_ms: float = typer.Option(2.0, help="How long a batch waits for more requests when the service is busy."),
+    max_wait_ms: float = typer.Option(100.0, help="The longest a busy service's batch waits for more requests (it "
+                                                  "waits a tenth of the last batch's time, up to this; 0: never)."),
     max_queue: int = typer.Option(128, help="Requests waiting or running; more get 429 with Retry-After."),
     timeout: float = typer.Option(120.0, help="Seconds before an unanswered request gets 504."),
     eval_batch: int = typer.Option(32, help="Rows per network call: an image is then the same bits whether it was "

@@ -7,7 +7,9 @@ Ratcliff, R. (1978). A theory of memory retrieval. Psychological Review 85:59-10
 * :mod:`~noisecraft.ddm.simulate`: exact and Euler/Brownian-bridge samplers, one block per condition.
 * :mod:`~noisecraft.ddm.ez`: EZ-diffusion (Wagenmakers et al. 2007).
 * :mod:`~noisecraft.ddm.fit`: maximum likelihood, quantile chi-square / G^2
-  (Ratcliff & Tuerlinckx 2002) and EZ, with conditions declared in a :class:`ModelSpec`.
+  (Ratcliff & Tuerlinckx 2002) and EZ, with conditions declared in a :class:`ModelSpec`
+  (one condition column, or several factors per parameter: :mod:`~noisecraft.ddm.design`),
+  accuracy or stimulus coding, and per-participant fits (:func:`fit_participants`).
 * :mod:`~noisecraft.ddm.recovery`, :mod:`~noisecraft.ddm.report`: parameter recovery
   and the side-by-side method comparison.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from noisecraft.ddm.data import RTData, load_cavanagh, load_roitman, prepare, read_trials
 from noisecraft.ddm.density import Lapse, cdf, logpdf, pdf, prob_upper, wiener_cdf, wiener_logpdf
 from noisecraft.ddm.ez import EZResult, ez, ez_from_data
-from noisecraft.ddm.fit import FitResult, fit, negloglik
+from noisecraft.ddm.fit import FitResult, fit, fit_participants, negloglik
 from noisecraft.ddm.simulate import simulate, simulate_conditions
 from noisecraft.ddm.spec import ModelSpec, Rule
 
@@ -32,6 +34,7 @@ __all__ = [
     "ez",
     "ez_from_data",
     "fit",
+    "fit_participants",
     "load_cavanagh",
     "load_roitman",
     "logpdf",

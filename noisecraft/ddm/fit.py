@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -27,10 +28,11 @@ from scipy.stats import qmc
 
 from noisecraft.ddm.data import RTData, prepare
 from noisecraft.ddm.density import cdf, logpdf, logpdf_and_grad
+from noisecraft.ddm.design import Design
 from noisecraft.ddm.ez import ez_from_data
-from noisecraft.ddm.spec import PARAMS, Design, ModelSpec
+from noisecraft.ddm.spec import PARAMS, ModelSpec, _fmt
 
-__all__ = ["QUANTILES", "FitResult", "fit", "negloglik"]
+__all__ = ["QUANTILES", "FitResult", "fit", "fit_participants", "negloglik"]
 
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PENALTY = 1e10
@@ -65,6 +67,7 @@ class FitResult:
     time_s: float = 0.0
     lapse_range: tuple[float, float] = (0.0, 2.0)
     ez_per_condition: pd.DataFrame | None = None
+    cells: pd.DataFrame | None = None
 
     @property
     def names(self) -> list[str]:
@@ -87,9 +90,11 @@ class FitResult:
         return self.k * np.log(self.n) + 2 * self.nll
 
     def per_condition(self) -> pd.DataFrame:
-        """Values of every model parameter in every condition."""
+        """Values of every model parameter in every condition (cell), with the cell's columns when there are several."""
         vals = self.design.values(self.theta)
         df = pd.DataFrame({p: vals[p] for p in PARAMS})
+        if self.cells is not None and self.cells.shape[1] > 1:
+            df = pd.concat([self.cells.reset_index(drop=True), df], axis=1)
         df.insert(0, "condition", self.design.levels)
         return df
 
@@ -145,10 +150,9 @@ class _Problem:
         )
         m = len(data.levels)
         mins = np.array([data.rt[data.cond == k].min() for k in range(m)])
-        t0_max = float(np.median(data.rt)) if lapse_possible else float(mins.min()) - 1e-4
-        self.design = Design.build(spec, data.levels, max(t0_max, 1e-3))
-        if spec.rules["t0"].kind == "free" and not lapse_possible:
-            self.design.upper[self.design.slices["t0"]] = mins - 1e-4
+        # t0 stays below each cell's fastest RT, unless a lapse term can explain faster trials.
+        t0_cap = np.full(m, float(np.median(data.rt))) if lapse_possible else mins - 1e-4
+        self.design = Design.build(spec, data, np.maximum(t0_cap, 1e-3))
         self.basic = spec.is_basic
 
     def trial_values(
@@ -255,36 +259,24 @@ def negloglik(
 
 
 def _ez_theta(prob: _Problem) -> tuple[np.ndarray, pd.DataFrame]:
-    """Start values from EZ per condition, mapped onto the spec."""
+    """Start values from EZ per cell, mapped onto the spec by weighted least squares (Design.project).
+
+    Under stimulus coding a cell whose stimulus belongs to the lower boundary is scored with the
+    responses flipped, so its EZ drift is the drift towards the correct response, as X_v theta_v is.
+    """
     d, s = prob.data, prob.spec.s
     rows = []
     for k, lev in enumerate(d.levels):
         rt, resp = d.subset(k)
+        correct = resp if d.sign[k] > 0 else 1 - resp
+        row = {"condition": lev, "v": np.nan, "a": np.nan, "t0": np.nan, "pc": float(np.mean(correct)),
+               "n": rt.size, "note": ""}
         try:
-            e = ez_from_data(rt, resp, s=s)
-            rows.append(
-                {
-                    "condition": lev,
-                    "v": e.v,
-                    "a": e.a,
-                    "t0": e.t0,
-                    "pc": e.pc,
-                    "n": rt.size,
-                    "note": e.note,
-                }
-            )
+            e = ez_from_data(rt, correct, s=s)
+            row.update({"v": e.v, "a": e.a, "t0": e.t0, "pc": e.pc, "note": e.note})
         except ValueError as err:
-            rows.append(
-                {
-                    "condition": lev,
-                    "v": np.nan,
-                    "a": np.nan,
-                    "t0": np.nan,
-                    "pc": float(np.mean(resp)),
-                    "n": rt.size,
-                    "note": str(err),
-                }
-            )
+            row["note"] = str(err)
+        rows.append(row)
     table = pd.DataFrame(rows)
     defaults = {
         "v": 1.0 * s,
@@ -299,24 +291,10 @@ def _ez_theta(prob: _Problem) -> tuple[np.ndarray, pd.DataFrame]:
     theta = np.zeros(len(prob.design.names))
     w = table["n"].to_numpy(float)
     for p in PARAMS:
-        sl = prob.design.slices[p]
-        rule = prob.spec.rules[p]
-        if sl.stop == sl.start:
-            continue
         x = table[p].to_numpy(float) if p in ("v", "a", "t0") else np.full(len(table), defaults[p])
-        ok = np.isfinite(x)
-        if not ok.any():
-            x, ok = np.full(len(table), defaults[p]), np.ones(len(table), bool)
-        if rule.kind == "shared":
-            theta[sl] = np.average(x[ok], weights=w[ok])
-        elif rule.kind == "free":
-            theta[sl] = np.where(ok, x, np.nanmean(np.where(ok, x, np.nan)))
-        else:
-            c = d.levels.astype(float)[ok]
-            if rule.kind == "linear":
-                theta[sl] = np.dot(c, x[ok]) / max(np.dot(c, c), 1e-12)
-            else:
-                theta[sl] = np.polyfit(c, x[ok], 1)[::-1] if ok.sum() > 1 else [x[ok][0], 0.0]
+        if not np.isfinite(x).any():
+            x = np.full(len(table), defaults[p])
+        theta[prob.design.slices[p]] = prob.design.project(p, x, w)
     return theta, table
 
 
@@ -333,16 +311,10 @@ def _default_theta(prob: _Problem) -> np.ndarray:
         "lapse": 0.02,
     }
     theta = np.zeros(len(prob.design.names))
-    c = prob.data.levels
+    m = len(prob.data.levels)
+    w = np.bincount(prob.data.cond, minlength=m).astype(float)
     for p in PARAMS:
-        sl = prob.design.slices[p]
-        kind = prob.spec.rules[p].kind
-        if kind in ("shared", "free"):
-            theta[sl] = base[p]
-        elif kind == "linear":
-            theta[sl] = base[p] / max(float(np.max(np.abs(c.astype(float)))), 1e-12)
-        elif kind == "affine":
-            theta[sl] = [base[p], 0.0]
+        theta[prob.design.slices[p]] = prob.design.project(p, np.full(m, base[p]), w)
     sl = prob.design.slices["t0"]
     theta[sl] = 0.5 * prob.design.upper[sl]
     return theta
@@ -493,53 +465,110 @@ def fit(
     se: bool = True,
     statistic: str = "chisq",
     seed: int = 0,
+    coding: str = "accuracy",
+    stimulus: str | None = None,
+    upper=None,
+    stimulus_upper=None,
 ) -> FitResult:
-    """Fit the DDM by maximum likelihood ("ml"), quantile chi-square/G^2 ("chisq", Ratcliff & Tuerlinckx 2002) or EZ ("ez")."""
+    """Fit the DDM by maximum likelihood ("ml"), quantile chi-square/G^2 ("chisq", Ratcliff & Tuerlinckx 2002) or EZ ("ez").
+
+    ``condition`` is the column of ``p=rule`` specs; ``p ~ columns`` rules name their own columns.
+    ``coding="stimulus"`` with ``stimulus=<column>`` fits stimulus-coded responses (see
+    :func:`~noisecraft.ddm.data.prepare` for ``upper`` and ``stimulus_upper``).
+    """
     with _blas_one_thread():
-        return _fit(
-            data,
-            rt=rt,
-            response=response,
-            condition=condition,
-            spec=spec,
-            method=method,
-            rt_min=rt_min,
-            rt_max=rt_max,
-            n_starts=n_starts,
-            se=se,
-            statistic=statistic,
-            seed=seed,
-        )
+        t_start = time.perf_counter()
+        spec = _spec(spec)
+        _check_method(method, statistic)
+        options = {"rt": rt, "response": response, "condition": condition, "rt_min": rt_min,
+                   "rt_max": rt_max, "coding": coding, "stimulus": stimulus, "upper": upper,
+                   "stimulus_upper": stimulus_upper}
+        prob = _setup(data, spec, method, options)
+        return _solve(prob, method, n_starts, se, statistic, seed, t_start)
 
 
-def _fit(
-    data, *, rt, response, condition, spec, method, rt_min, rt_max, n_starts, se, statistic, seed
-) -> FitResult:
-    t_start = time.perf_counter()
+_DATA_OPTIONS = ("rt", "response", "condition", "rt_min", "rt_max", "coding", "stimulus", "upper",
+                 "stimulus_upper")
+_SOLVE_OPTIONS = ("method", "n_starts", "se", "statistic", "seed")
+
+
+def _spec(spec: ModelSpec | str | dict | None) -> ModelSpec:
+    if spec is None:
+        return ModelSpec()
+    if isinstance(spec, str):
+        return ModelSpec.load(spec)
+    if isinstance(spec, dict):
+        return ModelSpec.from_dict(spec)
+    return spec
+
+
+def _check_method(method: str, statistic: str) -> None:
     if method not in ("ml", "chisq", "ez"):
         raise ValueError(f"method={method!r}; expected 'ml', 'chisq' or 'ez'")
     if statistic not in ("chisq", "g2"):
         raise ValueError(f"statistic={statistic!r}; expected 'chisq' or 'g2'")
-    if spec is None:
-        spec = ModelSpec()
-    elif isinstance(spec, str):
-        spec = ModelSpec.load(spec)
-    elif isinstance(spec, dict):
-        spec = ModelSpec.from_dict(spec)
-    if not isinstance(data, RTData):
-        data = prepare(data, rt, response, condition, rt_min=rt_min, rt_max=rt_max, method=method)
-    if spec.needs_numeric_condition and data.condition_name is None:
-        raise ValueError(f"spec {spec} has linear/affine rules; expected a condition column")
-    if spec.needs_numeric_condition:
-        try:
-            data.levels.astype(float)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"spec {spec} has linear/affine rules but condition levels {list(data.levels)} are not numeric"
-            ) from None
-    lapse_range = spec.lapse_range or (0.0, float(data.rt.max()))
-    prob = _Problem(data, spec, lapse_range)
 
+
+def _setup(data: pd.DataFrame | RTData, spec: ModelSpec, method: str, options: dict) -> _Problem:
+    """Validated data and design: every check on the input, before any fitting work."""
+    if not isinstance(data, RTData):
+        spec.check_columns(data.columns)
+        data = prepare(data, columns=spec.columns(), method=method, **options)
+    lapse_range = spec.lapse_range or (0.0, float(data.rt.max()))
+    return _Problem(data, spec, lapse_range)
+
+
+def fit_participants(
+    data: pd.DataFrame,
+    spec: ModelSpec | str | dict | None = None,
+    *,
+    by: str = "subj_idx",
+    **options,
+) -> pd.DataFrame:
+    """One fit per value of column ``by`` (e.g. per participant), as :func:`fit` with ``options``.
+
+    Every participant's data and design are checked before the first fit (a bad one raises a
+    ValueError naming it). Returns a long table, one row per participant and parameter: ``by``,
+    parameter, estimate, se, at_bound, then per fit n (trials), k, nll, aic, bic, converged, time_s.
+    """
+    defaults = {k: q.default for k, q in inspect.signature(fit).parameters.items()
+                if q.kind is q.KEYWORD_ONLY and k != "spec"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"fit_participants got unknown option(s) {unknown}; expected some of {sorted(defaults)}")
+    if by not in data.columns:
+        raise ValueError(f"by={by!r} is not a column of the data; columns are {list(data.columns)}")
+    missing = data[by].isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"column {by!r} has missing values at rows {list(data.index[missing][:10])}")
+    options = {**defaults, **options}
+    solve = {k: options[k] for k in _SOLVE_OPTIONS}
+    opts = {k: options[k] for k in _DATA_OPTIONS}
+    spec = _spec(spec)
+    _check_method(solve["method"], solve["statistic"])
+    spec.check_columns(data.columns)
+    problems = []
+    for label, group in data.groupby(by, sort=True):
+        try:
+            problems.append((label, _setup(group, spec, solve["method"], opts)))
+        except ValueError as err:
+            raise ValueError(f"{by}={_fmt(label)}: {err}") from None
+    rows = []
+    with _blas_one_thread():
+        for label, prob in problems:
+            res = _solve(prob, **solve, t_start=time.perf_counter())
+            per_fit = {"n": res.n, "k": res.k, "nll": res.nll, "aic": res.aic, "bic": res.bic,
+                       "converged": res.converged, "time_s": res.time_s}
+            for _, row in res.table().iterrows():
+                rows.append({by: label, **row.to_dict(), **per_fit})
+    return pd.DataFrame(rows)
+
+
+def _solve(
+    prob: _Problem, method: str, n_starts: int, se: bool, statistic: str, seed: int, t_start: float
+) -> FitResult:
+    """Minimise the objective of ``method`` from several starts; standard errors for ML."""
+    data, spec, lapse_range = prob.data, prob.spec, prob.lapse_range
     if method == "ez":
         theta, table = _ez_theta(prob)
         theta = _clip(prob, theta) if np.all(np.isfinite(theta)) else theta
@@ -556,6 +585,7 @@ def _fit(
             time_s=time.perf_counter() - t_start,
             lapse_range=lapse_range,
             ez_per_condition=table,
+            cells=data.cells,
         )
 
     bounds = list(zip(prob.design.lower, prob.design.upper))
@@ -637,4 +667,5 @@ def _fit(
         converged=converged,
         time_s=time.perf_counter() - t_start,
         lapse_range=lapse_range,
+        cells=data.cells,
     )

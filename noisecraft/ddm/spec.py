@@ -1,7 +1,9 @@
-"""Which DDM parameters are fixed, shared or free across conditions: a small declarative spec.
+"""Which DDM parameters are fixed, shared or free, and over which columns: a small declarative spec.
 
 A spec maps each parameter of the Ratcliff (1978) model plus the contaminant probability
-to a rule:
+to a rule. Two forms, mixable in one spec:
+
+``p=rule``: over the fit's one ``condition`` column (the original form):
 
 * a number: fixed (``z=0.5``, ``sv=0``)
 * ``shared``: one value for every condition
@@ -10,17 +12,25 @@ to a rule:
   (the usual "drift linear in coherence", e.g. Palmer, Huk & Shadlen 2005)
 * ``affine``: ``p = p_intercept + p_slope * c``
 
-Text form, as the CLI takes it: ``"v=linear, a=shared, t0=shared, z=0.5, lapse=0.02"``.
-The contaminant is uniform on ``lapse_range`` (default ``[0, max rt]``), response 50/50.
+``p ~ formula``: over columns named in the rule (in the spirit of HDDM's ``depends_on``,
+Wiecki, Sofer & Frank 2013, and of R's model formulas):
+
+* ``p ~ 1``: shared (same as ``p=shared``)
+* ``p ~ x``: one value per level of column x; ``p ~ x*y``: one per combination of x and y
+* ``p ~ linear(c)``, ``p ~ affine(c)``: as above in the numeric column c
+* ``p ~ linear(c)*x``, ``p ~ affine(c)*x``: one slope (and intercept) per level of x
+
+Text form, as the CLI takes it: ``"v ~ strength, a ~ instruction, t0 ~ instruction, z=0.5"``
+(items separated by commas, semicolons or newlines). The contaminant is uniform on
+``lapse_range`` (default ``[0, max rt]``), response 50/50.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 __all__ = ["PARAMS", "ModelSpec", "Rule"]
 
@@ -47,22 +57,34 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "st0": (0.0, 1.0),
     "lapse": (0.0, 0.5),
 }
+_COLUMN = r"[A-Za-z_][A-Za-z0-9_.]*"
+_FUNCTION = re.compile(rf"^(linear|affine)\s*\(\s*({_COLUMN})\s*\)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How one parameter depends on the condition."""
+    """How one parameter depends on the data's columns.
+
+    ``column`` is the numeric column of a linear/affine rule and ``factors`` the columns whose
+    combinations get their own value (free) or their own slope and intercept (linear/affine);
+    both None mean the fit's ``condition`` column (the ``p=rule`` form).
+    """
 
     kind: str
     value: float | None = None
+    column: str | None = None
+    factors: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, name: str, text: str | float) -> Rule:
+        """A rule from a number, a rule word, or ``"~ formula"`` (see the module docstring)."""
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             return cls("fixed", float(text))
-        t = str(text).strip().lower()
-        if t in KINDS[1:]:
-            return cls(t)
+        t = str(text).strip()
+        if t.startswith("~"):
+            return cls.formula(name, t[1:])
+        if t.lower() in KINDS[1:]:
+            return cls(t.lower())
         try:
             return cls("fixed", float(t))
         except ValueError:
@@ -70,8 +92,57 @@ class Rule:
                 f"rule {name}={text!r}; expected a number or one of {', '.join(KINDS[1:])}"
             ) from None
 
+    @classmethod
+    def formula(cls, name: str, text: str) -> Rule:
+        """``1``, ``x``, ``x*y``, ``linear(c)``, ``affine(c)``, ``linear(c)*x``: the right side of ``name ~ ...``."""
+        t = text.strip()
+        expected = "expected 1, columns joined by '*', or linear(column)/affine(column) optionally '*' columns"
+        if t == "1":
+            return cls("shared")
+        if "+" in t:
+            raise ValueError(
+                f"rule {name} ~ {t}: additive '+' terms are not supported; use '*' for one value per "
+                "combination of columns"
+            )
+        terms = [x.strip() for x in t.split("*")] if t else []
+        if not terms or not all(terms):
+            raise ValueError(f"rule {name} ~ {t!r}; {expected}")
+        m = _FUNCTION.match(terms[0])
+        kind, column = ("free", None) if m is None else (m[1].lower(), m[2])
+        factors = tuple(terms if m is None else terms[1:])
+        for f in factors:
+            if re.fullmatch(_COLUMN, f) is None:
+                try:
+                    float(f)
+                    hint = f"; write {name}={f} for a fixed value"
+                except ValueError:
+                    hint = ""
+                raise ValueError(f"rule {name} ~ {t}: {f!r} is not a column name; {expected}{hint}")
+        named = ([column] if column else []) + list(factors)
+        dup = sorted({c for c in named if named.count(c) > 1})
+        if dup:
+            raise ValueError(f"rule {name} ~ {t}: column {dup[0]!r} named twice")
+        return cls(kind, column=column, factors=factors)
+
+    @property
+    def is_formula(self) -> bool:
+        """True for a ``p ~ ...`` rule that names its own columns."""
+        return self.factors is not None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The data columns this rule names (none for the ``p=rule`` form)."""
+        return ((self.column,) if self.column else ()) + (self.factors or ())
+
+    def formula_text(self) -> str:
+        """The right side of ``p ~ ...`` for a formula rule."""
+        head = [f"{self.kind}({self.column})"] if self.column else []
+        return "*".join(head + list(self.factors or ()))
+
     def to_plain(self) -> str | float:
-        return self.value if self.kind == "fixed" else self.kind
+        if self.kind == "fixed":
+            return self.value
+        return f"~ {self.formula_text()}" if self.is_formula else self.kind
 
 
 @dataclass
@@ -99,14 +170,20 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
-        """Parse ``"v=linear, a=shared, lapse=0.02, lapse_range=0:2, s=1"`` (commas, semicolons or newlines)."""
+        """Parse ``"v ~ strength, a=shared, lapse=0.02, lapse_range=0:2, s=1"`` (commas, semicolons or newlines)."""
         items: dict[str, str] = {}
         for part in text.replace(";", ",").replace("\n", ",").split(","):
             if not part.strip():
                 continue
-            if "=" not in part:
-                raise ValueError(f"spec item {part.strip()!r}; expected name=rule")
-            k, v = (x.strip() for x in part.split("=", 1))
+            eq, tilde = part.find("="), part.find("~")
+            if tilde >= 0 and (eq < 0 or tilde < eq):
+                k, v = part[:tilde].strip(), "~" + part[tilde + 1 :]
+            elif eq >= 0:
+                k, v = (x.strip() for x in part.split("=", 1))
+            else:
+                raise ValueError(f"spec item {part.strip()!r}; expected name=rule or name ~ columns")
+            if k in items:
+                raise ValueError(f"spec gives {k!r} twice ({k}{_sep(items[k])}, {part.strip()})")
             items[k] = v
         return cls.from_dict(items)
 
@@ -142,7 +219,7 @@ class ModelSpec:
     def load(cls, source: str | Path) -> ModelSpec:
         """A spec from a JSON/YAML file path, or from spec text."""
         p = Path(str(source))
-        if p.suffix in (".json", ".yaml", ".yml") and "=" not in str(source):
+        if p.suffix in (".json", ".yaml", ".yml") and not any(c in str(source) for c in "=~"):
             if not p.exists():
                 raise ValueError(
                     f"spec file {str(p)!r} not found; expected a JSON/YAML file or spec text"
@@ -162,11 +239,35 @@ class ModelSpec:
         return d
 
     def __str__(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.to_dict().items())
+        """The spec as text that :meth:`parse` reads back."""
+        d = self.to_dict()
+        if self.lapse_range is not None:
+            d["lapse_range"] = ":".join(str(float(x)) for x in self.lapse_range)
+        return ", ".join(f"{k}{_sep(v)}" for k, v in d.items())
+
+    def columns(self) -> list[str]:
+        """The data columns that the spec's ``p ~ ...`` rules name, in order of first mention."""
+        out: list[str] = []
+        for p in PARAMS:
+            out += [c for c in self.rules[p].columns if c not in out]
+        return out
+
+    def check_columns(self, available) -> None:
+        """Raise naming the rule if a ``p ~ ...`` rule names a column not in ``available``."""
+        have = list(available)
+        for p in PARAMS:
+            r = self.rules[p]
+            for c in r.columns:
+                if c not in have:
+                    raise ValueError(
+                        f"spec rule {p} ~ {r.formula_text()} names column {c!r}, which is not in the "
+                        f"data; columns are {have}"
+                    )
 
     @property
     def needs_numeric_condition(self) -> bool:
-        return any(r.kind in ("linear", "affine") for r in self.rules.values())
+        """True when a ``p=linear``/``p=affine`` rule needs the fit's condition column to be numeric."""
+        return any(r.kind in ("linear", "affine") and r.column is None for r in self.rules.values())
 
     @property
     def is_basic(self) -> bool:
@@ -176,99 +277,9 @@ class ModelSpec:
         )
 
 
-@dataclass
-class Design:
-    """The map theta -> per-condition parameter values that a spec and condition levels define."""
-
-    spec: ModelSpec
-    levels: np.ndarray  # condition values, one per level (float when numeric)
-    names: list[str]
-    slices: dict[str, slice]
-    lower: np.ndarray
-    upper: np.ndarray
-
-    @classmethod
-    def build(cls, spec: ModelSpec, levels: np.ndarray, t0_max: float) -> Design:
-        names: list[str] = []
-        slices: dict[str, slice] = {}
-        lo: list[float] = []
-        hi: list[float] = []
-        m = len(levels)
-        c = np.asarray(levels, dtype=float) if spec.needs_numeric_condition else None
-        for p in PARAMS:
-            rule = spec.rules[p]
-            b_lo, b_hi = BOUNDS[p]
-            if p in ("v", "a", "sv"):
-                b_lo, b_hi = b_lo * spec.s, b_hi * spec.s
-            if p == "t0":
-                b_hi = t0_max
-            start = len(names)
-            if rule.kind == "shared":
-                names.append(p)
-                lo.append(b_lo)
-                hi.append(b_hi)
-            elif rule.kind == "free":
-                names += [f"{p}[{_fmt(x)}]" for x in levels]
-                lo += [b_lo] * m
-                hi += [b_hi] * m
-            elif rule.kind == "linear":
-                cmax = float(np.max(np.abs(c))) or 1.0
-                names.append(f"{p}_slope")
-                lo.append(-max(abs(b_lo), abs(b_hi)) / cmax)
-                hi.append(max(abs(b_lo), abs(b_hi)) / cmax)
-            elif rule.kind == "affine":
-                span = float(np.ptp(c)) or 1.0
-                names += [f"{p}_intercept", f"{p}_slope"]
-                lo += [b_lo, -(b_hi - b_lo) / span]
-                hi += [b_hi, (b_hi - b_lo) / span]
-            slices[p] = slice(start, len(names))
-        return cls(spec, np.asarray(levels), names, slices, np.array(lo), np.array(hi))
-
-    def values(self, theta: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-condition values of every parameter (arrays of length len(levels))."""
-        m = len(self.levels)
-        out = {}
-        for p in PARAMS:
-            rule = self.spec.rules[p]
-            th = theta[self.slices[p]]
-            if rule.kind == "fixed":
-                out[p] = np.full(m, rule.value)
-            elif rule.kind == "shared":
-                out[p] = np.full(m, th[0])
-            elif rule.kind == "free":
-                out[p] = np.array(th, dtype=float)
-            elif rule.kind == "linear":
-                out[p] = th[0] * self.levels.astype(float)
-            else:
-                out[p] = th[0] + th[1] * self.levels.astype(float)
-        return out
-
-    def chain(self, p: str, g_cond: np.ndarray) -> np.ndarray:
-        """d/dtheta of a function from its per-condition derivative g_cond for parameter p."""
-        rule = self.spec.rules[p]
-        if rule.kind == "shared":
-            return np.array([g_cond.sum()])
-        if rule.kind == "free":
-            return g_cond
-        c = self.levels.astype(float)
-        if rule.kind == "linear":
-            return np.array([np.dot(g_cond, c)])
-        if rule.kind == "affine":
-            return np.array([g_cond.sum(), np.dot(g_cond, c)])
-        return np.zeros(0)
-
-    def valid(self, vals: dict[str, np.ndarray]) -> float:
-        """0 when every per-condition value is admissible, else a positive distance (used as a penalty)."""
-        bad = 0.0
-        for p in ("a", "sv", "sz", "st0", "lapse", "t0"):
-            bad += float(np.sum(np.maximum(-vals[p], 0.0)))
-        bad += float(np.sum(np.maximum(1e-3 - vals["a"], 0.0)))
-        bad += float(np.sum(np.maximum(vals["lapse"] - 0.99, 0.0)))
-        z, sz = vals["z"], vals["sz"]
-        bad += float(
-            np.sum(np.maximum(sz / 2 - z + 1e-3, 0.0) + np.maximum(z + sz / 2 - 1 + 1e-3, 0.0))
-        )
-        return bad
+def _sep(plain) -> str:
+    """'=value' or ' ~ formula' for one rule's plain form."""
+    return f" {plain}" if isinstance(plain, str) and plain.startswith("~") else f"={plain}"
 
 
 def _fmt(x) -> str:

@@ -137,7 +137,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
     models = {name: pipe.with_eval_batch(limits.eval_batch) for name, pipe in models.items()}
     state: dict[str, Any] = {"closing": False}
     batcher = MicroBatcher(lambda key, payloads: execute(models, key, payloads), limits.max_batch_rows,
-                           limits.max_wait_ms / 1000, limits.max_queue)
+                           limits.max_wait_ms / 1000, limits.max_queue, wait_fraction=limits.wait_fraction)
     metrics = Metrics(lambda: batcher.depth)
     batcher.on_batch = metrics.on_batch
     idents = itertools.count()
@@ -199,7 +199,7 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         try:
             return await submit(request, key, rows, payload)
         except QueueFull as err:
-            retry = max(1, math.ceil(batcher.depth * limits.max_wait_ms / 1000 + 1))
+            retry = max(1, math.ceil(batcher.drain_seconds()))
             return _error(429, f"the service is busy: {err}; retry later", headers={"Retry-After": str(retry)})
         except Closed as err:
             return _error(503, str(err), headers={"Retry-After": "5"})

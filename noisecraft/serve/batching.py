@@ -5,8 +5,9 @@ General-purpose batchers (BentoML, Ray Serve, LitServe) merge by arrival: two di
 different step counts cannot share a solver loop, so they either refuse to merge them or pad them into the
 longest. Here one worker takes the oldest waiting request and adds every waiting request of its key, oldest
 first, while the rows fit; requests of other keys wait for the next turn, so nobody starves. The worker waits
-`max_wait` for more requests only when the service is busy (more than one request queued, or the last batch
-merged several): a lone client never waits, and under load the queue fills while the previous batch runs.
+for more requests only when the service is busy (more than one request queued, or the last batch merged
+several), and then for a tenth of the last batch's time at most (capped by `max_wait`), stopping as soon as the
+rows are full: a lone client never waits, and under load a request pays at most that fraction.
 
 The queue is bounded (a full queue is refused at once, no unbounded memory); a caller that stops waiting
 (timeout, client gone) cancels its future, and the worker drops it before its batch runs. One worker thread
@@ -16,6 +17,7 @@ runs the batches: on a CPU the network already uses every core, and two concurre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,9 +51,11 @@ OnBatch = Callable[[int, int, float], None]
 class MicroBatcher:
     """Merges waiting jobs of one key into one `execute` call (see the module docstring)."""
 
-    def __init__(self, execute: Execute, max_rows: int = 64, max_wait: float = 0.002, max_queue: int = 128,
-                 on_batch: OnBatch | None = None) -> None:
+    def __init__(self, execute: Execute, max_rows: int = 64, max_wait: float = 0.1, max_queue: int = 128,
+                 on_batch: OnBatch | None = None, wait_fraction: float = 0.1) -> None:
         self.execute, self.max_rows, self.max_wait, self.max_queue = execute, max_rows, max_wait, max_queue
+        self.wait_fraction = wait_fraction
+        self._last_seconds = 0.0
         self.on_batch = on_batch
         self._queue: list[Job] = []
         self._running = 0  # jobs in the batch now executing
@@ -91,6 +95,10 @@ class MicroBatcher:
         """Jobs waiting (not cancelled) plus jobs running."""
         return sum(not job.future.done() for job in self._queue) + self._running
 
+    def drain_seconds(self) -> float:
+        """A guess of how long the jobs held now take: their count over the last batch's size, times its time."""
+        return self.depth / max(1, self._last_jobs) * self._last_seconds
+
     # -- submitting -------------------------------------------------------------------------------
     async def submit(self, key: Hashable, rows: int, payload: Any) -> Any:
         """Queue one job and wait for its result. Raises Closed, QueueFull, or what `execute` raised.
@@ -120,15 +128,32 @@ class MicroBatcher:
         self._queue = [job for job in self._queue if id(job) not in taken]
         return batch
 
+    def _head_rows(self) -> int:
+        """Rows waiting under the oldest live job's key."""
+        live = [job for job in self._queue if not job.future.done()]
+        return sum(job.rows for job in live if job.key == live[0].key) if live else 0
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While the service is busy, wait for company: until the oldest key's rows reach max_rows, or for
+        `wait_fraction` of the last batch's time (at most `max_wait`). Answered clients come back within a
+        few milliseconds of each other; a fixed wait shorter than that splits them into alternating half-full
+        batches, a wait proportional to the batch time costs every request the same small fraction."""
+        busy = len(self._queue) > 1 or self._last_jobs > 1
+        if not busy or self.max_rows <= 1:
+            return
+        deadline = loop.time() + min(self.max_wait, self.wait_fraction * self._last_seconds)
+        while self._head_rows() < self.max_rows and (remaining := deadline - loop.time()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while any(not job.future.done() for job in self._queue):
-                busy = len(self._queue) > 1 or self._last_jobs > 1
-                if busy and self.max_wait > 0 and self.max_rows > 1:
-                    await asyncio.sleep(self.max_wait)
+                await self._gather(loop)
                 batch = self._take()
                 if not batch:
                     break
@@ -150,8 +175,9 @@ class MicroBatcher:
                     job.future.set_result(result)
         finally:
             self._running = 0
+        self._last_seconds = time.perf_counter() - start
         if self.on_batch is not None:
-            self.on_batch(sum(job.rows for job in batch), len(batch), time.perf_counter() - start)
+            self.on_batch(sum(job.rows for job in batch), len(batch), self._last_seconds)
 
 
 __all__ = ["Closed", "Execute", "Job", "MicroBatcher", "QueueFull"]

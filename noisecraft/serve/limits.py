@@ -18,8 +18,11 @@ class Limits(BaseModel):
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="bytes of one request body (uploads included)")
     max_image_side: int = Field(1024, ge=8, description="pixels per side of an uploaded image, before decoding")
     max_batch_rows: int = Field(64, ge=1, description="rows merged into one solver call; 1 turns batching off")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits for more requests once the "
-                                                               "worker is free")
+    max_wait_ms: float = Field(100.0, ge=0, le=1000, description="the longest a busy service's batch waits for "
+                                                                 "more requests (it waits wait_fraction of the "
+                                                                 "last batch's time, up to this)")
+    wait_fraction: float = Field(0.1, ge=0, le=1, description="a busy service's batch waits this fraction of the "
+                                                             "last batch's time for more requests")
     max_queue: int = Field(128, ge=1, description="requests waiting or running; more get 429 with Retry-After")
     timeout_s: float = Field(120.0, gt=0, description="a request still unanswered after this gets 504")
     eval_batch: int | None = Field(32, ge=1, description="rows per network call (bitwise batch invariance); None: "
