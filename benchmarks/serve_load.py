@@ -11,7 +11,7 @@ waits for the answer and sends the next, with a seed of its own each time, until
 bounds them) and counted. The services are stopped with SIGTERM (and waited for) at the end.
 
 Configurations (`--configs`; `--extra NAME='SERVE OPTIONS'` adds one):
-- `on`: the defaults (--max-batch 64 --max-wait-ms 2 --eval-batch 32): requests merged into one solver call.
+- `on`: the defaults (--max-batch 64 --max-wait-ms 100 --eval-batch 32): requests merged into one solver call.
 - `off`: --max-batch 1: every request runs alone, network still called in fixed 32-row chunks.
 - `off-unpadded`: --max-batch 1 --eval-batch 0: every request alone at its own size, no padding (the strongest
   anchor without batching).
@@ -53,7 +53,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
-    "on": ("batching on (defaults: --max-batch 64 --max-wait-ms 2 --eval-batch 32)", []),
+    "on": ("batching on (defaults: --max-batch 64 --max-wait-ms 100 --eval-batch 32)", []),
     "off": ("batching off (--max-batch 1)", ["--max-batch", "1"]),
     "off-unpadded": ("batching off, whole-batch evaluation (--max-batch 1 --eval-batch 0)",
                      ["--max-batch", "1", "--eval-batch", "0"]),
