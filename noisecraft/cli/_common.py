@@ -54,3 +54,14 @@ def _os_line(err: OSError) -> str:
     if err.filename is None:
         return str(err)
     return f"{str(err.filename)!r}: {err.strerror or err}"
+
+
+def models_argument(what: str) -> typer.models.ArgumentInfo:
+    """The RUN... argument of the commands that serve models (serve, ui)."""
+    return typer.Argument(..., metavar="RUN", help=f"Models to {what}: RUN or NAME=RUN (a run directory, a "
+                                                      "distilled student, or hf:PATH for a diffusers folder).")
+
+
+def host_option() -> typer.models.OptionInfo:
+    """The --host option of the commands that listen (serve, ui)."""
+    return typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only).")

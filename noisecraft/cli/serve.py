@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from noisecraft.cli._common import user_errors
+from noisecraft.cli._common import host_option, models_argument, user_errors
 
 app = typer.Typer()
 
@@ -13,9 +13,8 @@ SERVE_EXTRA = "the service needs noisecraft's serve extra: pip install 'noisecra
 
 @app.command()
 def serve(
-    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Models to serve: RUN or NAME=RUN (a run directory, a distilled "  # noqa: B008
-                                               "student, or hf:PATH for a diffusers folder)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),
+    runs: list[str] = models_argument("serve"),  # noqa: B008 (typer reads the default)
+    host: str = host_option(),
     port: int = typer.Option(8000, help="Port to listen on."),
     ui: bool = typer.Option(False, "--ui", help="Also serve the web page at /ui."),
     max_n: int = typer.Option(64, help="Most images per request."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from noisecraft.cli._common import user_errors
+from noisecraft.cli._common import host_option, models_argument, user_errors
 
 app = typer.Typer()
 
@@ -13,9 +13,8 @@ UI_EXTRA = "the web page needs gradio: pip install 'noisecraft[serve]'"
 
 @app.command()
 def ui(
-    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Models to show: RUN or NAME=RUN (a run directory, a "  # noqa: B008
-                                               "distilled student, or hf:PATH for a diffusers folder)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),
+    runs: list[str] = models_argument("show"),  # noqa: B008 (typer reads the default)
+    host: str = host_option(),
     port: int = typer.Option(7860, help="Port to listen on."),
 ) -> None:
     """Serve the web page: sample, draw a noisecraft PNG again, inpaint, upscale, denoise, theory figures
