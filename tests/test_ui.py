@@ -1,6 +1,7 @@
 """The web page's callbacks (noisecraft.serve.ui.Page), without a browser: the PNG a tab shows is the Python
 API's output quantised, pixel for pixel; a recipe PNG draws the same image again and fills the controls;
-inpainting keeps the unmasked pixels' bytes; bad input is one line in a gr.Error."""
+inpainting keeps the unmasked pixels' bytes; the Tabular tab shows the tabular model's rows and the CSV
+`noisecraft tabular sample` writes; bad input is one line in a gr.Error."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ def root(tmp_path_factory) -> Path:
     Image.fromarray(np.linspace(0, 255, 64).reshape(8, 8).astype(np.uint8)).save(root / "x.png")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "big.png")
     return root
+
+
+def fit_penguins(folder: Path) -> Path:
+    """A tiny tabular model of the penguins table in `folder`, fitted as a user fits it (a second or two)."""
+    from noisecraft.cli import app
+    from noisecraft.tabular.data import example_path
+
+    res = CliRunner().invoke(app, ["tabular", "fit", str(example_path("penguins")), "--target", "species", "--steps",
+                                   "40", "--width", "32", "--depth", "1", "--out", str(folder)])
+    assert res.exit_code == 0, res.output
+    return folder
+
+
+@pytest.fixture(scope="module")
+def table_dir(root: Path) -> Path:
+    return fit_penguins(root / "penguins")
+
+
+@pytest.fixture(scope="module")
+def tables(table_dir: Path, tmp_path_factory) -> ui.Page:
+    from noisecraft.serve.models import load_tabular
+
+    return ui.Page(load_tabular([f"pen={table_dir}"]), tmp_path_factory.mktemp("tables"))
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +233,108 @@ def test_the_ddm_tab_fits_an_uploaded_csv_as_the_library_does(page: ui.Page, tmp
                                      "", "/etc/passwd.json", "ml")  # a spec is text, never a file read
 
 
+# -- synthetic tables ---------------------------------------------------------------------------------
+def _cli_table(table_dir: Path, out: Path, *args: str) -> bytes:
+    from noisecraft.cli import app
+
+    res = CliRunner().invoke(app, ["tabular", "sample", str(table_dir), "--out", str(out), *args])
+    assert res.exit_code == 0, res.output
+    return out.read_bytes()
+
+
+def test_the_tabular_tab_shows_the_library_rows_and_the_cli_csv(tables: ui.Page, table_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    from noisecraft.tabular.model import TabularDiffusion
+
+    shown, csv, text = tables.sample_table("pen", 150, 3, " species=Adelie , body_mass_g=4000", "", None)
+    model = TabularDiffusion.load(table_dir)  # loaded afresh: the page holds no other state
+    rows = model.sample(150, where={"species": "Adelie", "body_mass_g": 4000}, seed=3)
+    assert len(shown) == ui.SHOWN_ROWS and shown.equals(rows.head(ui.SHOWN_ROWS))
+    assert Path(csv).parent == tables.folder and Path(csv).suffix == ".csv"
+    assert Path(csv).read_bytes() == _cli_table(table_dir, tmp_path / "cli.csv", "--n", "150", "--seed", "3",
+                                                "--where", "species=Adelie,body_mass_g=4000")
+    assert (rows["species"] == "Adelie").all() and (rows["body_mass_g"] == 4000).all()
+    assert text.startswith("150 rows x 7 columns of pen, seed 3, 100 steps, species=Adelie, body_mass_g=4000")
+    # the seed, the steps and balance reach the sampler
+    other = tables.sample_table("pen", 150, 4, "species=Adelie, body_mass_g=4000", "", None)[0]
+    assert not other.equals(shown)
+    few = tables.sample_table("pen", 12, 0, "", "island", 5)
+    assert few[0].equals(model.sample(12, balance="island", steps=5, seed=0)) and "first" not in few[2]
+    assert Path(few[1]).read_bytes() == _cli_table(table_dir, tmp_path / "b.csv", "--n", "12", "--balance", "island",
+                                                   "--steps", "5")
+    assert list(few[0]["island"][:3]) == model.schema.column("island").categories
+
+
+def test_the_balance_control_lists_the_categorical_columns(tables: ui.Page) -> None:
+    update, steps = tables.table_controls("pen")
+    assert update["choices"] == ["", "species", "island", "sex"] and update["value"] == ""
+    assert steps == tables.tables["pen"].config.sample_steps == 100
+
+
+def test_parse_where_reads_the_cli_syntax() -> None:
+    assert ui.parse_where(None) == {} and ui.parse_where("  ") == {}
+    assert ui.parse_where("a=1, b = x=y ,c=") == {"a": "1", "b": "x=y", "c": ""}
+
+
+def test_bad_tabular_input_is_one_line(tables: ui.Page) -> None:
+    sample = tables.sample_table
+    assert "n must be between 1 and 10000, got 0" in _error(sample, "pen", 0, 0, "", "", None)
+    assert "n must be between 1 and 10000, got 10001" in _error(sample, "pen", ui.MAX_ROWS + 1, 0, "", "", None)
+    assert "condition expects column=value pairs separated by commas, got 'species'" in _error(
+        sample, "pen", 5, 0, "species", "", None)
+    assert "condition expects column=value" in _error(sample, "pen", 5, 0, "species=Adelie,", "", None)
+    assert "column 'species' has no category 'Martian'" in _error(sample, "pen", 5, 0, "species=Martian", "", None)
+    assert "cannot fix column 'nope': not in the table" in _error(sample, "pen", 5, 0, "nope=1", "", None)
+    assert "expected a number, got 'heavy'" in _error(sample, "pen", 5, 0, "body_mass_g=heavy", "", None)
+    assert "outside the observed range" in _error(sample, "pen", 5, 0, "body_mass_g=99999", "", None)
+    assert "balance needs a categorical column, got 'bill_length_mm'" in _error(sample, "pen", 5, 0, "",
+                                                                                 "bill_length_mm", None)
+    assert "steps must be >= 1, got 0" in _error(sample, "pen", 5, 0, "", "", 0)
+    assert "tabular model 'ghost' is not served here; choose one of ['pen']" in _error(sample, "ghost", 5, 0, "", "",
+                                                                                       None)
+    assert "'pen' is a tabular model; sample it in the Tabular tab" in _error(tables.sample, "pen", None, 3, "", 0, 4)
+
+
+def test_the_ui_command_loads_runs_and_tabular_models_apart(root: Path, table_dir: Path, monkeypatch) -> None:
+    from noisecraft.cli.ui import app
+    from noisecraft.runs.pipeline import Pipeline
+    from noisecraft.serve import models
+    from noisecraft.tabular.model import TabularDiffusion
+
+    assert models.is_tabular(str(table_dir)) and not models.is_tabular(str(root / "plain"))
+    assert not models.is_tabular(f"hf:{table_dir}")
+    specs = [f"pen={table_dir}", str(root / "plain")]
+    assert models.split_models(specs) == ([str(root / "plain")], [f"pen={table_dir}"])
+    shown = {}
+    monkeypatch.setattr(ui, "launch_ui", lambda served, **options: shown.update(served))
+    res = CliRunner().invoke(app, specs)
+    assert res.exit_code == 0, res.output
+    assert list(shown) == ["pen", "plain"]  # in the order given
+    assert isinstance(shown["pen"], TabularDiffusion) and isinstance(shown["plain"], Pipeline)
+    res = CliRunner().invoke(app, [f"plain={table_dir}", str(root / "plain")])
+    assert res.exit_code == 2 and "two models are named 'plain'" in res.output
+    with pytest.raises(ValueError, match="is not a tabular model folder: expected schema.json and model.json"):
+        models.load_tabular([str(root / "plain")])
+
+
+def test_the_http_service_refuses_a_tabular_model_in_one_line(root: Path, table_dir: Path) -> None:
+    pytest.importorskip("fastapi")
+    from noisecraft.cli.serve import app
+
+    res = CliRunner().invoke(app, [str(root / "plain"), str(table_dir)])
+    assert res.exit_code == 2, res.output
+    expected = (f"error: {str(table_dir)!r} is a tabular model (noisecraft tabular fit); the HTTP service serves "
+                "diffusion runs; open it with noisecraft ui")
+    assert res.output.strip().splitlines() == [expected]
+
+
+def test_a_page_of_tabular_models_alone_opens_on_the_tabular_tab(tables: ui.Page) -> None:
+    blocks = ui.build_ui(tables.tables, tables.folder)
+    labels = {getattr(block, "label", None) for block in blocks.blocks.values()}
+    assert {"Sample", "Tabular", "Theory", "DDM"} <= labels
+    assert [b.selected for b in blocks.blocks.values() if isinstance(b, gr.Tabs)] == ["tabular"]
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 def test_bad_input_is_one_line_in_the_page(page: ui.Page, root: Path) -> None:
     x, big = str(root / "x.png"), str(root / "big.png")
@@ -245,6 +371,7 @@ def test_build_ui_makes_the_tabs_offline(page: ui.Page) -> None:
     assert isinstance(blocks, gr.Blocks) and not blocks.analytics_enabled
     labels = {getattr(block, "label", None) for block in blocks.blocks.values()}
     assert {"Sample", "Inpaint", "Upscale", "Denoise", "Theory", "DDM"} <= labels
+    assert "Tabular" not in labels  # shown where a tabular model is served
     theme = ui.page_options()["theme"]
     assert "googleapis" not in theme._get_theme_css() and "system-ui" in theme._get_theme_css()
 

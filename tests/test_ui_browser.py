@@ -1,10 +1,11 @@
 """The web page in a real browser: Debian's headless Chromium driven by Playwright (never `playwright
 install`). Sampling in the page shows the Python API's pixels; a downloaded PNG uploaded again draws the same
-image and fills the controls; inpainting with a mask drawn by the mouse keeps the unmasked pixels; a bad input
-is a one-line error in the page; and no request leaves loopback (no CDN, no fonts, no telemetry).
+image and fills the controls; inpainting with a mask drawn by the mouse keeps the unmasked pixels; the Tabular
+tab shows a tabular model's rows and downloads their CSV; a bad input is a one-line error in the page; and no
+request leaves loopback (no CDN, no fonts, no telemetry).
 
 Run as a script, it takes the screenshots of docs/ui.md from real runs:
-    python tests/test_ui_browser.py --out docs/img /work/runs/digits /work/runs/student
+    python tests/test_ui_browser.py --out docs/img /work/runs/digits /work/runs/student [TABULAR_MODEL]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -145,19 +147,44 @@ def _pixels(data: bytes) -> np.ndarray:
 
 
 # -- the tests ----------------------------------------------------------------------------------------
+def sample_table_in_page(page, n: int, seed: int, where: str) -> bytes:
+    """Sample in the Tabular tab; the CSV the download button saves."""
+    page.get_by_role("tab", name="Tabular").click()
+    set_number(page, "#nc-tabular-n", n)
+    set_number(page, "#nc-tabular-seed", seed)
+    page.locator("#nc-tabular-where textarea").fill(where)
+    page.click("#nc-tabular-run")
+    page.wait_for_function("(text) => document.querySelector('#nc-tabular-text textarea').value.startsWith(text)",
+                           arg=f"{n} rows x ")
+    with page.expect_download() as download:
+        page.click("#nc-tabular-download")
+    return Path(download.value.path()).read_bytes()
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A tiny trained run served by launch_ui on a free loopback port; the Python API beside it."""
+def penguins(tmp_path_factory) -> Path:
+    """A tiny tabular model of the penguins table (tests/test_ui.py fits it the same way)."""
+    pytest.importorskip("gradio")
+    from tests.test_ui import fit_penguins
+
+    return fit_penguins(tmp_path_factory.mktemp("ui_browser_table") / "penguins")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, penguins):
+    """A tiny trained run and a tiny tabular model served by launch_ui on a free loopback port; the run's
+    Python API beside it."""
     pytest.importorskip("gradio")
     pytest.importorskip("playwright.sync_api", reason="the browser tests need the playwright package")
     if not CHROMIUM.exists():
         pytest.skip(f"the browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
     from noisecraft.runs.pipeline import load_run
+    from noisecraft.serve.models import load_tabular
     from noisecraft.serve.ui import launch_ui
     from tests.test_pipeline import _train
 
     root = tmp_path_factory.mktemp("ui_browser")
-    models = {"tiny": load_run(_train(root, "tiny"), eval_batch=16)}
+    models = {"tiny": load_run(_train(root, "tiny"), eval_batch=16), **load_tabular([f"pen={penguins}"])}
     port = _free_port()
     blocks = launch_ui(models, port=port, block=False)
     try:
@@ -236,10 +263,24 @@ def test_a_bad_input_is_a_one_line_error_in_the_page(served, browser, requests) 
     page.close()
 
 
+def test_the_tabular_tab_shows_the_library_rows(served, penguins, browser, requests) -> None:
+    from noisecraft.tabular.model import TabularDiffusion
+
+    url, _ = served
+    page = open_page(browser, url, requests)
+    csv = sample_table_in_page(page, n=30, seed=4, where="species=Gentoo")
+    rows = TabularDiffusion.load(penguins).sample(30, where={"species": "Gentoo"}, seed=4)
+    assert csv == rows.to_csv(index=False).encode()  # the file is the library's rows, as the CLI writes them
+    shown = page.locator("#nc-tabular-table").inner_text()
+    first = [str(v) for v in rows.iloc[0] if not pd.isna(v)]  # a missing value is an empty cell
+    assert first and all(value in shown for value in first), (first, shown[:300])
+    page.close()
+
+
 def test_no_request_leaves_loopback(served, browser, requests) -> None:
     url, _ = served
     page = open_page(browser, url, requests)
-    for tab in ("Inpaint", "Upscale", "Denoise", "DDM", "Theory"):
+    for tab in ("Inpaint", "Upscale", "Denoise", "Tabular", "DDM", "Theory"):
         page.get_by_role("tab", name=tab).click()
     page.click("#nc-theory-schedules")
     page.locator("#nc-theory-figure img[src*='schedules']").wait_for()
@@ -278,13 +319,17 @@ def test_the_mounted_page_is_offline_too(served, browser) -> None:
 
 # -- the screenshots of docs/ui.md ----------------------------------------------------------------------
 def screenshots(runs: list[str], out: Path) -> None:
-    """docs/img/ui_sample.png and ui_inpaint.png from real runs (the first must be an image run)."""
-    from noisecraft.serve.models import load_models
+    """docs/img/ui_sample.png and ui_inpaint.png from real runs (the first must be an image run), and
+    ui_tabular.png where a tabular model is given."""
+    from noisecraft.serve.models import load_page_models
     from noisecraft.serve.ui import launch_ui
+    from noisecraft.tabular.model import TabularDiffusion
 
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    blocks = launch_ui(load_models(runs), port=port, block=False)
+    models = load_page_models(runs)
+    tabular = [name for name, model in models.items() if isinstance(model, TabularDiffusion)]
+    blocks = launch_ui(models, port=port, block=False)
     try:
         with chromium() as browser:
             log: list[str] = []
@@ -295,6 +340,9 @@ def screenshots(runs: list[str], out: Path) -> None:
             paint_and_inpaint(page)
             time.sleep(0.5)
             page.screenshot(path=str(out / "ui_inpaint.png"))
+            if tabular:
+                sample_table_in_page(page, n=1000, seed=0, where="")
+                page.screenshot(path=str(out / "ui_tabular.png"))
             outside = [u for u in log if _leaves_loopback(u)]
             print(f"wrote {out / 'ui_sample.png'}, {out / 'ui_inpaint.png'}; {len(log)} requests, "
                   f"{len(outside)} leaving loopback")

@@ -18,17 +18,6 @@ from noisecraft.io import write_csv_atomic, write_text_atomic
 app = typer.Typer(no_args_is_help=True)
 
 
-def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        for part in item.split(","):
-            if "=" not in part:
-                raise ValueError(f"{what} expects column=value, got {part!r}")
-            key, value = part.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out
-
-
 @app.command()
 def fit(
     data: str = typer.Argument(..., help="CSV file with a header row."),
@@ -46,11 +35,11 @@ def fit(
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
     from noisecraft.io import check_output_folder
-    from noisecraft.tabular.model import fit_table
+    from noisecraft.tabular.model import fit_table, parse_pairs
 
     with user_errors(max_steps="--steps", lr="(TabularConfig.train.lr)"):
         out = check_output_folder(out)
-        model, train = fit_table(data, target, test_size=test_size, drop=drop, types=_parse_pairs(types, "--type"),
+        model, train = fit_table(data, target, test_size=test_size, drop=drop, types=parse_pairs(types, "--type"),
                                  minutes=minutes, steps=steps, seed=seed, width=width, depth=depth,
                                  max_epochs=max_epochs)
         model.save(out)
@@ -72,12 +61,12 @@ def sample(
 ) -> None:
     """Sample a synthetic table with the training table's columns and types."""
     from noisecraft.io import check_output
-    from noisecraft.tabular.model import TabularDiffusion
+    from noisecraft.tabular.model import TabularDiffusion, parse_pairs
 
     with user_errors():
         out = check_output(out, (".csv",))
         model = TabularDiffusion.load(model_dir)
-        fixed = {k: model.parse_value(k, v) for k, v in _parse_pairs(where, "--where").items()}
+        fixed = {k: model.parse_value(k, v) for k, v in parse_pairs(where, "--where").items()}
         frame = model.sample(n, where=fixed, balance=balance, seed=seed, steps=steps)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_csv_atomic(frame, out)

@@ -17,15 +17,16 @@ def ui(
     host: str = host_option(),
     port: int = typer.Option(7860, help="Port to listen on."),
 ) -> None:
-    """Serve the web page: sample, draw a noisecraft PNG again, inpaint, upscale, denoise, theory figures
-    (Gradio, offline: system fonts, no telemetry, no share link; docs/ui.md)."""
+    """Serve the web page: sample, draw a noisecraft PNG again, inpaint, upscale, denoise, theory figures;
+    a RUN may also be a tabular model folder (noisecraft tabular fit), sampled in the Tabular tab (Gradio,
+    offline: system fonts, no telemetry, no share link; docs/ui.md)."""
     with user_errors():
         try:
             from noisecraft.serve.ui import launch_ui
         except ImportError as err:
             raise ValueError(f"{UI_EXTRA} ({err})") from None
-        from noisecraft.serve.models import load_models
+        from noisecraft.serve.models import load_page_models
 
-        models = load_models(runs)
+        models = load_page_models(runs)
     typer.echo(f"serving {', '.join(models)} on http://{host}:{port}")
     launch_ui(models, host=host, port=port)

@@ -1,7 +1,8 @@
 """The web page of noisecraft (Gradio Blocks): sample a run, draw a noisecraft PNG again from its recipe,
-inpaint, upscale and denoise an image, look at the theory figures, and fit the drift-diffusion model to a CSV
-of trials. `launch_ui(models)` serves it on loopback, `mount_ui(app, models)` under a FastAPI app (the HTTP
-service's --ui); `build_ui(models)` returns the Blocks for embedding or testing.
+inpaint, upscale and denoise an image, sample a synthetic table from a tabular model (noisecraft.tabular),
+look at the theory figures, and fit the drift-diffusion model to a CSV of trials. `launch_ui(models)` serves
+it on loopback, `mount_ui(app, models)` under a FastAPI app (the HTTP service's --ui); `build_ui(models)`
+returns the Blocks for embedding or testing.
 
 Every callback is a method of `Page` that calls the run's Pipeline (noisecraft.runs.pipeline) and writes PNG
 files the page shows as they are: the sample PNG is `png_bytes(x, recipe)` (noisecraft.runs.recipe), the 8-bit
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from noisecraft.runs.recipe import Recipe, draw, png_bytes, read_recipe, recipe_of, tile, to_uint8
+from noisecraft.tabular.model import TabularDiffusion, parse_pairs
 
 #: system font stacks: no font is fetched from the internet
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
@@ -44,6 +46,8 @@ EDITOR_SIDE = 256
 #: a model pixel is to be filled in when at least this fraction of its area is painted in the editor
 PAINTED = 0.5
 MAX_N = 64
+MAX_ROWS = 10_000  # rows of a synthetic table: one batch through the tabular network (~30 s, default net, 1 thread)
+SHOWN_ROWS = 100  # the table shows the first rows; the CSV holds them all
 MAX_UPLOAD = 16 * 2**20  # bytes: an image of the model's size or a CSV of trials is far smaller
 DDM_UPLOAD = "uploaded CSV"
 MAGENTA = (255, 0, 255)  # the brush, and the pixels to fill in on the mask shown back
@@ -141,14 +145,24 @@ def _upscaled(pixels: np.ndarray, side: int = EDITOR_SIDE) -> np.ndarray:
     return np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=-1)
 
 
+def parse_where(text: str | None) -> dict[str, str]:
+    """The Tabular tab's condition: column=value pairs separated by commas, as `noisecraft tabular sample
+    --where` takes them ('species=Adelie, body_mass_g=4000'); the values as text, each read by the model as its
+    column's type (TabularDiffusion.parse_value). Empty: no condition."""
+    text = (text or "").strip()
+    return parse_pairs([text] if text else [], "condition")
+
+
 class Page:
-    """The page's callbacks over served Pipelines {name: Pipeline}: each takes the controls' values and returns
-    what the page shows (paths of PNG files written under `folder`, a temporary folder by default)."""
+    """The page's callbacks over served models {name: Pipeline or TabularDiffusion}: each takes the controls'
+    values and returns what the page shows (paths of PNG and CSV files written under `folder`, a temporary
+    folder by default)."""
 
     def __init__(self, models: dict[str, Any], folder: str | Path | None = None) -> None:
         if not models:
             raise ValueError("no model to serve; expected one or more RUN or NAME=RUN arguments")
-        self.models = dict(models)
+        self.models = {name: m for name, m in models.items() if not isinstance(m, TabularDiffusion)}
+        self.tables = {name: m for name, m in models.items() if isinstance(m, TabularDiffusion)}
         if folder is None:
             folder = tempfile.mkdtemp(prefix="noisecraft-ui-")
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
@@ -163,6 +177,8 @@ class Page:
 
     def pipe(self, model: str | None, what: str = "sample") -> Any:
         """The served Pipeline named `model` (an image run for anything but the theory figures)."""
+        if model in self.tables:
+            raise ValueError(f"model {model!r} is a tabular model; sample it in the Tabular tab")
         if model not in self.models:
             raise ValueError(f"model {model!r} is not served here; choose one of {list(self.models)}")
         pipe = self.models[model]
@@ -171,9 +187,10 @@ class Page:
                              "image runs only")
         return pipe
 
-    def write(self, stem: str, data: bytes) -> str:
-        """`data` written to FOLDER/STEM_HASH.png (named by content: one file per picture); its path."""
-        path = self.folder / f"{stem}_{hashlib.sha256(data).hexdigest()[:12]}.png"
+    def write(self, stem: str, data: bytes, suffix: str = ".png") -> str:
+        """`data` written atomically to FOLDER/STEM_HASH.png (or `suffix`; named by content: one file per
+        picture or table); its path."""
+        path = self.folder / f"{stem}_{hashlib.sha256(data).hexdigest()[:12]}{suffix}"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
@@ -382,6 +399,39 @@ class Page:
                             lambda path: plot_trajectories(path, oracle.denoiser(sched), sched, oracle=oracle,
                                                            n_paths=paths, steps=steps, seed=seed))
 
+    # -- synthetic tables -------------------------------------------------------------------------
+    def table(self, model: str | None) -> TabularDiffusion:
+        """The served tabular model named `model`."""
+        if model not in self.tables:
+            raise ValueError(f"tabular model {model!r} is not served here; choose one of {list(self.tables)}")
+        return self.tables[model]
+
+    @_shown
+    def table_controls(self, model: str) -> tuple[dict, int]:
+        """The Tabular tab's controls for a model: balance (empty, or one of its categorical columns) and its
+        own number of steps."""
+        table = self.table(model)
+        columns = [c.name for c in table.schema.of_kind("categorical")]
+        return gr.update(choices=["", *columns], value=""), table.config.sample_steps
+
+    @_shown
+    def sample_table(self, model: str, n: int | None, seed: int | None, where: str | None,
+                     balance: str | None = None, steps: int | None = None) -> tuple[Any, str, str]:
+        """Tabular tab: TabularDiffusion.sample with the condition read as `noisecraft tabular sample --where`
+        reads it; (the first SHOWN_ROWS rows, the CSV of all rows to download, a line saying what was drawn)."""
+        table = self.table(model)
+        n, seed = int(n if n is not None else 0), int(seed or 0)
+        if not 1 <= n <= MAX_ROWS:
+            raise ValueError(f"`n` must be between 1 and {MAX_ROWS}, got {n}")
+        fixed = {column: table.parse_value(column, value) for column, value in parse_where(where).items()}
+        steps = table.config.sample_steps if steps is None else int(steps)
+        frame = table.sample(n, where=fixed, balance=balance or None, seed=seed, steps=steps)
+        path = self.write(f"{model}_seed{seed}_n{n}", frame.to_csv(index=False).encode(), ".csv")
+        text = (f"{n} rows x {frame.shape[1]} columns of {model}, seed {seed}, {steps} steps"
+                + "".join(f", {c}={v}" for c, v in fixed.items()) + (f", balanced on {balance}" if balance else "")
+                + (f"; the first {SHOWN_ROWS} are shown" if n > SHOWN_ROWS else ""))
+        return frame.head(SHOWN_ROWS), path, text
+
     # -- drift-diffusion model --------------------------------------------------------------------
     @_shown
     def fit_ddm(self, source: str, csv: str | None, rt: str, response: str, condition: str | None, spec: str | None,
@@ -545,7 +595,8 @@ def _theory_tab(page: Page) -> None:
     with gr.Row():
         schedules = gr.Button("Schedules: alpha, sigma and log-SNR", elem_id="nc-theory-schedules")
     with gr.Row():
-        source = gr.Dropdown([*page.models, *BUILTIN], value=next(iter(page.models)), label="forward process of")
+        source = gr.Dropdown([*page.models, *BUILTIN], value=next(iter(page.models), BUILTIN[0]),
+                             label="forward process of")
         schedule = gr.Dropdown(list(SCHEDULES), value="vp_cosine", label="schedule (built-in data; a run its own)")
         forward = gr.Button("Forward process")
     with gr.Row():
@@ -579,28 +630,59 @@ def _ddm_tab(page: Page) -> None:
     go.click(page.fit_ddm, [source, csv, rt, response, condition, spec, method], [table, summary])
 
 
+def _tabular_tab(page: Page) -> None:
+    tables = list(page.tables)
+    balance_choices, default_steps = page.table_controls(tables[0])
+    gr.Markdown("A synthetic table from a tabular model (noisecraft tabular fit; docs/tabular.md): its columns "
+                "and types, row i depending only on the seed and i.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = gr.Dropdown(tables, value=tables[0], label="model", elem_id="nc-tabular-model")
+            with gr.Row():
+                n = _number(f"n (rows, 1 to {MAX_ROWS})", 1000, elem_id="nc-tabular-n")
+                seed = _number("seed", 0, elem_id="nc-tabular-seed")
+            where = gr.Textbox(value="", label="condition: column=value pairs separated by commas, as "
+                                                "--where (empty: none)", elem_id="nc-tabular-where")
+            balance = gr.Dropdown(label="balance the classes of (empty: no)", elem_id="nc-tabular-balance",
+                                  **_update_kwargs(balance_choices))
+            steps = _number("steps (the model's own to start with)", default_steps, minimum=1,
+                            elem_id="nc-tabular-steps")
+            go = gr.Button("Sample", variant="primary", elem_id="nc-tabular-run")
+        with gr.Column(scale=2):
+            rows = gr.Dataframe(label=f"rows (the first {SHOWN_ROWS})", interactive=False, elem_id="nc-tabular-table")
+            download = gr.DownloadButton("Download the CSV (all rows)", elem_id="nc-tabular-download")
+            text = gr.Textbox(label="drawn", interactive=False, elem_id="nc-tabular-text")
+    go.click(page.sample_table, [model, n, seed, where, balance, steps], [rows, download, text])
+    model.input(page.table_controls, model, [balance, steps])
+
+
 def build_ui(models: dict[str, Any], folder: str | Path | None = None) -> Any:
-    """The page (gradio.Blocks) over served Pipelines {name: Pipeline}: Sample, Inpaint, Upscale, Denoise, Theory
+    """The page (gradio.Blocks) over served models {name: Pipeline or TabularDiffusion}: Sample, Inpaint,
+    Upscale, Denoise, Tabular (where a tabular model is served; opened first where no image run is), Theory
     and DDM tabs; the image tabs list the image runs. Launch it with `launch_ui` (system fonts, loopback)."""
     page = Page(models, folder)
     images = page.image_models
     with gr.Blocks(analytics_enabled=False, title="noisecraft") as blocks:
         gr.Markdown("## noisecraft\nSamples are shown at their own resolution, scaled up by the browser.")
-        with gr.Tab("Sample"):
-            if images:
-                _sample_tab(page, images)
-            else:
-                gr.Markdown("No image run is served: the page draws image runs.")
-        for name, tab in (("Inpaint", _inpaint_tab), ("Upscale", _upscale_tab), ("Denoise", _denoise_tab)):
-            with gr.Tab(name):
+        with gr.Tabs(selected="tabular" if page.tables and not images else None):
+            with gr.Tab("Sample"):
                 if images:
-                    tab(page, images)
+                    _sample_tab(page, images)
                 else:
-                    gr.Markdown("No image run is served.")
-        with gr.Tab("Theory"):
-            _theory_tab(page)
-        with gr.Tab("DDM"):
-            _ddm_tab(page)
+                    gr.Markdown("No image run is served: the page draws image runs.")
+            for name, tab in (("Inpaint", _inpaint_tab), ("Upscale", _upscale_tab), ("Denoise", _denoise_tab)):
+                with gr.Tab(name):
+                    if images:
+                        tab(page, images)
+                    else:
+                        gr.Markdown("No image run is served.")
+            if page.tables:
+                with gr.Tab("Tabular", id="tabular"):
+                    _tabular_tab(page)
+            with gr.Tab("Theory"):
+                _theory_tab(page)
+            with gr.Tab("DDM"):
+                _ddm_tab(page)
     blocks.noisecraft_page = page  # the callbacks, for tests and embedding
     return blocks
 
@@ -633,4 +715,4 @@ def mount_ui(app: Any, models: dict[str, Any], path: str = "/ui") -> Any:
 
 
 __all__ = ["CSS", "FONTS", "FONTS_MONO", "Page", "build_ui", "grid_text", "launch_ui", "mount_ui", "page_options",
-           "painted_region", "parse_grid", "theme"]
+           "painted_region", "parse_grid", "parse_where", "theme"]

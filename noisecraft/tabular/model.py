@@ -237,6 +237,19 @@ class TabularDiffusion:
         return model
 
 
+def parse_pairs(items: list[str], what: str) -> dict[str, str]:
+    """column=value pairs, several per item separated by commas ('species=Adelie, body_mass_g=4000'), as text:
+    what `tabular sample --where`, `fit --type` and the page's condition take; a ValueError naming `what`."""
+    out = {}
+    for item in items:
+        for part in item.split(","):
+            if "=" not in part:
+                raise ValueError(f"{what} expects column=value pairs separated by commas, got {part.strip()!r}")
+            key, value = part.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
 def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, test_size: float = 0.2,
               drop: Sequence[str] = (), types: dict[str, str] | None = None, minutes: float | None = None,
               steps: int | None = None, seed: int = 0, width: int = 256, depth: int = 3,
