@@ -80,7 +80,7 @@ OPERATIONS = [("GET", "/health"), ("GET", "/ready"), ("GET", "/models"), ("GET",
               ("POST", "/denoise")]
 CASES = [(m, p, "positive") for m, p in OPERATIONS] + [(m, p, "negative") for m, p in OPERATIONS if m == "POST"]
 #: what a refused request may get: unparsable body, size limits, a bad field, a full queue
-REFUSALS = {400, 413, 422, 429}
+REFUSALS = {400, 404, 413, 422, 429}
 
 
 @pytest.fixture
@@ -280,10 +280,10 @@ def test_nan_and_huge_numbers_in_forms_are_422_naming_the_field(server, value: s
     _refused(server.post("/denoise", data={"sigma": value}, files=_files()), 422, "sigma")
 
 
-def test_unknown_models_are_422_naming_the_model(server) -> None:
+def test_unknown_models_are_refused_naming_the_model(server) -> None:
     error = _refused(server.post("/denoise", data={"model": "nope", "sigma": "0.5"}, files=_files()), 422, "model")
     assert "cond" in error and "plain" in error  # the served ones are listed
-    _refused(server.get("/models/nope"), 422, "model")
+    _refused(server.get("/models/nope"), 404, "name")
 
 
 def test_unknown_form_fields_are_422_naming_them(server) -> None:

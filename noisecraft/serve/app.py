@@ -226,10 +226,12 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         """The models served, with their shape, conditioning and default sampler."""
         return [_describe(name, pipe) for name, pipe in models.items()]
 
-    @app.get("/models/{name}")
-    async def model_config(name: str) -> dict[str, Any]:
-        """One model's description and its full run config."""
-        name, pipe = pick_model(models, name)
+    @app.get("/models/{name}", responses={404: {"model": ErrorBody, "description": "the model is not served"}})
+    async def model_config(name: str) -> Any:
+        """One model's description and its full run config (404 for a model not served)."""
+        if name not in models:
+            return _error(404, f"name {name!r}: no such model is served; expected one of {sorted(models)}", "name")
+        pipe = models[name]
         return {**_describe(name, pipe), "config": pipe.config.model_dump(mode="json")}
 
     @app.get("/metrics", response_class=PlainTextResponse)
