@@ -1,4 +1,4 @@
-"""`noisecraft ddm ...` commands: fit, simulate, compare (the drift-diffusion model, Ratcliff 1978)."""
+"""`noisecraft ddm ...` commands: fit, simulate, compare, reliability (the drift-diffusion model, Ratcliff 1978)."""
 
 from __future__ import annotations
 
@@ -198,4 +198,69 @@ def compare_cmd(
             n_recovery=n_recovery,
             seed=seed,
         )
+    typer.echo(f"wrote {path}")
+
+
+@app.command("reliability")
+def reliability_cmd(
+    data: str = typer.Argument(..., help=_DATA_HELP),
+    spec: str = typer.Option(None, help="Spec text or file (see `fit`)."),
+    by: str = typer.Option(None, help="Participant column (e.g. subj_idx): bootstrap and starts per participant; needed by --split-half."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Bootstrap resamples per fit (0: skip)."),
+    level: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
+    split_half: bool = typer.Option(False, "--split-half", help="Split-half reliability across --by participants."),
+    split: str = typer.Option("odd-even", help="odd-even | random: how trials are split within each cell."),
+    session: str = typer.Option(None, help="Session column with two levels: test-retest instead of split halves."),
+    starts: int = typer.Option(0, "--starts", help="Random single starts for the starting-value study (0: skip)."),
+    rt: str = typer.Option("rt", help="RT column (seconds)."),
+    response: str = typer.Option("response", help="Response column (1 = upper, 0 = lower)."),
+    condition: str = typer.Option(None, help="Condition column."),
+    coding: str = typer.Option("accuracy", help="accuracy | stimulus (see `fit`)."),
+    stimulus: str = typer.Option(None, help="Stimulus column for --coding stimulus."),
+    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
+    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
+    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
+    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
+    s: float = typer.Option(None, help="Within-trial noise."),
+    where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
+    seed: int = typer.Option(0, help="Random seed."),
+    out: str = typer.Option(None, help="Write the tables to this .md report or .csv (one long table, column 'table')."),
+) -> None:
+    """How much to trust a fit: bootstrap intervals, split-half reliability, starting-value sensitivity."""
+    from noisecraft.ddm import reliability as rel
+    from noisecraft.ddm.data import read_trials
+    from noisecraft.ddm.spec import ModelSpec
+    from noisecraft.io import check_output, write_text_atomic
+
+    with user_errors():
+        path = check_output(out, (".md", ".csv")) if out else None
+        if not (bootstrap or split_half or session or starts):
+            raise ValueError("nothing to do: give --bootstrap N, --split-half (or --session) and/or --starts N")
+        if split_half and not by:
+            raise ValueError("--split-half needs --by <participant column>")
+        options = {"rt": rt, "response": response, "condition": condition, "coding": coding,
+                   "stimulus": stimulus, "rt_min": rt_min, "rt_max": rt_max}
+        trials = read_trials(data, where)
+        model = ModelSpec.from_options(spec, lapse, lapse_range, s)
+        boot = (rel.bootstrap(trials, model, n_boot=bootstrap, level=level, by=by, seed=seed, **options)
+                if bootstrap else None)
+        halves = (rel.split_half(trials, model, by=by, split=split, session=session, seed=seed, **options)
+                  if split_half or session else None)
+        sens = rel.start_sensitivity(trials, model, n_starts=starts, by=by, seed=seed, **options) if starts else None
+    fmt = {"float_format": lambda x: f"{x:.4f}", "index": False}
+    if boot is not None:
+        typer.echo(f"Bootstrap ({bootstrap} resamples, {level:.0%} percentile intervals)\n" + boot.to_string(**fmt))
+    if halves is not None:
+        typer.echo(f"\nSplit-half reliability ({halves.split})\n" + halves.table.to_string(**fmt))
+    if sens is not None:
+        typer.echo(f"\nStarting values: {sens.summary()}\n" + sens.fits.to_string(**fmt) + "\n"
+                   + sens.table.to_string(**fmt))
+    if path is None:
+        return
+    with user_errors():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".md":
+            write_text_atomic(path, rel.markdown(boot, halves, sens))
+        else:
+            write_csv_atomic(rel.long_table(boot, halves, sens), path)
     typer.echo(f"wrote {path}")

@@ -12,6 +12,8 @@ Ratcliff, R. (1978). A theory of memory retrieval. Psychological Review 85:59-10
   accuracy or stimulus coding, and per-participant fits (:func:`fit_participants`).
 * :mod:`~noisecraft.ddm.recovery`, :mod:`~noisecraft.ddm.report`: parameter recovery
   and the side-by-side method comparison.
+* :mod:`~noisecraft.ddm.reliability`: how much to trust a fit: stratified bootstrap intervals,
+  split-half reliability, sensitivity to starting values.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from noisecraft.ddm.data import RTData, load_cavanagh, load_roitman, prepare, re
 from noisecraft.ddm.density import Lapse, cdf, logpdf, pdf, prob_upper, wiener_cdf, wiener_logpdf
 from noisecraft.ddm.ez import EZResult, ez, ez_from_data
 from noisecraft.ddm.fit import FitResult, fit, fit_participants, negloglik
+from noisecraft.ddm.reliability import bootstrap, split_half, start_sensitivity
 from noisecraft.ddm.simulate import simulate, simulate_conditions
 from noisecraft.ddm.spec import ModelSpec, Rule
 
@@ -30,6 +33,7 @@ __all__ = [
     "ModelSpec",
     "RTData",
     "Rule",
+    "bootstrap",
     "cdf",
     "ez",
     "ez_from_data",
@@ -45,6 +49,8 @@ __all__ = [
     "read_trials",
     "simulate",
     "simulate_conditions",
+    "split_half",
+    "start_sensitivity",
     "wiener_cdf",
     "wiener_logpdf",
 ]
