@@ -5,6 +5,9 @@ Run:  .venv/bin/python benchmarks/ddm.py            (writes docs/benchmarks/ddm.
       .venv/bin/python benchmarks/ddm.py --section multifactor [--quick]
                                                     (only the multi-factor design; writes
                                                      docs/benchmarks/ddm_multifactor.md)
+      .venv/bin/python benchmarks/ddm.py --section full [--quick]
+                                                    (only the 7-parameter full model; writes
+                                                     docs/benchmarks/ddm_full.md)
 
 PyDDM (Shinn, Lam & Murray 2020, eLife 9:e56938) is a benchmark-only dependency:
 `pip install pyddm`. Its fits use its defaults (differential evolution, dt = dx = 0.005,
@@ -22,6 +25,10 @@ accuracy instruction, a and t0 per instruction (`v ~ strength, a ~ instruction, 
 11 free parameters) on 8,000 simulated trials: time per fit beside the workaround that a
 one-condition spec forced (one fit per instruction, drifts freed per instruction, 18 parameters),
 and a recovery study at 100, 500 and 2,000 trials per cell.
+
+Full model (issue 15): the seven-parameter Ratcliff model (v, a, z, t0, sv, sz, st0) on 500 and
+4,000 simulated trials: the fast path (quadrature over z and t0 with analytic partials) beside
+the previous path (exact logpdf, numerical gradients), both scored by the exact logpdf.
 """
 
 from __future__ import annotations
@@ -345,6 +352,92 @@ def multifactor_section(quick: bool) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------------- full model
+
+FULL_TRUE = {"v": 1.5, "a": 1.2, "z": 0.45, "t0": 0.3, "sv": 0.8, "sz": 0.2, "st0": 0.15}
+FULL_SZ_TRUE = {"v": 2.0, "a": 2.0, "z": 0.5, "t0": 0.3, "sv": 0.5, "sz": 0.6, "st0": 0.2}
+FULL_SPEC = "v=shared, z=shared, sv=shared, sz=shared, st0=shared"
+
+
+def _old_full_fit(df: pd.DataFrame) -> tuple[float, float, dict]:
+    """The path before issue 15: the exact logpdf minimised by L-BFGS-B with finite-difference
+    gradients, from the EZ start and the Sobol-best start (exact objective), stopping when two agree."""
+    from scipy.optimize import minimize
+
+    from noisecraft.ddm.fit import _clip, _ez_theta, _Problem, _sobol
+
+    t = time.perf_counter()
+    data = prepare(df, "rt", "response")
+    spec = ModelSpec.load(FULL_SPEC)
+    prob = _Problem(data, spec, (0.0, float(data.rt.max())))
+    exact = lambda th: -float(np.sum(prob.loglik_trials(th))) if prob.design.valid(prob.design.values(th)) == 0 else 1e10
+    x_sobol, _ = _sobol(prob, exact, 0)
+    bounds = list(zip(prob.design.lower, prob.design.upper))
+    best = None
+    for x0 in (_clip(prob, _ez_theta(prob)[0]), x_sobol):
+        r = minimize(exact, x0, method="L-BFGS-B", bounds=bounds,
+                     options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
+        best = r if best is None or r.fun < best.fun else best
+    return time.perf_counter() - t, float(best.fun), dict(zip(prob.design.names, map(float, best.x)))
+
+
+def full_section(quick: bool) -> list[str]:
+    """Markdown lines: the full model's fit time and exact NLL, new path beside the old one (and PyDDM if wired)."""
+    rows = []
+    for n in (500, 4000):
+        df = simulate(n, *FULL_TRUE.values(), seed=1)
+        t = time.perf_counter()
+        res = fit(df, spec=FULL_SPEC)
+        t_new = time.perf_counter() - t
+        row = {"trials": n, "new s/fit (with SEs)": t_new, "new NLL (exact)": res.nll,
+               "new converged": res.converged}
+        if n == 500 or not quick:
+            t_old, nll_old, _ = _old_full_fit(df)
+            row.update({"old s/fit (no SEs)": t_old, "old NLL (exact)": nll_old, "speed-up": t_old / t_new,
+                        "new - old NLL": res.nll - nll_old})
+        rows.append(row)
+        print(pd.Series(row).to_string(), "\n", ", ".join(f"{k}={v:.4f}" for k, v in res.params.items()), flush=True)
+    # A data set where sz is identified (its estimate leaves 0): every node of the z rule is needed.
+    df = simulate(4000, *FULL_SZ_TRUE.values(), seed=5)
+    t = time.perf_counter()
+    res = fit(df, spec=FULL_SPEC)
+    rows.append({"trials": 4000, "new s/fit (with SEs)": time.perf_counter() - t, "new NLL (exact)": res.nll,
+                 "new converged": res.converged})
+    print(pd.Series(rows[-1]).to_string(), "\n", ", ".join(f"{k}={v:.4f}" for k, v in res.params.items()), flush=True)
+    sz_line = ("Last row: simulated at " + ", ".join(f"{k}={v:g}" for k, v in FULL_SZ_TRUE.items())
+               + " (seed 5), new path only; estimates " + ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())
+               + f"; starts ended at NLL {', '.join(f'{x:.3f}' for x in res.starts)} (coarse rule).")
+    tab = pd.DataFrame(rows)
+    t4 = float(tab["new s/fit (with SEs)"].iloc[1])
+    try:
+        import pyddm  # noqa: F401
+
+        pyddm_line = ("PyDDM is installed but not run here: its full model (sv, sz, st0) needs custom "
+                      "components that this benchmark does not build yet.")
+    except ImportError:
+        pyddm_line = "PyDDM is not installed: skipped."
+    return [
+        "## Full model: v, a, z, t0, sv, sz, st0 free",
+        "",
+        (
+            f"`fit(df, spec=\"{FULL_SPEC}\")` (defaults: multi-start, Hessian SEs) on trials simulated at "
+            + ", ".join(f"{k}={v:g}" for k, v in FULL_TRUE.items())
+            + " (seed 1). Anchor in the same run: the previous path, the exact logpdf minimised by L-BFGS-B "
+            "with finite-difference gradients from the EZ and Sobol-best starts (no SEs)"
+            + (", at 500 trials only (--quick)" if quick else "")
+            + ". Both NLLs are the exact logpdf at the returned parameters."
+        ),
+        "",
+        f"- 4,000 trials: {t4:.1f} s per fit (target < 20 s): {'met' if t4 < 20 else 'NOT met'}.",
+        f"- {pyddm_line}",
+        "",
+        _md(tab),
+        "",
+        sz_line,
+        "",
+    ]
+
+
 def _md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -362,8 +455,25 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-pyddm", action="store_true")
     ap.add_argument("--out", default=None, help="default docs/benchmarks/ddm.md (ddm_multifactor.md for that section)")
-    ap.add_argument("--section", choices=("all", "multifactor"), default="all")
+    ap.add_argument("--section", choices=("all", "multifactor", "full"), default="all")
     args = ap.parse_args()
+    if args.section == "full":
+        machine = _machine()
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(machine, when, flush=True)
+        lines = [
+            "# noisecraft.ddm benchmark: the full model",
+            "",
+            f"Generated by `python benchmarks/ddm.py --section full{' --quick' if args.quick else ''}` on {when}.",
+            f"Machine: {machine}. Single-threaded BLAS; the cores may be shared with other jobs.",
+            "",
+            *full_section(args.quick),
+        ]
+        out = Path(args.out or ROOT / "docs" / "benchmarks" / "ddm_full.md")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines))
+        print(f"wrote {out}", file=sys.stderr)
+        return
     if args.section == "multifactor":
         machine = _machine()
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -398,7 +508,7 @@ def main() -> None:
     speed = speed_table(args.quick, have_pyddm)
     rec, n_sets = recovery_table(args.quick)
 
-    # The full Ratcliff model (sv, sz, st0 free): numerical gradients and quadrature.
+    # The full Ratcliff model (sv, sz, st0 free); --section full has the 7-parameter comparison.
     full = simulate(500, 1.5, 1.2, 0.5, 0.3, sv=0.8, sz=0.2, st0=0.15, seed=1)
     t = time.perf_counter()
     res_full = fit(full, spec="v=shared, sv=shared, sz=shared, st0=shared", se=False, n_starts=2)

@@ -1,7 +1,9 @@
 """Fitting the DDM: full-distribution maximum likelihood, quantile chi-square / G^2, and EZ.
 
 * ``method="ml"``: minimise the negative log-likelihood of every trial under the exact
-  density (Navarro & Fuss 2009) with L-BFGS-B (analytic gradient when sz = st0 = 0),
+  density (Navarro & Fuss 2009) with L-BFGS-B and an analytic gradient (closed form when
+  sz = st0 = 0; with sz or st0 free, of a fixed-order quadrature over them, coarse for the
+  starts and finer for a final polish, the NLL then reported under the exact density),
   from several starts: EZ-diffusion (Wagenmakers et al. 2007), a default, and the best
   point of a scrambled Sobol design over the parameter box, which doubles as a global
   check. Standard errors come from the inverse Hessian; AIC = 2k + 2 NLL,
@@ -27,7 +29,14 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 
 from noisecraft.ddm.data import RTData, prepare
-from noisecraft.ddm.density import cdf, logpdf, logpdf_and_grad
+from noisecraft.ddm.density import (
+    N_T_FIT,
+    N_Z_FIT,
+    cdf,
+    logpdf,
+    logpdf_and_grad,
+    logpdf_full_and_grad,
+)
 from noisecraft.ddm.design import Design
 from noisecraft.ddm.ez import ez_from_data
 from noisecraft.ddm.spec import PARAMS, ModelSpec, _fmt
@@ -36,6 +45,11 @@ __all__ = ["QUANTILES", "FitResult", "fit", "fit_participants", "negloglik"]
 
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PENALTY = 1e10
+# (n_z, n_t) of the full model's coarse quadrature for the starts (see _solve).
+_COARSE_NODES = (4, 6)
+# Series truncation of the full model's fitting objective (per-node density error; the reported
+# NLL uses logpdf's 1e-12): fewer terms per node, far below the quadrature's own error.
+_EPS_FIT = 1e-10
 
 
 def _trial_loglik(rt: np.ndarray, response: np.ndarray, tv: dict, s: float, lapse_density: np.ndarray | float) -> np.ndarray:
@@ -154,6 +168,7 @@ class _Problem:
         t0_cap = np.full(m, float(np.median(data.rt))) if lapse_possible else mins - 1e-4
         self.design = Design.build(spec, data, np.maximum(t0_cap, 1e-3))
         self.basic = spec.is_basic
+        self.nodes: tuple[int, int] | None = None  # (n_z, n_t) of the full model's quadrature; None: default
 
     def trial_values(
         self, theta: np.ndarray
@@ -172,34 +187,33 @@ class _Problem:
         bad = self.design.valid(vals)
         if bad > 0:
             return _PENALTY * (1.0 + bad)
+        return self.nll_grad(theta)[0]
+
+    def exact_nll(self, theta: np.ndarray) -> float:
+        """NLL under :func:`logpdf` (the fitting objective of the full model is its fixed-order quadrature)."""
+        return self.nll(theta) if self.basic else -float(np.sum(self.loglik_trials(theta)))
+
+    def _loglik_grad(self, tv: dict, rt: np.ndarray, upper: np.ndarray, lapse_c: np.ndarray):
+        """Per-trial log-likelihood and partials: closed form (basic model) or the full model's quadrature."""
+        common = {"s": self.spec.s, "lapse_p": tv["lapse"], "lapse_density": lapse_c}
         if self.basic:
-            return self.nll_grad(theta)[0]
-        val = -float(np.sum(self.loglik_trials(theta)))
-        return val if np.isfinite(val) else _PENALTY
+            return logpdf_and_grad(rt, upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], **common)
+        n_z, n_t = self.nodes or (N_Z_FIT, N_T_FIT)
+        return logpdf_full_and_grad(rt, upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], tv["sz"],
+                                    tv["st0"], n_z=n_z, n_t=n_t, eps=_EPS_FIT, **common)
 
     def nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         vals, tv = self.trial_values(theta)
         bad = self.design.valid(vals)
         if bad > 0:
             return _PENALTY * (1.0 + bad), np.zeros_like(theta)
-        ll, g = logpdf_and_grad(
-            self.data.rt,
-            self.upper,
-            tv["v"],
-            tv["a"],
-            tv["z"],
-            tv["t0"],
-            tv["sv"],
-            s=self.spec.s,
-            lapse_p=tv["lapse"],
-            lapse_density=self.lapse_c,
-        )
+        ll, g = self._loglik_grad(tv, self.data.rt, self.upper, self.lapse_c)
         val = -float(np.sum(ll))
         if not np.isfinite(val):
             return _PENALTY, np.zeros_like(theta)
         m = len(self.data.levels)
         grad = np.zeros_like(theta)
-        for p in ("v", "a", "z", "t0", "sv", "lapse"):
+        for p in g:
             sl = self.design.slices[p]
             if sl.stop > sl.start:
                 gc = np.bincount(self.data.cond, weights=g[p], minlength=m)
@@ -208,6 +222,8 @@ class _Problem:
 
     def nll_many(self, thetas: np.ndarray) -> np.ndarray:
         """NLL at many parameter vectors in one vectorised density call (for the Sobol check)."""
+        if not self.basic:  # the full model's quadrature is already vectorised over nodes x trials
+            return np.array([self.nll(th) for th in thetas])
         n = self.data.n
         out = np.full(len(thetas), _PENALTY)
         ok, cols = [], {p: [] for p in PARAMS}
@@ -223,21 +239,7 @@ class _Problem:
         tv = {p: np.concatenate(cols[p]) for p in PARAMS}
         rt = np.tile(self.data.rt, J)
         resp = np.tile(self.data.response, J)
-        if self.basic:
-            ll = logpdf_and_grad(
-                rt,
-                resp == 1,
-                tv["v"],
-                tv["a"],
-                tv["z"],
-                tv["t0"],
-                tv["sv"],
-                s=self.spec.s,
-                lapse_p=tv["lapse"],
-                lapse_density=np.tile(self.lapse_c, J),
-            )[0]
-        else:
-            ll = _trial_loglik(rt, resp, tv, self.spec.s, np.tile(self.lapse_c, J))
+        ll = self._loglik_grad(tv, rt, resp == 1, np.tile(self.lapse_c, J))[0]
         vals = -ll.reshape(J, n).sum(1)
         out[ok] = np.where(np.isfinite(vals), vals, _PENALTY)
         return out
@@ -589,10 +591,14 @@ def _solve(
         )
 
     bounds = list(zip(prob.design.lower, prob.design.upper))
+    # Full model: starts and the Sobol check on a coarse quadrature, then one polish on the
+    # fitting quadrature (the coarse optimum is close, so the polish takes few steps).
+    staged = method == "ml" and not prob.basic
+    if staged:
+        prob.nodes = _COARSE_NODES
     if method == "ml":
         objective = prob.nll
-        jac = prob.basic
-        fun = prob.nll_grad if jac else prob.nll
+        jac, fun = True, prob.nll_grad
     else:
         bins = _QuantileBins(data)
         objective = _chisq_objective(prob, bins, statistic)
@@ -612,7 +618,7 @@ def _solve(
             jac=jac,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6},
+            options={"maxiter": 1000, "ftol": 1e-9 if staged else 1e-11, "gtol": 1e-6},
         )
         results.append(res)
         f = sorted(float(r.fun) for r in results)
@@ -620,6 +626,14 @@ def _solve(
             break
     best = min(results, key=lambda r: r.fun)
     x, fval = best.x, float(best.fun)
+    finals = [float(r.fun) for r in results]
+    if staged:  # the starts agree on the coarse objective; the polish then moves the best one
+        agree = sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
+        prob.nodes = None
+        pol = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
+        x, fval = pol.x, float(pol.fun)
+        best_global = prob.nll(x_sobol)
     if method == "chisq":
         # The binned statistic has flat directions; a simplex polish is cheap here.
         pol = minimize(
@@ -631,8 +645,8 @@ def _solve(
         xp = np.clip(pol.x, prob.design.lower, prob.design.upper)
         if objective(xp) < fval:
             x, fval = xp, float(objective(xp))
-    finals = [float(r.fun) for r in results]
-    agree = sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
+    if not staged:
+        agree = sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
     converged = bool(fval <= best_global + 1e-6 and agree)
 
     se_vec = None
@@ -649,10 +663,10 @@ def _solve(
                 th[inner] = sub
                 return th
 
-            grad = (lambda sub: prob.nll_grad(full(sub))[1][inner]) if prob.basic else None
+            grad = (lambda sub: prob.nll_grad(full(sub))[1][inner]) if method == "ml" else None
             H = _hessian(lambda sub: prob.nll(full(sub)), x[inner], grad)
             se_vec[inner] = _standard_errors(H)
-    nll = fval if method == "ml" else -float(np.sum(prob.loglik_trials(x)))
+    nll = prob.exact_nll(x) if method == "ml" else -float(np.sum(prob.loglik_trials(x)))
     return FitResult(
         method,
         spec,
