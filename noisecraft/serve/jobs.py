@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from noisecraft.runs.pipeline import Part, Pipeline
-from noisecraft.runs.recipe import Recipe
+from noisecraft.runs.recipe import Recipe, recipe_of
 from noisecraft.validation import describe
 
 
@@ -114,10 +114,8 @@ def draw_requests(models: Mapping[str, Pipeline], requests: list[Any]) -> list[T
 def recipe(pipe: Pipeline, key: SampleKey, request: Any) -> Recipe:
     """The recipe PNG parameters of a sample request as drawn (its key's resolved sampler)."""
     grid = list(key.grid) if isinstance(key.grid, tuple) else key.grid
-    return Recipe(model=key.model, step=pipe.step, digest=pipe.digest, n=request.n, solver=key.solver,
-                  steps=key.steps, grid=grid, seed=request.seed, label=request.label, prompt=request.prompt,
-                  guidance=key.guidance, threshold=key.threshold, eval_batch=pipe.eval_batch,
-                  columns=request.columns)
+    return recipe_of(pipe, key.model, request.n, key.solver, key.steps, grid, request.seed, request.label,
+                     request.prompt, key.guidance, key.threshold, request.columns)
 
 
 def execute(models: Mapping[str, Pipeline], key: Hashable, payloads: list[Any]) -> list[Any]:
