@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -322,6 +322,21 @@ def _default_theta(prob: _Problem) -> np.ndarray:
     return theta
 
 
+def _no_lapse_start(prob: _Problem, seed: int) -> tuple[np.ndarray, bool]:
+    """The optimum of the nested model without contaminants, lapse just inside its box: a start.
+
+    The mixture's likelihood surface has a second basin (large lapse, late t0) that the other
+    starts can fall into although the nested model, a point of the box, fits better.
+    """
+    nested = _Problem(prob.data, replace(prob.spec, rules={**prob.spec.rules, "lapse": 0.0}), prob.lapse_range)
+    inner = _solve(nested, "ml", 2, False, "chisq", seed, time.perf_counter())
+    theta = _default_theta(prob)
+    index = {name: i for i, name in enumerate(prob.design.names)}
+    for name, value in zip(inner.names, inner.theta):
+        theta[index[name]] = value
+    return _clip(prob, theta), inner.converged
+
+
 def _clip(prob: _Problem, theta: np.ndarray) -> np.ndarray:
     lo, hi = prob.design.lower, prob.design.upper
     span = hi - lo
@@ -607,11 +622,15 @@ def _solve(
     x_sobol, best_global = _sobol(
         prob, objective, seed, many=prob.nll_many if method == "ml" else None
     )
-    # Starts in order: EZ, the Sobol best, a default; stop after two that agree (the
+    # Starts in order: EZ, (the nested no-lapse optimum,) the Sobol best, a default; stop after two that agree (the
     # a/t0 bimodality of real data shows up as disagreeing starts).
-    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob))]
+    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob))][: max(n_starts, 1)]
+    nested_ok = False  # a start from a converged fit of the nested model counts as two agreeing starts
+    if method == "ml" and prob.spec.rules["lapse"].kind != "fixed":
+        x_nested, nested_ok = _no_lapse_start(prob, seed)
+        starts.insert(1, x_nested)
     results = []
-    for x0 in starts[: max(n_starts, 1)]:
+    for x0 in starts:
         res = minimize(
             fun,
             x0,
@@ -627,8 +646,9 @@ def _solve(
     best = min(results, key=lambda r: r.fun)
     x, fval = best.x, float(best.fun)
     finals = [float(r.fun) for r in results]
+    nested_best = nested_ok and len(results) > 1 and abs(finals[1] - fval) < 0.05
     if staged:  # the starts agree on the coarse objective; the polish then moves the best one
-        agree = sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
+        agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
         prob.nodes = None
         pol = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
@@ -646,7 +666,7 @@ def _solve(
         if objective(xp) < fval:
             x, fval = xp, float(objective(xp))
     if not staged:
-        agree = sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
+        agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
     converged = bool(fval <= best_global + 1e-6 and agree)
 
     se_vec = None
