@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,serve,bento]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,bento,signals,scans,tabular,bayes]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,7 +3,7 @@
 A module may import from its own layer or a lower one, never a higher one:
 
     core, io, validation  <-  solvers, nets, data, metrics  <-  guide, analysis  <-  viz  <-  runs
-              <-  experiments, tabular, ddm, hf  <-  serve  <-  cli
+              <-  experiments, tabular, ddm, hf, signals  <-  serve  <-  cli
 
 Two rules sit beside the ranks: ddm is a standalone app that imports only itself and io (numpy/scipy,
 no torch), only cli may import typer, and only serve the web stack (FastAPI, uvicorn, Gradio, ...). The package root (`noisecraft/__init__.py`, the lazy
@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "tabular": 5,
     "ddm": 5,
     "hf": 5,
+    "signals": 5,
     "serve": 6,
     "cli": 7,
 }

@@ -169,6 +169,8 @@ def test_every_layer_is_in_the_architecture_doc():
         ("noisecraft/nets/a.py", "from .. import analysis", 1, "noisecraft.analysis", "layer"),
         ("noisecraft/guide/a.py", "import noisecraft as nc", 1, "noisecraft", "layer"),  # the facade
         ("noisecraft/runs/a.py", "import typer", 1, "typer", "only_in"),
+        ("noisecraft/runs/a.py", "from noisecraft.signals.denoise import denoise", 1, "noisecraft.signals.denoise",
+         "layer"),  # an app (rank 5) is above runs
         ("noisecraft/experiments/a.py", "if True:\n    from typer.testing import CliRunner", 2, "typer.testing",
          "only_in"),
         ("noisecraft/ddm/a.py", "from noisecraft.core.tensors import FLOAT64", 1, "noisecraft.core.tensors",

@@ -12,7 +12,7 @@ app = typer.Typer()
 
 @app.command()
 def train(
-    data: str = typer.Option(None, help="digits (default), 8gaussians, moons, swissroll, checkerboard, an image folder or a .npy file."),
+    data: str = typer.Option(None, help="digits (default), digits32, 8gaussians, moons, swissroll, checkerboard, an image folder or a .npy file."),
     preset: str = typer.Option(None, help="Loss preset and its defaults: ddpm, score, v, edm (default), elbo, flow."),
     loss: str = typer.Option(None, help="Override the loss preset (ddpm, score, v, edm, elbo, flow)."),
     config: str = typer.Option(None, help="A YAML run config (overrides --data/--preset)."),
@@ -24,9 +24,11 @@ def train(
     seed: int = typer.Option(None, help="Training seed."),
     resume: bool = typer.Option(False, help="Continue the run in --run from its newest checkpoint; with --steps N, extend it to N steps."),
     overwrite: bool = typer.Option(False, help="Replace the trained run in --run (its checkpoints and metrics are deleted)."),
+    latent: str = typer.Option(None, help="An autoencoder run (noisecraft vae train): diffusion on its scaled latents."),
 ) -> None:
     """Train a diffusion model; writes config.yaml, checkpoints/, metrics.jsonl in the run directory."""
     from noisecraft.runs.config import config_from_options, default_run_dir
+    from noisecraft.runs.latent import latent_run
     from noisecraft.runs.train import check_resume_options
     from noisecraft.runs.train import train as train_run
 
@@ -34,13 +36,16 @@ def train(
         if resume and run is None:
             raise ValueError("`resume` needs `run` RUN_DIR, the run to continue")
         if resume:  # the run keeps its config: options that would change it are errors, --steps extends it
-            check_resume_options(run, data, preset, loss, config, batch_size, lr, seed, minutes)
+            check_resume_options(run, data, preset, loss, config, batch_size, lr, seed, minutes, latent)
             result = train_run(None, run, resume=True, max_steps=steps, overwrite=overwrite)
         else:
             data, preset = data or "digits", preset or "edm"
             cfg = config_from_options(data, preset, loss, config, minutes=minutes, max_steps=steps,
                                       batch_size=batch_size, lr=lr, seed=seed)
-            result = train_run(cfg, run or default_run_dir(data, loss or preset), overwrite=overwrite)
+            if latent is not None:
+                cfg = latent_run(cfg, latent)
+            default = default_run_dir(data, loss or preset) + ("-latent" if latent else "")
+            result = train_run(cfg, run or default, overwrite=overwrite)
     if result.note:
         typer.echo(as_options(result.note, {"max_steps": "--steps"}))
         return

@@ -1,4 +1,5 @@
-"""Training data: 2-D toys, scikit-learn's 8x8 digits, image folders and .npy arrays, behind one config.
+"""Training data: 2-D toys, scikit-learn's 8x8 digits (and their 32x32 upsampling, digits32), image folders
+and .npy arrays, behind one config.
 
 `DataConfig.load()` returns a `Dataset`: a float32 tensor of samples (finite, checked here, at the
 boundary), optional class labels, and whether the samples are images (for grids) or points (for plots).
@@ -19,7 +20,9 @@ from noisecraft.data.digits import load_digits_split
 from noisecraft.data.files import load_image_folder, load_npy
 from noisecraft.data.toys import TOYS, toy_2d
 
-BUILTIN: tuple[str, ...] = ("digits",) + TOYS
+#: the digits at each size: 8x8 as scikit-learn ships them, and upsampled to 32x32 (noisecraft.data.digits)
+DIGITS: dict[str, int] = {"digits": 8, "digits32": 32}
+BUILTIN: tuple[str, ...] = tuple(DIGITS) + TOYS
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Dataset:
 
 
 class DataConfig(BaseModel):
-    """`name` is a built-in dataset (digits, 8gaussians, moons, swissroll, checkerboard), an image folder
+    """`name` is a built-in dataset (digits, digits32, 8gaussians, moons, swissroll, checkerboard), an image folder
     or a .npy file; `n` is the number of toy points drawn (seed `seed`); `classes` keeps only the samples of
     those classes (labelled data: digits), their labels unchanged."""
 
@@ -60,8 +63,8 @@ class DataConfig(BaseModel):
 
     def load(self) -> Dataset:
         labels = None
-        if self.name == "digits":
-            x, y = load_digits_split("train")
+        if self.name in DIGITS:
+            x, y = load_digits_split("train", DIGITS[self.name])
             labels = torch.from_numpy(y)
         elif self.name in TOYS:
             x = toy_2d(self.name, self.n, self.seed)
@@ -106,16 +109,17 @@ def check_builtin(name: str) -> str:
 
 def heldout(name: str, split: str = "test", n: int = 200, seed: int = 0) -> tuple[Tensor, float | None]:
     """n points of a built-in dataset for evaluation, float64, and the bin width of their grid (digits: 2/16;
-    toys: None, continuous). Toy test points are fresh draws (seed 10_000 + seed), never the training draws."""
+    digits32 and toys: None, continuous). Toy test points are fresh draws (seed 10_000 + seed), never the training draws."""
     from noisecraft.data.digits import BIN_WIDTH
 
     check_builtin(name)
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
-    if name == "digits":
-        images, _ = load_digits_split(split)
-        return torch.from_numpy(images[:n]).double(), BIN_WIDTH
+    if name in DIGITS:
+        images, _ = load_digits_split(split, DIGITS[name])
+        # the 32x32 upsampling leaves the 8x8 grid of values: no bin width
+        return torch.from_numpy(images[:n]).double(), BIN_WIDTH if name == "digits" else None
     return torch.from_numpy(toy_2d(name, n, seed=0 if split == "train" else 10_000 + seed)).double(), None
 
 
-__all__ = ["BUILTIN", "DataConfig", "Dataset", "check_builtin", "heldout", "load_digits_split", "toy_2d"]
+__all__ = ["BUILTIN", "DIGITS", "DataConfig", "Dataset", "check_builtin", "heldout", "load_digits_split", "toy_2d"]

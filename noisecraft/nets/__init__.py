@@ -1,5 +1,5 @@
 """Networks behind the denoiser contract `fn(x_in, noise_level[, class])`: an MLP for vectors and 2-D data,
-diffusers' UNet2DModel for images. `NetConfig` builds either from a plain config."""
+diffusers' UNet2DModel or a DiT for images, a 1-D U-Net for signals (unet1d). `NetConfig` builds each from a plain config."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from noisecraft.nets.dit import DiT
 from noisecraft.nets.mlp import MLP
 from noisecraft.nets.unet import UNet
+from noisecraft.nets.unet1d import UNet1D
 
 
 class NetConfig(BaseModel):
@@ -18,10 +20,13 @@ class NetConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["auto", "mlp", "unet"] = "auto"
-    # MLP
+    kind: Literal["auto", "mlp", "unet", "unet1d", "dit"] = "auto"
+    # MLP; the DiT's hidden width and number of blocks too
     width: int = Field(256, ge=1)
     depth: int = Field(3, ge=1)
+    # DiT (Peebles & Xie 2023): patch size and attention heads
+    patch_size: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
     # UNet
     block_channels: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
     attention: list[bool] = Field(default_factory=lambda: [False, False, True])
@@ -35,7 +40,8 @@ class NetConfig(BaseModel):
     time_scale: float | None = None
     # what the network is conditioned on: the class label, or a sentence embedding (Reimers & Gurevych
     # 2019) of width text_dim of a prompt made from the label (noisecraft.guide.text); the text null is zeros
-    cond: Literal["class", "text"] = "class"
+    # "signal" (unet1d only): a signal of the sample's shape, concatenated as input channels (noisecraft.signals)
+    cond: Literal["class", "text", "signal"] = "class"
     text_dim: int = Field(384, ge=1)
 
     @model_validator(mode="after")
@@ -47,6 +53,8 @@ class NetConfig(BaseModel):
             raise ValueError(f"label_dropout {self.label_dropout} needs num_classes (class-conditional training)")
         if self.cond == "text" and self.num_classes is None:
             raise ValueError("cond 'text' needs num_classes: training turns each of the data's labels into a prompt")
+        if self.cond == "signal" and (self.kind != "unet1d" or self.num_classes is not None):
+            raise ValueError(f"cond 'signal' needs kind 'unet1d' and no num_classes, got kind {self.kind!r}")
         return self
 
     @property
@@ -90,6 +98,13 @@ class NetConfig(BaseModel):
         default_scale = {"t": 1000.0, "c_noise": 250.0, "log_snr": 25.0, "timestep": 1.0}[time_input]
         scale = default_scale if self.time_scale is None else self.time_scale
         kind = self.kind if self.kind != "auto" else ("unet" if len(sample_shape) == 3 else "mlp")
+        if kind == "unet1d":
+            return self._unet1d(sample_shape, scale)
+        if kind == "dit":
+            if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
+                raise ValueError(f"the DiT takes square images (channels, size, size), got {sample_shape}")
+            return DiT(sample_shape[1], sample_shape[0], self.width, self.depth, self.heads, self.patch_size,
+                       self.class_embeddings, scale, self._text_dim)
         if kind == "mlp":
             if len(sample_shape) != 1:
                 raise ValueError(f"the MLP takes vectors, got samples of shape {sample_shape}; use kind 'unet'")
@@ -100,6 +115,16 @@ class NetConfig(BaseModel):
                           self.layers_per_block, self.class_embeddings, dropout=self.dropout, time_scale=scale,
                           text_dim=self._text_dim)
 
+    def _unet1d(self, sample_shape: tuple[int, ...], scale: float) -> nn.Module:
+        """The 1-D U-Net for signals of shape (length,) or (channels, length) (noisecraft.nets.unet1d)."""
+        if len(sample_shape) not in (1, 2) or self.num_classes is not None:
+            raise ValueError(f"the 1-D U-Net takes unlabelled signals (length,) or (channels, length), got samples "
+                             f"of shape {sample_shape}" + (" with classes" if self.num_classes is not None else ""))
+        channels = 1 if len(sample_shape) == 1 else sample_shape[0]
+        return UNet1D(channels, self.block_channels, self.attention, self.layers_per_block,
+                      channels if self.cond == "signal" else 0, scale, dropout=self.dropout,
+                      squeeze=len(sample_shape) == 1)
+
     @property
     def _text_dim(self) -> int | None:
         return self.text_dim if self.text else None
@@ -109,4 +134,4 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["MLP", "NetConfig", "UNet", "count_parameters"]
+__all__ = ["MLP", "DiT", "NetConfig", "UNet", "UNet1D", "count_parameters"]

@@ -196,6 +196,20 @@ def newest_intact(folder: str | Path, groups: tuple[str, ...] | None = None) -> 
     raise ValueError(f"{folder} holds no checkpoint yet: train it first")
 
 
+def weights_digest(state: dict[str, torch.Tensor], extra: str = "") -> str:
+    """The first 16 hex digits of the SHA-256 of a state dict (names, dtypes, shapes, values) and `extra`: which
+    weights these are, whatever folder they were loaded from."""
+    import hashlib
+
+    sha = hashlib.sha256()
+    for name, tensor in state.items():
+        value = tensor.detach().cpu().contiguous()
+        sha.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        sha.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    sha.update(extra.encode())
+    return sha.hexdigest()[:16]
+
+
 def _listed(keys: list[str], limit: int = 3) -> str:
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more

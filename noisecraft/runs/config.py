@@ -76,6 +76,16 @@ class DistillConfig(BaseModel):
     steps: int = Field(ge=1, description="network evaluations per sample of the student")
 
 
+class LatentConfig(BaseModel):
+    """The autoencoder a latent diffusion run lives in (noisecraft.runs.latent): its run directory and the
+    digest of its weights and scaling factor, checked whenever the run is trained, resumed or loaded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    vae: str = Field(description="the autoencoder's run directory (noisecraft vae train)")
+    digest: str = Field(pattern=r"^[0-9a-f]{16}$", description="noisecraft.runs.latent.LatentCodec.digest")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -87,6 +97,8 @@ class RunConfig(BaseModel):
     sample: SolverConfig = Field(default_factory=SolverConfig)
     #: set on a run made by distillation or reflow (noisecraft.runs.distill, .reflow): teacher, method, steps
     distill: DistillConfig | None = None
+    #: set on a latent diffusion run: the model is trained on, and samples, the scaled latents of this autoencoder
+    latent: LatentConfig | None = None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -134,7 +146,7 @@ def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunC
     if loss not in PRESETS:
         raise ValueError(f"unknown preset {loss!r}; expected one of {list(PRESETS)}")
     data_cfg = DataConfig(name=data)
-    image_like = data == "digits" or Path(data).is_dir()  # toys and .npy arrays are points or vectors
+    image_like = data in ("digits", "digits32") or Path(data).is_dir()  # toys and .npy arrays are points or vectors
     train_defaults: dict[str, Any] = dict(batch_size=128 if image_like else 512, lr=2e-3 if image_like else 1e-3)
     train_defaults.update({k: v for k, v in train.items() if v is not None})
     if train_defaults.get("max_steps") is None and train_defaults.get("minutes") is None:

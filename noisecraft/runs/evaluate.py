@@ -1,5 +1,6 @@
 """`noisecraft eval RUN`: sample a trained digits run and score it with the digits metrics
-(noisecraft.metrics.digits) beside the floor; writes eval.json in the run directory."""
+(noisecraft.metrics.digits) beside the floor; writes eval.json in the run directory. A 32x32 digits run (digits32,
+pixel or latent) is scored on its samples taken back to 8x8 (noisecraft.data.digits.to_digits8)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ def evaluate_run(run_dir: str | Path, n: int = 500, solver: str | None = None, s
 
     run = load_run(run_dir, ema=ema, eval_batch=eval_batch)
     run.solver(solver, steps)  # the options first, named as given
-    if tuple(run.sample_shape) != (1, 8, 8):
-        raise ValueError(f"noisecraft eval scores 8x8 digits runs; this run's samples have shape {run.sample_shape}")
+    shape = tuple(run.output_shape)  # a latent run's decoded images
+    if shape not in ((1, 8, 8), (1, 32, 32)):
+        raise ValueError(f"noisecraft eval scores digits runs (8x8, or digits32 taken back to 8x8); this run's "
+                         f"samples have shape {shape}")
     if run.config.model.num_classes is not None:
         raise ValueError(f"noisecraft eval scores unconditional digits runs; {str(run_dir)!r} is "
                          f"{run.config.model.cond}-conditional: draw each class with `noisecraft sample --class K`")
     x = run.sample(n, solver, steps, seed)
+    if shape == (1, 32, 32):
+        from noisecraft.data.digits import to_digits8
+
+        x = to_digits8(x)
     result = {
         "run": str(run_dir), "step": run.step, "solver": solver or run.config.sample.solver,
         "steps": steps or run.config.sample.steps, "seed": seed, "ema": ema,

@@ -10,7 +10,6 @@ data's range; sample i of a call depends only on (seed, i) (noisecraft.core.nois
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -28,13 +27,14 @@ from noisecraft.core.noise import SampleNoise, base_seed
 from noisecraft.core.schedules import Schedule
 from noisecraft.nets.batching import FixedBatch
 from noisecraft.runs import distributed, memory, steer
-from noisecraft.runs.checkpoint import check_weights, newest_intact
+from noisecraft.runs.checkpoint import check_weights, newest_intact, weights_digest
 from noisecraft.runs.config import RunConfig, load_config
 from noisecraft.solvers.config import SolverConfig
 
 INPAINT_METHODS = ("repaint", "replacement", "dps", "mmps")
 UPSCALE_METHODS = ("ddnm", "dps", "mmps")
 DENOISE_METHODS = ("posterior", "mmps", "ddnm")
+RESTORE_METHODS = ("ddnm", "dps", "mmps")
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -87,6 +87,9 @@ class Pipeline:
     #: explicit time list, a note naming the grid); from_diffusers adds "diffusers" (noisecraft.hf.load)
     grids: Mapping[str, Callable[[SolverConfig], tuple[SolverConfig, str]]] = field(default_factory=dict, hash=False,
                                                                                     compare=False)
+    #: a latent diffusion run's autoencoder (noisecraft.runs.latent.LatentCodec): the solver draws its scaled
+    #: latents (sample_shape) and the samples returned are decoded to images (output_shape); None for pixels
+    codec: Any = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.network is None:
@@ -98,6 +101,11 @@ class Pipeline:
     def schedule(self) -> Schedule:
         """The schedule of the network's denoiser (the run's loss.schedule)."""
         return getattr(self.network, "schedule", None) or self.config.loss.schedule
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of one returned sample: the decoded image of a latent run, else sample_shape."""
+        return self.sample_shape if self.codec is None else self.codec.image_shape
 
     @property
     def device(self) -> torch.device:
@@ -113,12 +121,7 @@ class Pipeline:
     def digest(self) -> str:
         """The first 16 hex digits of the SHA-256 of the network's weights (names, dtypes, shapes, values): which
         model drew a sample, whatever folder it was loaded from (noisecraft.runs.recipe)."""
-        sha = hashlib.sha256()
-        for name, tensor in (self.net.state_dict() if self.net is not None else {}).items():
-            value = tensor.detach().cpu().contiguous()
-            sha.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-            sha.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-        return sha.hexdigest()[:16]
+        return weights_digest(self.net.state_dict() if self.net is not None else {})
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
@@ -269,7 +272,8 @@ class Pipeline:
             with torch.no_grad():
                 x = cfg.run(denoise, self.schedule, (len(rows), *self.sample_shape), noise, dtype=self.dtype,
                             device=self.device, progress=progress and rank == 0)
-        return distributed.gather_rows(x.float(), n, size).cpu()
+        x = distributed.gather_rows(x.float(), n, size).cpu()
+        return x if self.codec is None else self.codec.decode(x)
 
     def sample(self, n: int = 16, solver: str | None = None, steps: int | None = None, seed: int = 0,
                grid: str | list[float] | None = None, label: int | None = None, prompt: str | None = None,
@@ -323,10 +327,16 @@ class Pipeline:
 
     # -- inverse problems -------------------------------------------------------------------------
     def image_shape(self, what: str = "image") -> tuple[int, int, int]:
-        """(C, H, W) of the run's images; a ValueError for a run of vectors."""
+        """(C, H, W) of the run's images (a latent run's decoded images); a ValueError for a run of vectors."""
         if not self.is_image:
             raise ValueError(f"this run models vectors of shape {self.sample_shape}; {what}s need an image model")
-        return self.sample_shape
+        return self.output_shape
+
+    def _check_pixels(self, what: str) -> None:
+        """A ValueError for a latent run: these inverse problems act on the pixels the solver draws."""
+        if self.codec is not None:
+            raise ValueError(f"this is a latent diffusion run (autoencoder {self.config.latent.vae}); {what} "
+                             "in latent space is not supported (inpainting is): use a pixel-space run")
 
     def image(self, image: Any, shape: tuple[int, ...] | None = None, what: str = "image") -> Tensor:
         """An image as (1, C, H, W) in [-1, 1]: a PNG/JPEG path, or an array of shape (C, H, W) or (1, C, H, W)."""
@@ -350,8 +360,8 @@ class Pipeline:
         if isinstance(mask, Mask):
             return mask
         if isinstance(mask, (str, Path)):
-            return mask_from_png(mask, self.sample_shape)
-        return mask_from_array(mask.cpu().numpy() if isinstance(mask, Tensor) else mask, self.sample_shape)
+            return mask_from_png(mask, self.output_shape)
+        return mask_from_array(mask.cpu().numpy() if isinstance(mask, Tensor) else mask, self.output_shape)
 
     def _restore_with(self, denoise: Callable, n: int, steps: int, seed: int, solver: str = "ddpm") -> Tensor:
         """n draws of a measurement-guided denoiser with `solver` (DDPM steps by default) on the run's grid."""
@@ -362,19 +372,28 @@ class Pipeline:
         """n completions of the unknown pixels (mask 0) of `image`: RePaint (Lugmayr et al. 2022), replacement
         with any `solver` (Song et al. 2021, app. I), DPS (Chung et al. 2023) or moment matching (Rozet et al.
         2024). The known pixels of every completion are the input's exactly (pasted back at the end, as RePaint's
-        last step and diffusers' inpainting pipelines do; DPS and moment matching only approach them)."""
+        last step and diffusers' inpainting pipelines do; DPS and moment matching only approach them).
+
+        A latent run solves the same problem on the latent grid: the image is encoded and a latent position is
+        known when its whole f x f block of pixels is (LatentCodec.latent_mask); completions are decoded and the
+        known pixels pasted back."""
         from noisecraft.guide.inverse import dps, projection, repaint
-        from noisecraft.guide.measurements import measure
+        from noisecraft.guide.measurements import Mask, measure
 
         _check_choice(method, INPAINT_METHODS, "inpainting method")
         known, x0 = self.mask(mask), self.image(image)
-        meas = measure(known, x0)
+        codec = self.codec
+        if codec is None:
+            meas = measure(known, x0)
+        else:  # on the latent grid
+            meas = measure(Mask(codec.latent_mask(known.mask)), codec.encode(x0))
         denoise = steer.base_denoiser(self)
         if method == "repaint":
             self.check_n(n, denoise)
             with torch.no_grad():
                 x = repaint(denoise, self.schedule, meas, (n, *self.sample_shape), steps, jump_length, jump_count,
                             _generator(seed)).float()
+            x = x if codec is None else codec.decode(x)
         else:
             wrapped = {"replacement": lambda: projection(denoise, meas),
                        "dps": lambda: dps(denoise, meas, self.schedule, zeta),
@@ -390,6 +409,7 @@ class Pipeline:
         from noisecraft.guide.measurements import AvgPool, Measurement
 
         _check_choice(method, UPSCALE_METHODS, "super-resolution method")
+        self._check_pixels("super-resolution")
         if factor not in (2, 4):
             raise ValueError(f"`factor` must be 2 or 4, got {factor}")
         if not sigma >= 0:
@@ -413,6 +433,7 @@ class Pipeline:
         from noisecraft.guide.measurements import Identity, Measurement
 
         _check_choice(method, DENOISE_METHODS, "denoising method")
+        self._check_pixels("denoising")
         if not sigma > 0:
             raise ValueError(f"`sigma` must be > 0 (the noise std in [-1, 1] units), got {sigma}")
         y = self.image(image, what="noisy image")
@@ -427,12 +448,34 @@ class Pipeline:
                                                                                                   self.schedule)
         return self._restore_with(wrapped, n, steps, seed)
 
+    def restore(self, measurement: Any, method: str = "mmps", n: int = 8, steps: int = 50, seed: int = 0,
+                zeta: float = 1.0) -> Tensor:
+        """n samples of p(x | y) for a linear measurement y = A x + sigma n of any operator (a
+        noisecraft.guide.measurements.Measurement: k-space Fourier, blur, pooling, ...), whose y holds one
+        observation or one per sample: DDNM (Wang et al. 2023), DPS (Chung et al. 2023) or moment matching
+        (Rozet et al. 2024), on DDPM steps."""
+        from noisecraft.guide.inverse import dps, projection
+
+        _check_choice(method, RESTORE_METHODS, "restoration method")
+        self._check_pixels("restoration")
+        if measurement.y.shape[0] not in (1, n):
+            raise ValueError(f"the measurement holds {measurement.y.shape[0]} observations; expected 1 or `n` = {n}")
+        denoise = steer.base_denoiser(self)
+        self.check_n(n, denoise)  # probes the network with one row: before the wrappers, whose y may hold n rows
+        wrapped = {"ddnm": lambda: projection(denoise, measurement, self.schedule),
+                   "dps": lambda: dps(denoise, measurement, self.schedule, zeta),
+                   "mmps": lambda: steer.moment_matched_denoiser(self, measurement)}[method]()
+        return self._restore_with(wrapped, n, steps, seed)
+
     # -- likelihood -------------------------------------------------------------------------------
     def likelihood(self, x: Tensor | np.ndarray, probes: int = 4, exact: bool = False, rtol: float = 1e-5,
                    atol: float = 1e-5, seed: int = 0, bin_width: float | None = None) -> Any:
         """log p(x) of each row of x through the probability-flow ODE (noisecraft.analysis.likelihood): exact
         divergence or Hutchinson with `probes` fresh probes per node. With `bin_width`, x (on a grid of that
-        spacing) is dequantized uniformly first. Returns a LikelihoodResult (mean_and_stderr, bits/dim)."""
+        spacing) is dequantized uniformly first. Returns a LikelihoodResult (mean_and_stderr, bits/dim).
+
+        A latent run scores the scaled latents z = s E(x) of images x: the result is the latent NLL, log p(z)
+        per latent dimension, not a likelihood of the pixels (the autoencoder's own term is not included)."""
         from noisecraft.analysis.likelihood import dequantize, log_likelihood
 
         if probes < 1:
@@ -440,6 +483,10 @@ class Pipeline:
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"`rtol` and `atol` must be > 0, got {rtol} and {atol}")
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).double()
+        if self.codec is not None and tuple(x.shape[1:]) == tuple(self.output_shape):
+            if bin_width:  # dequantized in pixel space, before the encoder
+                x, bin_width = dequantize(x, bin_width, _generator(seed + 1)), None
+            x = self.codec.encode(x.float()).double()
         if tuple(x.shape[1:]) != tuple(self.sample_shape):
             raise ValueError(f"the data has samples of shape {tuple(x.shape[1:])}, but this run models shape "
                              f"{tuple(self.sample_shape)}")
@@ -471,7 +518,12 @@ def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device =
     state.update(tensors[group])  # EMA holds the floating-point tensors; integer buffers stay as built
     net.load_state_dict(state)
     net = net.to(device).eval()
-    return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir, eval_batch=eval_batch)
+    codec = None
+    if config.latent is not None:
+        from noisecraft.runs.latent import load_codec
+
+        codec = load_codec(config.latent)
+    return Pipeline(config, net, shape, info["is_image"], meta["step"], run_dir, eval_batch=eval_batch, codec=codec)
 
 
 __all__ = ["DENOISE_METHODS", "INPAINT_METHODS", "UPSCALE_METHODS", "Part", "Pipeline", "Route", "load_run"]

@@ -39,6 +39,7 @@ from noisecraft.runs.checkpoint import (
 )
 from noisecraft.runs.config import RunConfig, TrainConfig, load_config
 from noisecraft.runs.ema import EMA
+from noisecraft.runs.latent import training_data
 from noisecraft.runs.lock import run_lock
 from noisecraft.runs.loop import (
     Loop,
@@ -222,7 +223,7 @@ def _differences(a: RunConfig, b: RunConfig) -> list[str]:
 def check_resume_options(run_dir: str | Path, data: str | None = None, preset: str | None = None,
                          loss: str | None = None, config: RunConfig | str | Path | None = None,
                          batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
-                         minutes: float | None = None) -> None:
+                         minutes: float | None = None, latent: str | Path | None = None) -> None:
     """A ValueError naming the first given option (None = not given) that would change the config of the run
     in `run_dir`: a resumed run keeps its config.yaml, only `max_steps` can extend it."""
     from noisecraft.core.losses import PRESETS
@@ -234,6 +235,8 @@ def check_resume_options(run_dir: str | Path, data: str | None = None, preset: s
     if loss or preset:
         own = next((name for name in PRESETS if loss_preset(name) == run.loss), "a custom loss")
         asked["loss" if loss else "preset"] = (loss or preset, own)
+    if latent is not None:  # the autoencoder's directory, compared as a path
+        asked["latent"] = (str(Path(latent).resolve()), run.latent and run.latent.vae)
     for name, (value, own) in asked.items():
         if value is not None and value != own:
             raise ValueError(f"`{name}` {value} differs from the run's config ({own}); a resumed run keeps its "
@@ -422,7 +425,7 @@ def _fit(config: RunConfig, run_dir: Path, accelerator: Any, start: tuple[Path, 
     threads = use_threads(cfg.num_threads)  # one per CPU other processes leave free (runs.threads)
     if progress and accelerator.is_main_process:
         print(threads, flush=True)
-    data = config.data.load()
+    data = training_data(config)  # a latent run's data are its autoencoder's scaled latents
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     net = config.model.build(data.sample_shape, config.loss.time_input)
     if init is not None and start is None:

@@ -1,0 +1,205 @@
+"""Latent diffusion: the composition (autoencoder + diffusion on its scaled latents) checked on the Gaussian
+mixture oracle through a linear autoencoder, and a trained latent run's contract: it names its autoencoder and
+refuses another, it samples decoded images deterministically per seed and batch-size invariantly, and the
+likelihood scores the latents."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import noisecraft as nc
+from noisecraft.analysis.oracle import GaussianMixture, mixture16d
+from noisecraft.cli import app
+from noisecraft.metrics.distribution import mode_weight_error, within_mode_w2
+from noisecraft.nets.vae import VAEConfig
+from noisecraft.runs.config import RunConfig, config_from_dict, preset_config
+from noisecraft.runs.latent import LatentCodec, latent_run
+from noisecraft.runs.pipeline import Part, Pipeline
+from noisecraft.runs.train import train
+from noisecraft.runs.vae import measure_scaling_factor, train_vae, vae_config
+from noisecraft.solvers.config import SolverConfig
+
+N = 2000
+
+
+class LinearVAE:
+    """A fixed linear "autoencoder": encode x -> P x, decode z -> P^T z, P (d, D) with orthonormal rows."""
+
+    def __init__(self, projection: torch.Tensor) -> None:
+        self.P = projection
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (x.double() @ self.P.T).to(x.dtype)
+        return z, torch.zeros_like(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (z.double() @ self.P).to(z.dtype)
+
+
+def projected(mix: GaussianMixture, P: torch.Tensor, scale: float = 1.0) -> GaussianMixture:
+    """The law of scale * P x for x ~ mix: weights kept, means scale P mu, covariances scale^2 P S P^T."""
+    cov = scale**2 * P @ mix.covariances @ P.T
+    return GaussianMixture(mix.weights, scale * mix.means @ P.T, 0.5 * (cov + cov.transpose(1, 2)))
+
+
+def test_latent_diffusion_with_the_exact_latent_denoiser_reproduces_the_projected_mixture() -> None:
+    mix = mixture16d()
+    g = torch.Generator().manual_seed(0)
+    P = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0][:, :8].T  # (8, 16)
+    vae = LinearVAE(P)
+    data = mix.sample(4000, torch.Generator().manual_seed(1))[0].float()
+    scale = measure_scaling_factor(vae, data)  # the function an autoencoder run measures its factor with
+    codec = LatentCodec(vae, scale, (16,), (8,), "0" * 16, "linear", clip=None)
+    assert float(codec.encode(data).double().std()) == pytest.approx(1.0, abs=1e-6)
+    latent_mix = projected(mix, P, scale)  # the law of the scaled latents: its exact denoiser is the model
+    config = RunConfig(sample=SolverConfig(solver="dpm++2m", steps=50))  # 50 network evaluations
+    pipe = Pipeline(config, None, (8,), False, network=latent_mix.denoiser(config.loss.schedule), codec=codec)
+    x = pipe.sample(N, seed=0)
+    assert x.shape == (N, 16) and pipe.output_shape == (16,)
+    # decoded samples lie in the autoencoder's range, and their coordinates there follow the projected mixture
+    assert torch.allclose(x.double() @ P.T @ P, x.double(), atol=1e-5)
+    target = projected(mix, P)
+    floor = within_mode_w2(target.sample(N, torch.Generator().manual_seed(100))[0], target)
+    near = within_mode_w2(x.double() @ P.T, target)
+    assert near < 1.25 * floor, f"within-mode W2 {near:.4f} vs floor {floor:.4f}"
+    assert mode_weight_error(x.double() @ P.T, target) < 0.04
+    # a wrong scale (latents decoded without dividing by s) is caught by the same check
+    wrong = LatentCodec(vae, 1.0, (16,), (8,), "0" * 16, clip=None).decode(codec.encode(x))
+    assert within_mode_w2(wrong.double() @ P.T, target) > 2 * floor
+
+
+TINY_UNET = {"block_channels": [8, 16], "attention": [False, False], "layers_per_block": 1}
+
+
+def _latent_config(vae: Path, **model) -> RunConfig:
+    raw = preset_config("digits32", "edm", max_steps=2, batch_size=8, checkpoint_every=2).model_dump(mode="json")
+    raw["model"].update(TINY_UNET, **model)
+    return latent_run(config_from_dict(raw), vae)
+
+
+def _vae(run: Path, seed: int = 0) -> Path:
+    cfg = vae_config("digits32", max_steps=2, batch_size=8, seed=seed, warmup_steps=1)
+    train_vae(cfg.model_copy(update={"model": VAEConfig(block_channels=[8, 16], latent_channels=2)}), run,
+              progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("latent")
+    _vae(root / "vae")
+    _vae(root / "other", seed=1)
+    train(_latent_config(root / "vae"), root / "plain", progress=False)
+    train(_latent_config(root / "vae", num_classes=10, label_dropout=0.2), root / "cond", progress=False)
+    return root
+
+
+def test_the_run_names_its_autoencoder_and_samples_images(runs: Path) -> None:
+    pipe = nc.load_run(runs / "plain")
+    assert pipe.config.latent.vae == str((runs / "vae").resolve())
+    assert pipe.config.latent.digest == pipe.codec.digest
+    assert pipe.sample_shape == (2, 16, 16) and pipe.output_shape == (1, 32, 32)
+    assert pipe.config.sample.clip is None  # latents have unit std, not the data's range
+    x = pipe.sample(3, steps=4)
+    assert x.shape == (3, 1, 32, 32) and x.dtype == torch.float32 and x.abs().max() <= 1.0
+
+
+def test_a_different_autoencoder_is_refused(runs: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "runs"
+    shutil.copytree(runs, moved)
+    for run in ("plain", "cond"):  # the config names the autoencoder by its absolute path: point it at the copy
+        text = (moved / run / "config.yaml").read_text().replace(str((runs / "vae").resolve()), str(moved / "vae"))
+        (moved / run / "config.yaml").write_text(text)
+    nc.load_run(moved / "plain")  # the same weights in another folder are accepted
+    shutil.rmtree(moved / "vae")
+    shutil.copytree(runs / "other", moved / "vae")
+    with pytest.raises(ValueError, match=r"has digest [0-9a-f]{16}, but this run was trained on .* digest"):
+        nc.load_run(moved / "plain")
+    with pytest.raises(ValueError, match="digest"):
+        train(None, moved / "plain", resume=True, max_steps=3, progress=False)
+
+
+def test_latent_sampling_is_deterministic_per_seed_and_batch_size_invariant(runs: Path) -> None:
+    pipe = nc.load_run(runs / "plain", eval_batch=4)
+    big = pipe.sample(7, steps=4, seed=3)
+    assert torch.equal(pipe.sample(7, steps=4, seed=3), big)
+    assert torch.equal(pipe.sample(3, steps=4, seed=3), big[:3])  # bit for bit, as pixel sampling
+    assert not torch.equal(pipe.sample(3, steps=4, seed=4), big[:3])
+
+
+def test_class_guidance_decodes_too(runs: Path) -> None:
+    pipe = nc.load_run(runs / "cond")
+    x = pipe.sample(2, steps=3, label=4, guidance=2.0)
+    assert x.shape == (2, 1, 32, 32)
+    parts = pipe.sample_parts([Part(1, 0, 1), Part(2, 5, 7)], steps=3, guidance=2.0)
+    assert [p.shape for p in parts] == [(1, 1, 32, 32), (2, 1, 32, 32)]
+
+
+def test_likelihood_scores_the_latents_and_super_resolution_is_refused(runs: Path) -> None:
+    from noisecraft.data import DataConfig
+
+    pipe = nc.load_run(runs / "plain")
+    images = DataConfig(name="digits32").load().x[:2]
+    result = pipe.likelihood(images, probes=1, rtol=1e-3, atol=1e-3)
+    same = pipe.likelihood(pipe.codec.encode(images), probes=1, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(torch.as_tensor(result.log_prob), torch.as_tensor(same.log_prob))
+    with pytest.raises(ValueError, match="super-resolution in latent space is not supported"):
+        pipe.upscale(images[0, :, ::2, ::2], factor=2)
+
+
+def test_latent_mask_keeps_a_position_only_when_its_whole_block_is_known() -> None:
+    codec = LatentCodec(None, 1.0, (1, 8, 8), (3, 2, 2), "0" * 16)
+    mask = torch.ones(1, 8, 8)
+    mask[0, 0, 5] = 0  # one unknown pixel in the top-right block
+    mask[0, 4:, :4] = 0  # the bottom-left block unknown
+    expected = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(codec.latent_mask(mask), expected.expand(3, 2, 2))
+
+
+@pytest.mark.parametrize("method", ["repaint", "replacement"])
+def test_latent_inpainting_decodes_and_keeps_the_known_pixels(runs: Path, method: str) -> None:
+    from noisecraft.data import DataConfig
+
+    pipe = nc.load_run(runs / "plain")
+    image = DataConfig(name="digits32").load().x[0]
+    mask = torch.ones(32, 32)
+    mask[:, 16:] = 0
+    x = pipe.inpaint(image, mask, method=method, n=2, steps=3, jump_length=1, jump_count=1)
+    assert x.shape == (2, 1, 32, 32)
+    assert torch.equal(x[:, :, :, :16], image[None, :, :, :16].expand(2, -1, -1, -1))
+    assert torch.equal(x, pipe.inpaint(image, mask, method=method, n=2, steps=3, jump_length=1, jump_count=1))
+
+
+def test_cli_trains_a_latent_run_and_samples_it(runs: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--data", "digits32", "--latent", str(runs / "nope"), "--steps", "1",
+                              "--run", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "is not an autoencoder run" in res.output
+    res = runner.invoke(app, ["train", "--data", "digits", "--latent", str(runs / "vae"), "--steps", "1",
+                              "--batch-size", "8", "--run", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "takes images of shape (1, 32, 32)" in res.output
+    res = runner.invoke(app, ["train", "--resume", "--latent", str(runs / "other"), "--run", str(runs / "plain")])
+    assert res.exit_code == 2 and "--latent" in res.output
+    res = runner.invoke(app, ["sample", str(runs / "plain"), "--n", "2", "--steps", "2", "--out",
+                              str(tmp_path / "s.npy")])
+    assert res.exit_code == 0, res.output
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npy").shape == (2, 1, 32, 32)
+
+
+def test_eval_scores_a_latent_digits32_run_on_8x8(runs: Path, tmp_path: Path) -> None:
+    import json
+
+    from noisecraft.runs.evaluate import evaluate_run
+
+    shutil.copytree(runs / "plain", tmp_path / "plain")
+    result = evaluate_run(tmp_path / "plain", n=20, steps=2)
+    assert result["n"] == 20 and math.isfinite(result["digits_fd"])
+    assert json.loads((tmp_path / "plain" / "eval.json").read_text())["digits_fd"] == result["digits_fd"]
