@@ -12,6 +12,8 @@ import torch
 from _helpers import gen
 
 import noisecraft as nc
+from noisecraft.guide.blur import Blur, gaussian_kernel
+from noisecraft.guide.fourier import Fourier, cartesian_mask, radial_mask
 from noisecraft.guide.inverse import (
     denoise_observation,
     dps,
@@ -35,6 +37,25 @@ from noisecraft.guide.measurements import (
 SCHED = nc.schedules.VPCosine()
 D = 6
 
+#: each operator with the sample shape it acts on: a matrix on vectors, the image operators on small images
+OPERATORS = {
+    "matrix": (lambda: Matrix(torch.randn(3, D, generator=gen(4), dtype=torch.float64)), (D,)),
+    "fourier": (lambda: Fourier(cartesian_mask((8, 8), 4, seed=1)), (1, 8, 8)),
+    "blur": (lambda: Blur(gaussian_kernel(0.5, radius=1)), (1, 8, 8)),
+}
+#: the same on smaller images, for tests that draw thousands of posterior samples
+SMALL_OPERATORS = {
+    "matrix": (lambda: Matrix(torch.randn(2, D, generator=gen(9), dtype=torch.float64)), (D,)),
+    "fourier": (lambda: Fourier(radial_mask((4, 4), 2, seed=0)), (1, 4, 4)),
+    "blur": (lambda: Blur(gaussian_kernel(0.7, radius=1)), (1, 4, 4)),
+}
+
+
+def dense(op, shape) -> torch.Tensor:
+    """The matrix of a linear operator on samples of `shape` (columns A e_i), acting on flattened samples."""
+    eye = torch.eye(math.prod(shape), dtype=torch.float64).reshape(-1, *shape)
+    return op(eye).flatten(1).T
+
 
 def random_gaussian(seed: int = 0, dim: int = D):
     rng = np.random.default_rng(seed)
@@ -46,7 +67,7 @@ def random_gaussian(seed: int = 0, dim: int = D):
 def gaussian_posterior(prior, A: torch.Tensor, y: torch.Tensor, sigma_y: float):
     mu, S = prior.means[0], prior.covariances[0]
     K = A @ S @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=torch.float64)
-    gain = S @ A.T @ torch.linalg.inv(K)
+    gain = S @ A.T @ torch.linalg.pinv(K, hermitian=True, rtol=1e-10)  # K is singular for a noiseless redundant y
     return mu + gain @ (y - A @ mu), S - gain @ A @ S
 
 
@@ -90,35 +111,44 @@ def test_mask_sizes_are_checked(tmp_path):
         AvgPool(3)(torch.zeros(1, 1, 8, 8))
 
 
+@pytest.mark.parametrize("operator", OPERATORS)
 @pytest.mark.parametrize("sigma_y", [0.0, 0.2])
 @pytest.mark.parametrize("t", [0.2, 0.6, 0.95])
-def test_moment_matched_is_the_exact_conditional_denoiser(sigma_y, t):
-    """For Gaussian data the wrapper returns E[x_0 | x_t, y] exactly (CG exact after dim(y) steps)."""
-    prior = random_gaussian(1)
-    A = torch.randn(3, D, generator=gen(4), dtype=torch.float64)
-    x_true, _ = prior.sample(1, gen(5))
-    meas = measure(Matrix(A), x_true, sigma_y, gen(6))
+def test_moment_matched_is_the_exact_conditional_denoiser(operator, sigma_y, t):
+    """For Gaussian data the wrapper returns E[x_0 | x_t, y] exactly (CG exact after rank(A) steps)."""
+    make, shape = OPERATORS[operator]
+    op, dim = make(), math.prod(shape)
+    A = dense(op, shape)
+    prior = random_gaussian(1, dim)
+    x_true = prior.sample(1, gen(5))[0].reshape(1, *shape)
+    meas = measure(op, x_true, sigma_y, gen(6))
     alpha, sigma = float(SCHED.alpha(t)), float(SCHED.sigma(t))
-    x_t = alpha * prior.sample(16, gen(7))[0] + sigma * torch.randn(16, D, generator=gen(8), dtype=torch.float64)
-    got = moment_matched(prior.denoiser(SCHED), meas, SCHED, cg_steps=3)(x_t, t)
+    x_t = alpha * prior.sample(16, gen(7))[0] + sigma * torch.randn(16, dim, generator=gen(8), dtype=torch.float64)
+    rank = int(torch.linalg.matrix_rank(A))
+    got = moment_matched(prior.denoiser(SCHED), meas, SCHED, cg_steps=rank)(x_t.reshape(16, *shape), t)
     # joint observation of x_0: x_t = alpha x_0 + sigma eps and y = A x_0 + sigma_y n
-    B = torch.cat([alpha * torch.eye(D, dtype=torch.float64), A])
-    noise = torch.diag(torch.cat([torch.full((D,), sigma**2), torch.full((3,), sigma_y**2)])).double()
+    m = A.shape[0]
+    B = torch.cat([alpha * torch.eye(dim, dtype=torch.float64), A])
+    noise = torch.diag(torch.cat([torch.full((dim,), sigma**2), torch.full((m,), sigma_y**2)])).double()
     mu, S = prior.means[0], prior.covariances[0]
-    gain = S @ B.T @ torch.linalg.inv(B @ S @ B.T + noise)
-    obs = torch.cat([x_t, meas.y.expand(16, 3)], 1)
+    gain = S @ B.T @ torch.linalg.pinv(B @ S @ B.T + noise, hermitian=True, rtol=1e-12)
+    obs = torch.cat([x_t, meas.y.reshape(1, m).expand(16, m)], 1)
     want = mu + (obs - B @ mu) @ gain.T
-    assert torch.allclose(got, want, rtol=1e-6, atol=1e-8)
+    assert torch.allclose(got.reshape(16, dim), want, rtol=1e-6, atol=1e-8)
 
 
-def test_moment_matched_samples_the_exact_posterior():
-    prior = random_gaussian(2)
-    A = torch.randn(2, D, generator=gen(9), dtype=torch.float64)
-    x_true, _ = prior.sample(1, gen(10))
-    meas = measure(Matrix(A), x_true, 0.1, gen(11))
-    x = nc.sample(moment_matched(prior.denoiser(SCHED), meas, SCHED, cg_steps=2), SCHED, solver="dpm++2m",
-                  steps=40, shape=(3000, D), generator=gen(12), dtype=torch.float64)
-    check_moments(x, *gaussian_posterior(prior, A, meas.y[0], 0.1))
+@pytest.mark.parametrize("operator", SMALL_OPERATORS)
+def test_moment_matched_samples_the_exact_posterior(operator):
+    make, shape = SMALL_OPERATORS[operator]
+    op, dim = make(), math.prod(shape)
+    A = dense(op, shape)
+    prior = random_gaussian(2, dim)
+    x_true = prior.sample(1, gen(10))[0].reshape(1, *shape)
+    meas = measure(op, x_true, 0.1, gen(11))
+    rank = int(torch.linalg.matrix_rank(A))
+    x = nc.sample(moment_matched(prior.denoiser(SCHED), meas, SCHED, cg_steps=rank), SCHED, solver="dpm++2m",
+                  steps=40, shape=(3000, *shape), generator=gen(12), dtype=torch.float64)
+    check_moments(x.reshape(3000, dim), *gaussian_posterior(prior, A, meas.y.flatten(), 0.1))
 
 
 def test_denoising_from_the_observation_samples_the_exact_posterior():
@@ -131,23 +161,43 @@ def test_denoising_from_the_observation_samples_the_exact_posterior():
     check_moments(x, *gaussian_posterior(prior, torch.eye(D, dtype=torch.float64), y[0], sigma_y))
 
 
-def test_replacement_is_exact_when_known_and_unknown_parts_are_independent():
-    """Block-diagonal prior: E[x0_unknown | x_t] ignores the known block, so replacement is exact."""
-    rng = np.random.default_rng(4)
+def stationary_gaussian(size: int, seed: int):
+    """A stationary prior on size x size images: circulant covariance, power 1 / (1 + |k|^2), so its DFT
+    coefficients are independent (one conjugate pair from another)."""
+    f = torch.fft.fftfreq(size, 1 / size, dtype=torch.float64)
+    power = 1 / (1 + f[:, None] ** 2 + f[None, :] ** 2)
+    cov = dense(lambda e: torch.fft.ifft2(power * torch.fft.fft2(e)).real, (1, size, size))
+    mean = torch.randn(size * size, generator=gen(seed), dtype=torch.float64) * 0.3
+    return nc.oracle.gaussian(mean, 0.5 * (cov + cov.T))
+
+
+def block_gaussian(seed: int):
+    """A prior on D-vectors whose first and last three coordinates are independent."""
+    rng = np.random.default_rng(seed)
     cov = np.zeros((D, D))
     for block in (slice(0, 3), slice(3, 6)):
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         cov[block, block] = (q * rng.uniform(0.1, 1.0, size=3)) @ q.T
-    prior = nc.oracle.gaussian(rng.normal(size=D) * 0.5, 0.5 * (cov + cov.T))
-    mask = torch.tensor([1.0, 1, 1, 0, 0, 0], dtype=torch.float64)
-    x_true, _ = prior.sample(1, gen(16))
-    meas = measure(Mask(mask), x_true)
-    x = nc.sample(projection(prior.denoiser(SCHED), meas), SCHED, solver="ddpm", steps=200, shape=(3000, D),
+    return nc.oracle.gaussian(rng.normal(size=D) * 0.5, 0.5 * (cov + cov.T))
+
+
+@pytest.mark.parametrize("case", ["mask", "fourier"])
+def test_projection_is_exact_when_measured_and_null_parts_are_independent(case):
+    """E[x0's null-space part | x_t] ignores the measured part when the two are independent under the prior, so
+    DDNM's projection samples the exact posterior: replacement for a mask on a block-diagonal prior (the known
+    part is y), and the k-space projection for a stationary prior, whose DFT coefficients are independent."""
+    if case == "mask":
+        prior, op, shape = block_gaussian(4), Mask(torch.tensor([1.0, 1, 1, 0, 0, 0], dtype=torch.float64)), (D,)
+    else:
+        prior, op, shape = stationary_gaussian(4, 4), Fourier(cartesian_mask((4, 4), 2, seed=0)), (1, 4, 4)
+    dim = math.prod(shape)
+    x_true = prior.sample(1, gen(16))[0].reshape(1, *shape)
+    meas = measure(op, x_true)
+    x = nc.sample(projection(prior.denoiser(SCHED), meas), SCHED, solver="ddpm", steps=200, shape=(3000, *shape),
                   generator=gen(17), dtype=torch.float64)
-    assert torch.allclose(x[:, :3], x_true[:, :3].expand(3000, 3), atol=1e-8)  # known part is y
-    A = torch.eye(D, dtype=torch.float64)[:3]
-    mean, cov_post = gaussian_posterior(prior, A, x_true[0, :3], 1e-6)
-    check_moments(x[:, 3:], mean[3:], cov_post[3:, 3:])
+    assert torch.allclose(op(x), meas.y.expand_as(op(x)), atol=1e-8)  # the measured part is y
+    mean, cov_post = gaussian_posterior(prior, dense(op, shape), meas.y.flatten(), 0.0)
+    check_moments(x.reshape(3000, dim), mean, cov_post)
 
 
 def test_resampling_path_passes_each_block_jump_count_times():
@@ -175,15 +225,17 @@ def test_repaint_keeps_the_known_part_and_resampling_beats_plain_replacement():
     assert errors[10] < 0.6 * errors[1], errors  # approximate, but resampling harmonises (0.07 vs 0.17)
 
 
-def test_dps_reduces_the_measurement_residual():
-    prior = random_gaussian(6)
-    A = torch.randn(3, D, generator=gen(20), dtype=torch.float64)
-    x_true, _ = prior.sample(1, gen(21))
-    meas = measure(Matrix(A), x_true, 0.05, gen(22))
-    kw = {"solver": "ddpm", "steps": 50, "shape": (500, D), "generator": gen(23), "dtype": torch.float64}
+@pytest.mark.parametrize("operator", OPERATORS)
+def test_dps_reduces_the_measurement_residual(operator):
+    make, shape = OPERATORS[operator]
+    prior = random_gaussian(6, math.prod(shape))
+    x_true = prior.sample(1, gen(21))[0].reshape(1, *shape)
+    meas = measure(make(), x_true, 0.05, gen(22))
+    kw = {"solver": "ddpm", "steps": 50, "shape": (500, *shape), "generator": gen(23), "dtype": torch.float64}
     free = nc.sample(prior.denoiser(SCHED), SCHED, **kw)
-    guided = nc.sample(dps(prior.denoiser(SCHED), meas, SCHED, zeta=1.0), SCHED, **kw)
-    res = lambda x: meas.residual(x).norm(dim=1).mean()
+    # DPS steps along the gradient of the residual's norm, a unit vector: 64-pixel images need a larger zeta
+    guided = nc.sample(dps(prior.denoiser(SCHED), meas, SCHED, zeta=20.0), SCHED, **kw)
+    res = lambda x: meas.residual(x).flatten(1).norm(dim=1).mean()
     assert res(guided) < 0.5 * res(free)
 
 

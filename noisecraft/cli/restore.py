@@ -9,7 +9,12 @@ from pathlib import Path
 import typer
 
 from noisecraft.cli._common import user_errors
-from noisecraft.runs.pipeline import DENOISE_METHODS, INPAINT_METHODS, UPSCALE_METHODS
+from noisecraft.runs.pipeline import (
+    DENOISE_METHODS,
+    INPAINT_METHODS,
+    RESTORE_METHODS,
+    UPSCALE_METHODS,
+)
 
 app = typer.Typer()
 
@@ -117,3 +122,40 @@ def denoise(
         x = pipe.denoise(y, sigma, method=method, n=n, steps=steps, seed=seed)
         _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", y),
                                  (f"{method} samples", x), ("sample mean", x.mean(0, keepdim=True))])
+
+
+@app.command()
+def restore(
+    run: str = typer.Argument(..., help="Run directory of an image model."),
+    image: str = typer.Option(..., help="A clean PNG of the model's size; it is measured, then reconstructed."),
+    operator: str = typer.Option("fourier", help="fourier (k-space subsampling, MRI), blur or pool."),
+    acceleration: float = typer.Option(4.0, help="fourier: acceleration factor R (a 1/R share of k-space)."),
+    mask: str = typer.Option("cartesian", help="fourier: cartesian (random lines, fastMRI) or radial (spokes)."),
+    blur_std: float = typer.Option(1.0, help="blur: Gaussian kernel std in pixels (periodic boundary)."),
+    sigma: float = typer.Option(0.01, help="Measurement noise std, in [-1, 1] pixel units."),
+    method: str = typer.Option("mmps", help=f"One of {', '.join(RESTORE_METHODS)}."),
+    n: int = typer.Option(4, help="Number of posterior samples."),
+    steps: int = typer.Option(50, help="DDPM steps."),
+    seed: int = typer.Option(0, help="Seed of the mask, the measurement noise and the sampling."),
+    zeta: float = typer.Option(1.0, help="DPS step size."),
+    out: str = typer.Option(None, help="Output .png of panels or .npy of the samples (default RUN/restore_OPERATOR_METHOD.png)."),
+    ema: bool = typer.Option(True, help="Use the EMA weights."),
+) -> None:
+    """Measure an image with a linear operator (y = A x + sigma n) and draw posterior samples of it."""
+    import torch
+
+    from noisecraft.guide.measurements import measure
+    from noisecraft.guide.operators import operator_by_name
+    from noisecraft.hf.load import load_pipeline, run_folder
+
+    with user_errors():
+        path = _output(out, run_folder(run) / f"restore_{operator}_{method}.png")
+        pipe = load_pipeline(run, ema=ema)
+        op = operator_by_name(operator, pipe.image_shape(), acceleration, mask, blur_std, seed=seed)
+        if not sigma >= 0:
+            raise ValueError(f"`sigma` must be >= 0, got {sigma}")
+        x_in = pipe.image(image)
+        meas = measure(op, x_in.double(), sigma, torch.Generator().manual_seed(seed))
+        x = pipe.restore(meas, method, n=n, steps=steps, seed=seed, zeta=zeta)
+        _write(path, x, lambda: [("input", x_in), ("A^+ y (zero-filled)", op.pinv(meas.y).float()), (method, x),
+                                 ("sample mean", x.mean(0, keepdim=True))])
