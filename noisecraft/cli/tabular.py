@@ -32,21 +32,42 @@ def fit(
     depth: int = typer.Option(3, help="MLP residual blocks."),
     max_epochs: float = typer.Option(300.0, help="Stop after this many passes over the rows (0: no cap)."),
     seed: int = typer.Option(0, help="Training seed."),
+    dp_epsilon: float = typer.Option(None, help="Fit with differential privacy at this epsilon (DP-SGD + private "
+                                               "preprocessing)."),
+    dp_delta: float = typer.Option(1e-5, help="The delta of --dp-epsilon."),
+    dp_accountant: str = typer.Option("rdp", help="Privacy accountant: rdp or prv."),
+    public_schema: str = typer.Option(None, help="A schema.json whose category lists and min/max are public "
+                                                "(declared, not released from the data under --dp-epsilon)."),
+    constraint: list[str] = typer.Option([], help="An exact constraint: 'a -> b' (a determines b), 'a <= b', "  # noqa: B008 (typer reads the list default)
+                                                  "'a & b' (only observed combinations); repeatable."),
+    detect_constraints: bool = typer.Option(True, help="Also hold the constraints found in the data (not with DP)."),
 ) -> None:
     """Fit a tabular diffusion model; writes schema.json, model.json and checkpoints/ to --out."""
     from noisecraft.io import check_output_folder
+    from noisecraft.tabular.constraints import parse_constraints
     from noisecraft.tabular.model import fit_table, parse_pairs
+    from noisecraft.tabular.privacy import DPConfig, read_public_schema
 
-    with user_errors(max_steps="--steps", lr="(TabularConfig.train.lr)"):
+    with user_errors(max_steps="--steps", lr="(TabularConfig.train.lr)", epsilon="--dp-epsilon", delta="--dp-delta",
+                     accountant="--dp-accountant"):
         out = check_output_folder(out)
+        if dp_epsilon is None and public_schema is not None:
+            raise ValueError("--public-schema declares what DP need not release; expected it with --dp-epsilon")
+        dp = None if dp_epsilon is None else DPConfig(epsilon=dp_epsilon, delta=dp_delta, accountant=dp_accountant)
+        public = read_public_schema(public_schema) if public_schema else None
         model, train = fit_table(data, target, test_size=test_size, drop=drop, types=parse_pairs(types, "--type"),
                                  minutes=minutes, steps=steps, seed=seed, width=width, depth=depth,
-                                 max_epochs=max_epochs)
+                                 max_epochs=max_epochs, dp=dp, public=public,
+                                 constraints=parse_constraints(constraint), detect=detect_constraints)
         model.save(out)
         write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size,
                                                         "drop": list(drop), "rows": len(train)}, indent=1))
     typer.echo(f"fitted {len(train)} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
                f"({model.stats.steps} steps, final loss {model.stats.loss:.4f}); saved to {out}")
+    if not model.constraints.empty:
+        typer.echo(f"constraints: {'; '.join(model.constraints.describe())}")
+    if model.privacy is not None:
+        typer.echo(f"privacy: {model.privacy.summary()}")
 
 
 @app.command()
@@ -83,8 +104,13 @@ def eval_(
     drop: list[str] = typer.Option([], help="Column to leave out (repeatable), as given to `fit`."),  # noqa: B008 (typer reads the list default)
     plots: str = typer.Option(None, help="Folder for the plots (default: beside the synthetic CSV)."),
     seed: int = typer.Option(0, help="Seed of the classifiers and subsampling."),
+    attacks: bool = typer.Option(True, help="Run the membership-inference attacks (distance, DOMIAS)."),
+    sensitive: str = typer.Option(None, help="Column for the attribute-inference attack."),
+    model: str = typer.Option(None, help="The model folder: reports its DP record and enables the shadow attack."),
+    shadow_steps: int = typer.Option(0, help="With --model: refit it this many steps per shadow model for the "
+                                            "shadow-model attack (0: no shadow attack; 4 shadows are fitted)."),
 ) -> None:
-    """Print utility, fidelity and privacy beside the real test set's values; write plots and eval.json."""
+    """Print utility, fidelity, privacy and attacks beside reference values; write plots and eval.json."""
     from noisecraft.io import check_output_folder
     from noisecraft.tabular.evaluate import evaluate_files
     from noisecraft.tabular.plots import write_plots
@@ -92,7 +118,19 @@ def eval_(
     synthetic = Path(synthetic)
     with user_errors():
         folder = check_output_folder(plots, "plots") if plots else synthetic.parent
-        result = evaluate_files(real, synthetic, target, test=test, test_size=test_size, drop=drop, seed=seed)
+        if shadow_steps and model is None:
+            raise ValueError("--shadow-steps refits the generator; expected --model with it")
+        if shadow_steps < 0:
+            raise ValueError(f"--shadow-steps must be >= 0, got {shadow_steps}")
+        privacy, fit_sample = None, None
+        if model is not None:
+            from noisecraft.tabular.model import TabularDiffusion
+
+            fitted = TabularDiffusion.load(model)
+            privacy = None if fitted.privacy is None else fitted.privacy.model_dump(mode="json")
+            fit_sample = fitted.refit_sampler(steps=shadow_steps) if shadow_steps else None
+        result = evaluate_files(real, synthetic, target, test=test, test_size=test_size, drop=drop, seed=seed,
+                                attacks=attacks, sensitive=sensitive, fit_sample=fit_sample, privacy=privacy)
     typer.echo(f"real train {len(result.train)} rows, real test {len(result.test)} rows, "
                f"synthetic {len(result.synthetic)} rows")
     typer.echo(result.report.format_table())

@@ -13,7 +13,11 @@ For a real train/test split and a synthetic table fitted on the train part:
   same way;
 - privacy: distance to the closest train record (DCR) of each synthetic row, beside that of each real
   test row (a generator that memorises sits closer to the train rows than fresh real data does; Zhao et
-  al. 2021, CTAB-GAN, sec. 4.3), and the share of exact copies of train rows, beside the test set's own.
+  al. 2021, CTAB-GAN, sec. 4.3), and the share of exact copies of train rows, beside the test set's own;
+- attacks (noisecraft.tabular.attacks): membership-inference ROC-AUCs of a distance attack, DOMIAS and,
+  given a generator to refit, a shadow-model attack, beside the same attacks against fresh real rows; and
+  attribute inference of a chosen sensitive column on members beside non-members;
+- the privacy record of a differentially private model (its epsilon and delta), when one is given.
 
 `evaluate_files` is what `noisecraft tabular eval` runs: the real CSV split as `fit_table` split it.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +55,8 @@ class EvalReport:
     per_column: pd.DataFrame = field(repr=False)
     target: str | None = None
     task: str | None = None
+    #: the model's differential-privacy record (PrivacyRecord as a dict), None when not fitted with DP
+    privacy: dict | None = None
 
     def value(self, name: str) -> Metric:
         for m in self.metrics:
@@ -66,11 +72,19 @@ class EvalReport:
                  "-" * 76]
         for m in self.metrics:
             lines.append(f"{m.group:<9} {m.name:<34} {m.synthetic:>10.4f} {m.reference:>10.4f}  {m.ideal}")
+        if self.privacy is not None:
+            p = self.privacy
+            sources = "/".join(sorted(set(p["preprocessing"].values()))) or "none"
+            lines.append(f"differential privacy: epsilon {p['epsilon']:.4g} spent (target {p['target_epsilon']:.4g}), "
+                         f"delta {p['delta']:.3g}, {p['accountant']} accountant; preprocessing {sources}")
+        else:
+            lines.append("differential privacy: none (the model was not fitted with --dp-epsilon)")
         return "\n".join(lines)
 
     def to_json(self) -> str:
         return json.dumps({"target": self.target, "task": self.task, "metrics": [asdict(m) for m in self.metrics],
-                           "per_column": self.per_column.to_dict(orient="records")}, indent=1, default=float)
+                           "per_column": self.per_column.to_dict(orient="records"), "privacy": self.privacy},
+                          indent=1, default=float)
 
 
 # -- encodings -----------------------------------------------------------------------------------
@@ -100,6 +114,8 @@ def distance_features(frames: list[pd.DataFrame], reference: pd.DataFrame, numer
                       categorical: list[str]) -> list[np.ndarray]:
     """Rows for nearest-neighbour distances: numbers scaled to [0, 1] by the reference's range (a missing number
     is 0 with a missing flag of 1), categories one-hot; so one column differs by at most 1 (Gower-like)."""
+    # a missing flag for a numeric column where any of the tables misses it, so all get the same features
+    flagged = {c for c in numeric if any(pd.to_numeric(f[c], errors="coerce").isna().any() for f in [reference, *frames])}
     out = []
     for f in frames:
         cols = []
@@ -107,7 +123,7 @@ def distance_features(frames: list[pd.DataFrame], reference: pd.DataFrame, numer
             ref = pd.to_numeric(reference[c], errors="coerce")
             lo, hi = float(ref.min()), float(ref.max())
             x = (pd.to_numeric(f[c], errors="coerce").to_numpy(dtype=float) - lo) / (hi - lo if hi > lo else 1.0)
-            if ref.isna().any() or np.isnan(x).any():
+            if c in flagged:
                 cols.append(np.isnan(x).astype(float))
             cols.append(np.nan_to_num(x, nan=0.0))
         for c in categorical:
@@ -262,8 +278,14 @@ def exact_copy_rate(train: pd.DataFrame, other: pd.DataFrame, numeric: list[str]
 
 # -- all of it -----------------------------------------------------------------------------------
 def evaluate(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, target: str | None = None,
-             schema: TableSchema | None = None, seed: int = 0) -> EvalReport:
-    """Utility, fidelity and privacy of `synthetic` (fitted on `train`), each beside real `test`'s value."""
+             schema: TableSchema | None = None, seed: int = 0, attacks: bool = True, sensitive: str | None = None,
+             fit_sample: Callable[[pd.DataFrame, int], pd.DataFrame] | None = None,
+             privacy: dict | None = None) -> EvalReport:
+    """Utility, fidelity, privacy and attacks of `synthetic` (fitted on `train`), each beside a reference.
+
+    `attacks` runs the membership attacks (the shadow attack only with `fit_sample`, the generator to refit)
+    when `test` has at least 30 rows; `sensitive` names the column of the attribute-inference attack;
+    `privacy` is the model's DP record, reported as is."""
     schema = schema or infer_schema(train, target)
     missing = [c for c in schema.names if c not in synthetic.columns or c not in test.columns]
     if missing:
@@ -306,7 +328,18 @@ def evaluate(train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, t
                               float(np.quantile(dcr_test, 0.05)), ">= reference"))
         metrics.append(Metric("privacy", "exact-copy rate", exact_copy_rate(train, synthetic, numeric, categorical),
                               exact_copy_rate(train, test, numeric, categorical), "<= reference"))
-    return EvalReport(metrics, per_column, target, task)
+    if sensitive is not None and sensitive not in schema.names:
+        raise ValueError(f"sensitive column {sensitive!r} is not in the table; columns are {schema.names}")
+    if (attacks or sensitive) and (numeric or categorical) and len(test) >= 30:
+        from noisecraft.tabular.attacks import attribute_attack, membership_attacks
+
+        if attacks:
+            for r in membership_attacks(train, test, synthetic, numeric, categorical, fit_sample, seed=seed):
+                metrics.append(Metric("attack", r.name, r.synthetic, r.reference, "0.5 (reference: fresh real rows)"))
+        if sensitive is not None:
+            r = attribute_attack(train, test, synthetic, sensitive, numeric, categorical, seed=seed)
+            metrics.append(Metric("attack", r.name, r.synthetic, r.reference, "<= reference (non-members)"))
+    return EvalReport(metrics, per_column, target, task, privacy)
 
 
 @dataclass
@@ -323,12 +356,15 @@ class TableEvaluation:
 
 def evaluate_files(real: str | Path | pd.DataFrame, synthetic: str | Path | pd.DataFrame, target: str | None = None,
                    test: str | Path | pd.DataFrame | None = None, test_size: float = 0.2, drop: Sequence[str] = (),
-                   seed: int = 0) -> TableEvaluation:
+                   seed: int = 0, attacks: bool = True, sensitive: str | None = None,
+                   fit_sample: Callable[[pd.DataFrame, int], pd.DataFrame] | None = None,
+                   privacy: dict | None = None) -> TableEvaluation:
     """Evaluate a synthetic table against the real one it was fitted on, as `noisecraft tabular eval` does.
 
     The real table is split into train and test rows as `fit_table` split it (`test_size`, the fixed seed
     of `split_table`), or used whole as the train part when a separate `test` table is given. The `drop`
-    columns are left out of every table where present. CSV paths or DataFrames.
+    columns are left out of every table where present. CSV paths or DataFrames. `attacks`, `sensitive`,
+    `fit_sample` and `privacy` are `evaluate`'s.
     """
     drop = [drop] if isinstance(drop, str) else list(drop)
     frame = read_table(real).drop(columns=drop, errors="ignore")
@@ -340,5 +376,5 @@ def evaluate_files(real: str | Path | pd.DataFrame, synthetic: str | Path | pd.D
     else:
         train, test_frame = split_table(frame, target, test_size)
     schema = infer_schema(train, target)
-    report = evaluate(train, test_frame, synth, target, schema, seed)
+    report = evaluate(train, test_frame, synth, target, schema, seed, attacks, sensitive, fit_sample, privacy)
     return TableEvaluation(train, test_frame, synth, schema, report)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,32 @@ from noisecraft.core.losses import DenoisingLoss, preset
 from noisecraft.io import write_text_atomic
 from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from noisecraft.runs.config import TrainConfig
+from noisecraft.tabular.constraints import (
+    Constraints,
+    allowed_combinations,
+    check_constraints,
+    detect_constraints,
+    from_model_frame,
+    group_name,
+    merge,
+    model_types,
+    to_model_frame,
+    user_schema,
+)
 from noisecraft.tabular.data import split_table
 from noisecraft.tabular.discrete import MaskedDiffusion
 from noisecraft.tabular.network import JointNet
+from noisecraft.tabular.privacy import (
+    DPConfig,
+    Mechanism,
+    PrivacyRecord,
+    noise_for_epsilon,
+    private_preprocessing,
+    rows_in_schema,
+)
 from noisecraft.tabular.sampler import Conditions, sample_rows
 from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, is_missing, read_table
-from noisecraft.tabular.trainer import FitStats, fit_joint
+from noisecraft.tabular.trainer import DPSGD, FitStats, fit_joint
 from noisecraft.tabular.transform import QuantileNormal, TableCodec
 from noisecraft.validation import check_field
 
@@ -73,17 +93,54 @@ class TabularDiffusion:
         self.codec: TableCodec | None = None
         self.net: JointNet | None = None
         self.stats: FitStats | None = None
+        #: what a differentially private fit spent (None: not fitted with DP)
+        self.privacy: PrivacyRecord | None = None
+        #: the constraints every sampled row holds
+        self.constraints = Constraints()
 
     # -- fitting ----------------------------------------------------------------------------------
     def fit(self, data: str | Path | pd.DataFrame, target: str | None = None, types: dict[str, str] | None = None,
             minutes: float | None = None, steps: int | None = None, seed: int | None = None,
-            progress: bool = True) -> TabularDiffusion:
-        """Infer the schema (with `types` overrides), fit the transforms and train the network."""
+            progress: bool = True, dp: DPConfig | None = None, public: TableSchema | None = None,
+            constraints: Constraints | None = None, detect: bool = True) -> TabularDiffusion:
+        """Infer the schema (with `types` overrides), fit the transforms and train the network.
+
+        With `dp`, the whole fit is (dp.epsilon, dp.delta)-DP (noisecraft.tabular.privacy): private
+        categories, ranges and quantiles, unless `public` declares them, then DP-SGD; `self.privacy` records it.
+        `constraints` (declared) and, with `detect` and without `dp`, the constraints found in the data are held
+        in every sampled row (noisecraft.tabular.constraints).
+        """
         check_field(TrainConfig, "max_steps", steps, "steps")  # before any work, named as the argument
         check_field(TrainConfig, "minutes", minutes)
         frame = read_table(data)
         self.schema = infer_schema(frame, target, types, self.config.max_categories)
-        self.codec = TableCodec.fit(frame, self.schema, self.config.n_quantiles)
+        cons = constraints or Constraints()
+        check_constraints(cons, self.schema, frame)
+        if dp is not None and cons.combinations:
+            raise ValueError("fixed combinations and functional dependencies are read from the data, which DP does "
+                             "not allow yet; expected only inequality constraints with --dp-epsilon")
+        if detect and dp is None:
+            cons = merge(cons, detect_constraints(frame, self.schema))
+        self.constraints = cons
+        model_frame = to_model_frame(frame, cons)
+        model_target = target if target in model_frame.columns else None
+        model_schema = infer_schema(model_frame, model_target, model_types(cons, types), self.config.max_categories)
+        self.privacy, prep = None, None
+        if dp is None:
+            self.codec = TableCodec.fit(model_frame, model_schema, self.config.n_quantiles)
+        else:
+            seed_ = self.config.train.seed if seed is None else seed
+            model_schema, transforms, mechanisms, sources, delta_sel = private_preprocessing(
+                model_frame, model_schema, dp, self.config.n_quantiles, public, seed_)
+            self.schema = user_schema(model_schema, self.schema, cons)
+            keep = rows_in_schema(model_frame, model_schema)
+            if not keep.any():
+                raise ValueError("no row fits the private schema (every row holds a category or missing cell that "
+                                 "did not pass the threshold); declare the categories in a public schema")
+            model_frame = model_frame[keep].reset_index(drop=True)
+            self.codec = TableCodec(model_schema, transforms)
+            prep = (mechanisms, sources, delta_sel, int((~keep).sum()))
+        frame = model_frame
         x_num, tokens = self.codec.encode(frame)
         self.net = self._build()
         train = self.config.train
@@ -100,11 +157,24 @@ class TabularDiffusion:
             cap = max(1, math.ceil(self.config.max_epochs * len(frame) / train.batch_size))
             current = updates.get("max_steps", train.max_steps)
             updates["max_steps"] = cap if current is None else min(current, cap)
+        if dp is not None and updates.get("max_steps", train.max_steps) is None:
+            updates["max_steps"] = _default_train().max_steps  # DP-SGD's noise is set for a planned number of steps
         if updates:
             train = TrainConfig.model_validate({**train.model_dump(), **updates})
             self.config = self.config.model_copy(update={"train": train})
-        ema, self.stats = fit_joint(self.net, self.config.loss, x_num, tokens, train, progress)
+        dpsgd = None
+        if dp is not None:
+            mechanisms, sources, delta_sel, dropped = prep
+            q = min(1.0, train.batch_size / len(frame))
+            sigma = noise_for_epsilon([(m.noise_multiplier, m.sample_rate, m.steps) for m in mechanisms], q,
+                                      train.max_steps, dp.epsilon, dp.delta - delta_sel, dp.accountant)
+            dpsgd = DPSGD(sigma, dp.max_grad_norm, q)
+        ema, self.stats = fit_joint(self.net, self.config.loss, x_num, tokens, train, progress, dpsgd)
         ema.copy_to(self.net)
+        if dp is not None:
+            mechanisms = [*mechanisms, Mechanism(name="DP-SGD", noise_multiplier=dpsgd.noise_multiplier,
+                                                 sample_rate=dpsgd.sample_rate, steps=self.stats.steps)]
+            self.privacy = _record(dp, mechanisms, sources, delta_sel, dropped)
         return self
 
     def _build(self) -> JointNet:
@@ -138,40 +208,73 @@ class TabularDiffusion:
 
     def conditions(self, n: int, where: dict[str, Any] | None = None, balance: str | None = None) -> Conditions:
         """Per-row fixed values: `where` fixes columns for every row; `balance` spreads a categorical column's
-        observed categories evenly over the rows (row i gets category i mod K)."""
+        observed categories evenly over the rows (row i gets category i mod K). A column of a fixed-combination
+        group restricts the group's token to the combinations holding the value; the `high` column of an
+        inequality fixes the gap when `low` is fixed too (else `sample` derives `low`)."""
         self._require_fitted()
-        codec = self.codec
+        codec, cons = self.codec, self.constraints
+        where = dict(where or {})
         cond = Conditions(n, codec.num_dim, len(codec.tokens))
-        for name, value in (where or {}).items():
+        grouped: dict[str, dict[str, Any]] = {}
+        for name, value in where.items():
             if name not in self.schema.names:
                 raise ValueError(f"cannot fix column {name!r}: not in the table; columns are {self.schema.names}")
             spec = self.schema.column(name)
-            if spec.kind == "categorical":
+            group = cons.group_of(name)
+            if group is not None:
+                _check_category(spec, value)
+                grouped.setdefault(group_name(group), {})[name] = value
+            elif cons.lower_of(name) is not None:
+                self._fix_high(cond, name, value, where)
+            elif spec.kind == "categorical":
                 cond.tokens[:, codec.token_index(name)] = codec.category_code(name, value)
             elif spec.kind == "numeric":
                 self._fix_numeric(cond, name, value)
             elif not _same(value, spec.categories[0]):
                 raise ValueError(f"column {name!r} is constant {spec.categories[0]!r} in the training data; "
                                  f"cannot fix it to {value!r}")
+        for key, fixed in grouped.items():
+            j = codec.token_index(key)
+            mask = allowed_combinations(cons, key.split(" & "), codec.schema.column(key).categories, fixed)
+            if not mask.any():
+                raise ValueError(f"no combination of ({key}) seen in training holds {fixed}; the constraint "
+                                 f"allows only observed combinations")
+            cond.allow(j, torch.as_tensor(mask))
         if balance is not None:
-            if balance not in self.schema.names or self.schema.column(balance).kind != "categorical":
-                cats = [c.name for c in self.schema.of_kind("categorical")]
-                raise ValueError(f"balance needs a categorical column, got {balance!r}; categorical columns are {cats}")
-            if where and balance in where:
-                raise ValueError(f"column {balance!r} is both fixed by where and balanced; expected one or the other")
-            k = len(self.schema.column(balance).categories)
-            cond.tokens[:, codec.token_index(balance)] = torch.arange(n) % k
+            self._balance(cond, n, balance, where)
         return cond
 
-    def _fix_numeric(self, cond: Conditions, name: str, value: Any) -> None:
-        spec = self.schema.column(name)
-        j = [c.name for c in self.codec.numeric].index(name)
-        indicator = next((i for i, t in enumerate(self.codec.tokens) if t.source == name and t.role == "missing"), None)
-        if is_missing(value):
-            if indicator is None:
-                raise ValueError(f"column {name!r} was never missing in the training data; expected a number")
-            cond.tokens[:, indicator] = 1
+    def _balance(self, cond: Conditions, n: int, balance: str, where: dict[str, Any]) -> None:
+        if balance not in self.schema.names or self.schema.column(balance).kind != "categorical":
+            cats = [c.name for c in self.schema.of_kind("categorical")]
+            raise ValueError(f"balance needs a categorical column, got {balance!r}; categorical columns are {cats}")
+        if balance in where:
+            raise ValueError(f"column {balance!r} is both fixed by where and balanced; expected one or the other")
+        categories = self.schema.column(balance).categories
+        k = len(categories)
+        group = self.constraints.group_of(balance)
+        if group is None:
+            cond.tokens[:, self.codec.token_index(balance)] = torch.arange(n) % k
             return
+        key = group_name(group)
+        combos = self.codec.schema.column(key).categories
+        per_category = torch.stack([torch.as_tensor(allowed_combinations(self.constraints, group, combos,
+                                                                         {balance: c})) for c in categories])
+        cond.allow(self.codec.token_index(key), per_category[torch.arange(n) % k])
+
+    def _fix_high(self, cond: Conditions, name: str, value: Any, where: dict[str, Any]) -> None:
+        """`high` of low <= high fixed: with `low` fixed too, the gap high - low is fixed (it must lie in the
+        observed gap range); alone, `sample` sets low = high - gap."""
+        number = self._number(name, value)
+        low = self.constraints.lower_of(name)
+        if low in where and not is_missing(where[low]):
+            gap = number - self._number(low, where[low])
+            self._fix_numeric(cond, name, gap, model_space=True)
+
+    def _number(self, name: str, value: Any) -> float:
+        spec = self.schema.column(name)
+        if is_missing(value):
+            raise ValueError(f"column {name!r} was never missing in the training data; expected a number")
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -180,6 +283,24 @@ class TabularDiffusion:
             raise ValueError(f"column {name!r} holds integers; expected an integer, got {value!r}")
         if not spec.min <= number <= spec.max:
             raise ValueError(f"column {name!r} = {number} lies outside the observed range [{spec.min}, {spec.max}]")
+        return number
+
+    def _fix_numeric(self, cond: Conditions, name: str, value: Any, model_space: bool = False) -> None:
+        j = [c.name for c in self.codec.numeric].index(name)
+        indicator = next((i for i, t in enumerate(self.codec.tokens) if t.source == name and t.role == "missing"), None)
+        if is_missing(value):
+            if indicator is None:
+                raise ValueError(f"column {name!r} was never missing in the training data; expected a number")
+            cond.tokens[:, indicator] = 1
+            return
+        if model_space:  # a gap high - low: inside the observed gap range, or the inequality's model cannot hold it
+            spec = self.codec.schema.column(name)
+            number = float(value)
+            if not spec.min <= number <= spec.max:
+                low = self.constraints.lower_of(name)
+                raise ValueError(f"{name} - {low} = {number} lies outside the observed range [{spec.min}, {spec.max}]")
+        else:
+            number = self._number(name, value)
         cond.num_mask[:, j] = True
         cond.num_values[:, j] = float(self.codec.encode_numeric(name, np.array([number]))[0])
         if indicator is not None:
@@ -191,15 +312,51 @@ class TabularDiffusion:
         self._require_fitted()
         if n < 1:
             raise ValueError(f"`n` must be >= 1, got {n}")
+        where = dict(where or {})
         cond = self.conditions(n, where, balance)
         steps = self.config.sample_steps if steps is None else steps
         x_num, tokens = sample_rows(self.net, self.config.loss, n, cond, steps,
                                     solver or self.config.solver, seed)
         frame = self.codec.decode(x_num, tokens)
-        for name, value in (where or {}).items():  # exact values, not their round trip through the transform
-            if self.schema.column(name).kind == "numeric" and not is_missing(value):
+        cons = self.constraints
+        highs_last = sorted(where.items(), key=lambda item: cons.lower_of(item[0]) is not None)
+        for name, value in highs_last:  # exact values, not their round trip through the transform
+            if self.schema.column(name).kind != "numeric" or is_missing(value):
+                continue
+            low = cons.lower_of(name)
+            if low is not None:  # high fixed: low = high - gap keeps low <= high exactly
+                if low not in where:
+                    frame[low] = _cast(float(value) - frame[name].to_numpy(float), frame[low].dtype)
+                frame[name] = float(value) - frame[low].to_numpy(float)
+            elif name in frame.columns:
                 frame[name] = pd.Series([float(value)] * n).astype(frame[name].dtype)
+        if not cons.empty:
+            frame = from_model_frame(frame, cons, self.schema)
+            for name, value in where.items():
+                if cons.lower_of(name) is not None and not is_missing(value):
+                    frame[name] = pd.Series([float(value)] * n).astype(frame[name].dtype)
         return frame
+
+    def refit_sampler(self, steps: int | None = None, minutes: float | None = None
+                      ) -> Callable[[pd.DataFrame, int], pd.DataFrame]:
+        """(rows, seed) -> as many synthetic rows from a fresh model of this one's config, schema kinds and
+        privacy budget, trained on `rows` for `steps` (default: this model's) or `minutes`: the generator a
+        shadow-model attack refits (noisecraft.tabular.attacks.shadow_attack)."""
+        self._require_fitted()
+        types = {c.name: c.kind for c in self.schema.columns}
+        dp = None
+        if self.privacy is not None:
+            dp = DPConfig(epsilon=self.privacy.target_epsilon, delta=self.privacy.delta,
+                          accountant=self.privacy.accountant, max_grad_norm=self.privacy.max_grad_norm)
+        steps = steps if steps is not None or minutes is not None else self.config.train.max_steps
+
+        def fit_sample(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+            shadow = TabularDiffusion(self.config).fit(rows, self.schema.target, types, minutes, steps, seed,
+                                                       progress=False, dp=dp, constraints=self.constraints,
+                                                       detect=False)
+            return shadow.sample(len(rows), seed=seed)
+
+        return fit_sample
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -212,7 +369,11 @@ class TabularDiffusion:
         write_text_atomic(folder / "schema.json", self.schema.to_json())
         meta = {"config": self.config.model_dump(mode="json"),
                 "transforms": {k: v.model_dump() for k, v in self.codec.transforms.items()},
-                "stats": None if self.stats is None else vars(self.stats)}
+                "stats": None if self.stats is None else vars(self.stats),
+                "privacy": None if self.privacy is None else self.privacy.model_dump(mode="json"),
+                "constraints": self.constraints.model_dump(mode="json"),
+                # the network's table (groups merged, gaps for highs) when constraints change it
+                "model_schema": None if self.constraints.empty else json.loads(self.codec.schema.to_json())}
         write_text_atomic(folder / "model.json", json.dumps(meta, indent=1))
         return folder
 
@@ -225,9 +386,16 @@ class TabularDiffusion:
         meta = json.loads((folder / "model.json").read_text())
         model = cls(TabularConfig.model_validate(meta["config"]))
         model.schema = TableSchema.from_json((folder / "schema.json").read_text())
+        model.constraints = Constraints.model_validate(meta.get("constraints") or {})
+        model_schema = TableSchema.model_validate(meta["model_schema"]) if meta.get("model_schema") else model.schema
         transforms = {k: QuantileNormal.model_validate(v) for k, v in meta["transforms"].items()}
-        model.codec = TableCodec(model.schema, transforms)
+        model.codec = TableCodec(model_schema, transforms)
         model.stats = FitStats(**meta["stats"]) if meta.get("stats") else None
+        if meta.get("privacy"):  # validated: a record claiming less epsilon than its mechanisms spend is refused
+            try:
+                model.privacy = PrivacyRecord.model_validate(meta["privacy"])
+            except ValueError as err:
+                raise ValueError(f"{str(folder / 'model.json')!r}: {err}") from None
         path = latest_checkpoint(folder / "checkpoints")
         if path is None:
             raise FileNotFoundError(f"{str(folder)!r} has no checkpoint under checkpoints/")
@@ -253,13 +421,17 @@ def parse_pairs(items: list[str], what: str) -> dict[str, str]:
 def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, test_size: float = 0.2,
               drop: Sequence[str] = (), types: dict[str, str] | None = None, minutes: float | None = None,
               steps: int | None = None, seed: int = 0, width: int = 256, depth: int = 3,
-              max_epochs: float | None = 300.0, progress: bool = True) -> tuple[TabularDiffusion, pd.DataFrame]:
+              max_epochs: float | None = 300.0, progress: bool = True, dp: DPConfig | None = None,
+              public: TableSchema | None = None, constraints: Constraints | None = None,
+              detect: bool = True) -> tuple[TabularDiffusion, pd.DataFrame]:
     """Fit a model on the train part of a table, as `noisecraft tabular fit` does: (model, train rows).
 
     Reads the CSV (or copies the frame), leaves out the `drop` columns, checks the table, keeps the fixed
     train split of `split_table` (all rows when `test_size` is 0, so `evaluate_files` on the same table
     tests on rows the model never saw) and fits a `TabularDiffusion` of the given width and depth; `types`
-    overrides column kinds, `max_epochs` 0 or None means no epoch cap.
+    overrides column kinds, `max_epochs` 0 or None means no epoch cap; `dp` makes the fit differentially
+    private, with `public` declaring category lists and ranges (noisecraft.tabular.privacy); `constraints`
+    and `detect` are `TabularDiffusion.fit`'s.
     """
     drop = [drop] if isinstance(drop, str) else list(drop)
     frame = read_table(data)
@@ -270,8 +442,41 @@ def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, tes
     check_table(frame, target)
     train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
     model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
-    model.fit(train, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress)
+    model.fit(train, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress, dp=dp,
+              public=public, constraints=constraints, detect=detect)
     return model, train
+
+
+def _record(dp: DPConfig, mechanisms: list[Mechanism], sources: dict[str, str], delta_sel: float,
+            dropped: int) -> PrivacyRecord:
+    """The privacy record of a DP fit, its epsilon what the accountant says the mechanisms spent."""
+    draft = {"delta": dp.delta, "target_epsilon": dp.epsilon, "accountant": dp.accountant,
+             "delta_selection": delta_sel, "max_grad_norm": dp.max_grad_norm, "mechanisms": mechanisms,
+             "preprocessing": sources, "rows_dropped": dropped}
+    spent = PrivacyRecord.model_construct(epsilon=0.0, **draft).spent()
+    return PrivacyRecord(epsilon=spent, **draft)
+
+
+def _cast(values: np.ndarray, dtype: Any) -> pd.Series:
+    """Numbers in a column's dtype (an integer column stays integer)."""
+    return pd.Series(np.round(values) if pd.api.types.is_integer_dtype(dtype) else values).astype(dtype)
+
+
+def _check_category(spec: Any, value: Any) -> None:
+    """A value of a grouped categorical column must be one of its categories (or missing where it was)."""
+    if is_missing(value):
+        if not spec.has_missing:
+            raise ValueError(f"column {spec.name!r} was never missing in the training data; expected one of "
+                             f"{spec.categories}")
+        return
+    if not any(_same_category(value, c) for c in spec.categories):
+        raise ValueError(f"column {spec.name!r} has no category {value!r}; expected one of {spec.categories}")
+
+
+def _same_category(a: Any, b: Any) -> bool:
+    from noisecraft.tabular.transform import _key
+
+    return _key(a) == _key(b)
 
 
 def _same(a: Any, b: Any) -> bool:

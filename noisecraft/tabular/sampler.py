@@ -30,12 +30,26 @@ SINGLE_STEP_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "euler", "heun", "euler_
 
 
 class Conditions:
-    """Fixed values per row: numeric scores (mask, values) of shape (n, d_num) and tokens (n, d_tok), -1 = free."""
+    """Fixed values per row: numeric scores (mask, values) of shape (n, d_num) and tokens (n, d_tok), -1 = free;
+    and per token column j, optionally, the categories a row may take (`allowed[j]`, bool (n, K_j)): the others'
+    logits are set to -inf, so the draw is from the model's conditional over the allowed categories."""
 
     def __init__(self, n: int, num_dim: int, tok_dim: int) -> None:
         self.num_mask = torch.zeros(n, num_dim, dtype=torch.bool)
         self.num_values = torch.zeros(n, num_dim)
         self.tokens = torch.full((n, tok_dim), -1, dtype=torch.long)
+        self.allowed: dict[int, Tensor] = {}
+
+    def allow(self, j: int, mask: Tensor) -> None:
+        """Restrict token column j to the categories where `mask` (K_j,) or (n, K_j) is True."""
+        mask = mask.expand(self.tokens.shape[0], -1) if mask.ndim == 1 else mask
+        self.allowed[j] = self.allowed[j] & mask if j in self.allowed else mask.clone()
+
+    def mask_logits(self, logits: list[Tensor]) -> list[Tensor]:
+        if not self.allowed:
+            return logits
+        return [lg.masked_fill(~self.allowed[j], float("-inf")) if j in self.allowed else lg
+                for j, lg in enumerate(logits)]
 
     def apply_tokens(self, tokens: Tensor) -> Tensor:
         return torch.where(self.tokens >= 0, self.tokens, tokens)
@@ -100,11 +114,12 @@ def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditio
         t, s = float(times[k]), float(times[k + 1])
         seen.clear()
         x_s = spec.fn(denoise, schedule, x, times[k:k + 2], gauss, **spec.options) if net.num_dim else x
-        tokens = conditions.apply_tokens(discrete.reverse_step(tokens, logits_at(x, t), t, s, uniforms.draw(),
-                                                               uniforms.draw()))
+        tokens = conditions.apply_tokens(discrete.reverse_step(tokens, conditions.mask_logits(logits_at(x, t)), t, s,
+                                                               uniforms.draw(), uniforms.draw()))
         x = x_s
     t_last = float(times[-1])
     seen.clear()
     x_0 = final_step(denoise, schedule, x, t_last, True) if net.num_dim else x
-    tokens = discrete.reverse_step(tokens, logits_at(x, t_last), t_last, 0.0, uniforms.draw(), uniforms.draw())
+    tokens = discrete.reverse_step(tokens, conditions.mask_logits(logits_at(x, t_last)), t_last, 0.0, uniforms.draw(),
+                                   uniforms.draw())
     return x_0, conditions.apply_tokens(tokens)
