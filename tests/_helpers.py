@@ -1,4 +1,4 @@
-"""Helpers importable from test modules (tests/ is on sys.path under pytest's default import mode)."""
+"""Helpers importable from test modules as `tests._helpers` (tests/ is a regular package)."""
 
 from __future__ import annotations
 

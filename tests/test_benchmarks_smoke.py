@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 import noisecraft as nc
 from noisecraft.runs.config import config_from_dict, preset_config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 from noisecraft import schedules as S
 from noisecraft.core.forward import q_sample, run_chain

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _helpers import gen
+from tests._helpers import gen
 from typer.testing import CliRunner
 
 import noisecraft as nc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 import noisecraft as nc
 from noisecraft.guide.classifier import load_classifier, train_classifier

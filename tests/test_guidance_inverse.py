@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 import noisecraft as nc
 from noisecraft.guide.blur import Blur, gaussian_kernel

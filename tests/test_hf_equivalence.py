@@ -16,7 +16,7 @@ import itertools
 
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 import noisecraft as nc
 from noisecraft.core.noise import SampleNoise

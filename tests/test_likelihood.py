@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 import noisecraft as nc
 from noisecraft.analysis.elbo import decoder_nll, elbo_continuous, elbo_discrete

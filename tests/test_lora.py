@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 from typer.testing import CliRunner
 
 import noisecraft as nc

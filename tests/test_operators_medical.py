@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 from noisecraft.guide.blur import Blur, gaussian_kernel
 from noisecraft.guide.fourier import (

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 from typer.testing import CliRunner
 
 import noisecraft as nc

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import torchrun
+from tests._helpers import torchrun
 from safetensors.torch import load_file
 
 from noisecraft.nets import NetConfig

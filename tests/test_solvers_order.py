@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from _helpers import gen
+from tests._helpers import gen
 
 import noisecraft as nc
 from noisecraft import schedules as S

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import torchrun
+from tests._helpers import torchrun
 from safetensors.torch import load_file
 
 from noisecraft.runs.loop import batch_indices

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import torchrun
+from tests._helpers import torchrun
 
 from noisecraft.runs.checkpoint import load_checkpoint, newest_intact
 from noisecraft.runs.train import train
