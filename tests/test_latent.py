@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,7 @@ def test_class_guidance_decodes_too(runs: Path) -> None:
     assert [p.shape for p in parts] == [(1, 1, 32, 32), (2, 1, 32, 32)]
 
 
-def test_likelihood_scores_the_latents_and_super_resolution_is_refused(runs: Path) -> None:
+def test_likelihood_scores_the_latents(runs: Path) -> None:
     from noisecraft.data import DataConfig
 
     pipe = nc.load_run(runs / "plain")
@@ -149,8 +150,144 @@ def test_likelihood_scores_the_latents_and_super_resolution_is_refused(runs: Pat
     result = pipe.likelihood(images, probes=1, rtol=1e-3, atol=1e-3)
     same = pipe.likelihood(pipe.codec.encode(images), probes=1, rtol=1e-3, atol=1e-3)
     assert torch.allclose(torch.as_tensor(result.log_prob), torch.as_tensor(same.log_prob))
-    with pytest.raises(ValueError, match="super-resolution in latent space is not supported"):
-        pipe.upscale(images[0, :, ::2, ::2], factor=2)
+
+
+def test_latent_restoration_returns_images_and_refuses_the_reverse_sde_from_y(runs: Path) -> None:
+    from noisecraft.guide.measurements import Identity, measure
+
+    pipe = nc.load_run(runs / "plain")
+    small = torch.zeros(1, 16, 16)
+    for method in ("ddnm", "dps"):  # and mmps, below
+        assert pipe.upscale(small, factor=2, method=method, n=2, steps=2).shape == (2, 1, 32, 32)
+    assert pipe.denoise(torch.zeros(1, 32, 32), 0.2, method="ddnm", n=1, steps=2).shape == (1, 1, 32, 32)
+    assert pipe.restore(measure(Identity(), torch.zeros(1, 1, 32, 32)), "dps", n=1, steps=2).shape == (1, 1, 32, 32)
+    assert pipe.upscale(small, factor=2, method="mmps", n=1, steps=2).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="needs a pixel-space run"):
+        pipe.denoise(torch.zeros(1, 32, 32), 0.2)  # the reverse SDE from y needs y to be a noisy x_t
+
+
+class PoolVAE:
+    """A fixed linear image "autoencoder" with orthonormal rows: encode x -> P x = 2 avgpool_2(x), decode
+    z -> P^T z = upsample_2(z) / 2 (nearest), so E(D(z)) = z."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = 2 * torch.nn.functional.avg_pool2d(x, 2)
+        return z, torch.zeros_like(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(z, scale_factor=2, mode="nearest") / 2
+
+
+def _pool_latent_pipeline(scale: float, prior: GaussianMixture | None = None) -> Pipeline:
+    """A latent "run" on 16x16 images: PoolVAE with scaling factor `scale`, scaled latents (1, 8, 8) ~ `prior`
+    (default N(0, I)) and their exact denoiser as the network."""
+    from noisecraft.analysis.oracle import gaussian
+
+    codec = LatentCodec(PoolVAE(), scale, (1, 16, 16), (1, 8, 8), "0" * 16, "pooling", clip=None)
+    config = RunConfig(sample=SolverConfig(solver="ddpm", steps=50))
+    exact = (prior or gaussian(torch.zeros(64), torch.eye(64))).denoiser(config.loss.schedule)
+    return Pipeline(config, None, (1, 8, 8), True, network=lambda z, t: exact(z.flatten(1), t).reshape(z.shape),
+                    codec=codec)
+
+
+def _within_blocks(z: torch.Tensor) -> torch.Tensor:
+    """z (n, 1, 8, 8) minus the mean of each of its 2x2 blocks."""
+    blocks = z.double().reshape(z.shape[0], 1, 4, 2, 4, 2)
+    return (blocks - blocks.mean((3, 5), keepdim=True)).reshape(z.shape)
+
+
+def test_latent_super_resolution_samples_the_known_posterior_through_a_linear_decoder() -> None:
+    """x4 super-resolution of 16x16 images through the pooling codec: A(D(z)) = avgpool_2(z) / (2 s), so y fixes
+    the 2x2 block means of z and, the prior being N(0, I), leaves the deviations within the blocks independent of
+    them: the posterior is z = 2 s upsample(y) + (the prior's deviations). DDNM through the codec must fit y
+    exactly and sample the deviations as the prior does (bit for bit those of the unguided draw of the same seed,
+    the sampler being the same); DPS must approach y as its step grows, changing only the block means."""
+    from noisecraft.guide.measurements import AvgPool
+
+    pipe = _pool_latent_pipeline(1.7)
+    z_true = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    A = AvgPool(4)
+    y = A(pipe.codec.decode(z_true))[0]  # (1, 4, 4)
+    prior = pipe.sample(64, seed=1)
+    x = pipe.upscale(y, factor=4, method="ddnm", n=64, seed=1)
+    assert x.shape == (64, 1, 16, 16)
+    assert torch.allclose(A(x), y.expand(64, 1, 4, 4), atol=1e-5)
+    deviations = _within_blocks(pipe.codec.encode(x))
+    assert torch.allclose(deviations, _within_blocks(pipe.codec.encode(prior)), atol=1e-5)
+    assert float(deviations.var()) > 0.5  # the unobserved part is sampled, not collapsed
+    residual = {zeta: float((A(pipe.upscale(y, 4, "dps", n=64, seed=1, zeta=zeta)) - y).flatten(1).norm(dim=1).mean())
+                for zeta in (10.0, 100.0)}
+    unguided = float((A(prior) - y).flatten(1).norm(dim=1).mean())
+    assert residual[100.0] < residual[10.0] < unguided and residual[100.0] < 0.2 * unguided
+    x_dps = pipe.upscale(y, 4, "dps", n=64, seed=1, zeta=100.0)
+    assert torch.allclose(_within_blocks(pipe.codec.encode(x_dps)), deviations, atol=1e-4)
+    # the codec's scale matters: a projection that forgot s in the encoder would shrink the deviations by 1 / s
+    wrong = replace(pipe, codec=replace(pipe.codec, scaling_factor=1.0))
+    assert not torch.allclose(_within_blocks(wrong.codec.encode(x)), deviations, atol=1e-2)
+
+
+def test_latent_moment_matching_samples_the_exact_gaussian_posterior() -> None:
+    """Correlated Gaussian latents, the linear pooling decoder and a noisy x4 pooling of the image: the posterior
+    of z given y is Gaussian in closed form (the Kalman update with M = the matrix of z -> A(D(z))), and moment
+    matching through the linearised decoder is exact for it, so its samples' mean is the posterior mean up to
+    Monte Carlo error, and their spread is the posterior's up to the sampler's own deficit (the same ratio as its
+    unguided samples have to the prior's)."""
+    from noisecraft.analysis.oracle import gaussian
+    from noisecraft.guide.measurements import AvgPool
+
+    g = torch.Generator().manual_seed(3)
+    root = torch.randn(64, 64, generator=g, dtype=torch.float64) / 8
+    cov = root @ root.T + 0.3 * torch.eye(64, dtype=torch.float64)
+    mu = 0.5 * torch.randn(64, generator=g, dtype=torch.float64)
+    prior = gaussian(mu, cov)
+    pipe = _pool_latent_pipeline(1.7, prior)
+    A, sigma_y, n = AvgPool(4), 0.05, 400
+    M = torch.stack([A(pipe.codec.decode(e.reshape(1, 1, 8, 8))).flatten() for e in torch.eye(64, dtype=torch.float64)], 1)
+    y = M @ prior.sample(1, torch.Generator().manual_seed(0))[0][0]
+    y = y + sigma_y * torch.randn(16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    gain = cov @ M.T @ torch.linalg.inv(M @ cov @ M.T + sigma_y**2 * torch.eye(16, dtype=torch.float64))
+    post_mean, post_cov = mu + gain @ (y - M @ mu), cov - gain @ M @ cov
+    z = pipe.codec.encode(pipe.upscale(y.reshape(1, 4, 4).float(), 4, "mmps", n=n, seed=1, sigma=sigma_y))
+    z = z.double().flatten(1)
+    monte_carlo = math.sqrt(float(torch.trace(post_cov)) / n)
+    assert float((z.mean(0) - post_mean).norm()) < 2 * monte_carlo < 0.2 * float((post_mean - mu).norm())
+    unguided = pipe.codec.encode(pipe.sample(n, seed=1)).double().flatten(1)
+    deficit = float(torch.trace(torch.cov(unguided.T)) / torch.trace(cov))
+    assert float(torch.trace(torch.cov(z.T)) / torch.trace(post_cov)) == pytest.approx(deficit, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """A latent run on the 8x8 digits whose autoencoder is trained enough (100 steps) to reconstruct them roughly."""
+    root = tmp_path_factory.mktemp("latent_sr")
+    cfg = vae_config("digits", max_steps=100, batch_size=16, warmup_steps=5, lr=1e-2)
+    train_vae(cfg.model_copy(update={"model": VAEConfig(block_channels=[8, 16], latent_channels=2)}), root / "vae",
+              progress=False)
+    raw = preset_config("digits", "edm", max_steps=2, batch_size=8, checkpoint_every=2).model_dump(mode="json")
+    raw["model"].update(TINY_UNET)
+    train(latent_run(config_from_dict(raw), root / "vae"), root / "run", progress=False)
+    return root / "run"
+
+
+def test_latent_super_resolution_fits_the_measurement_better_than_an_unguided_sample(digits_run: Path) -> None:
+    from noisecraft.data import DataConfig
+    from noisecraft.guide.measurements import AvgPool
+
+    pipe = nc.load_run(digits_run)
+    A = AvgPool(2)
+    y = A(DataConfig(name="digits").load().x[:1])[0]  # (1, 4, 4)
+
+    def residual(x: torch.Tensor) -> torch.Tensor:
+        return (A(x) - y).flatten(1).norm(dim=1)
+
+    unguided = residual(pipe.sample(4, steps=10, seed=0))
+    ddnm = pipe.upscale(y, factor=2, n=4, steps=10, seed=0)  # the default method
+    assert ddnm.shape == (4, 1, 8, 8) and ddnm.abs().max() <= 1.0
+    assert float(residual(ddnm).max()) < 0.6 * float(unguided.mean())
+    dps = pipe.upscale(y, factor=2, method="dps", n=4, steps=10, seed=0, zeta=10.0)
+    assert float(residual(dps).mean()) < float(unguided.mean())
+    mmps = pipe.upscale(y, factor=2, method="mmps", n=4, steps=10, seed=0)
+    assert float(residual(mmps).mean()) < float(unguided.mean())
 
 
 def test_latent_mask_keeps_a_position_only_when_its_whole_block_is_known() -> None:

@@ -44,6 +44,47 @@ def test_encode_decode_shapes_and_dtypes(size, dtype) -> None:
     assert out.shape == x.shape and out.dtype == mean.dtype == dtype
 
 
+@pytest.mark.parametrize("size", [(8, 8), (16, 24), (40, 16)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_tiny_autoencoder_encodes_and_decodes_every_size_it_accepts(size, dtype) -> None:
+    torch.manual_seed(0)
+    vae = VAEConfig(kind="tiny", block_channels=[8, 8, 8], latent_channels=3).build(2).to(dtype)
+    x = torch.rand(3, 2, *size, dtype=dtype) * 2 - 1
+    code, logvar = vae.encode(x)
+    assert logvar is None and code.shape == (3, 3, size[0] // 4, size[1] // 4) and code.dtype == dtype
+    assert vae.latent_shape((2, *size)) == (3, size[0] // 4, size[1] // 4)
+    out = vae.decode(code)
+    assert out.shape == x.shape and out.dtype == dtype
+    recon, _, _ = vae(x, torch.randn(code.shape, dtype=dtype))  # deterministic: the noise is not used
+    assert torch.equal(recon, out)
+    with pytest.raises(ValueError, match=r"divisible by 4, got \(1, 2, 10, 8\)"):
+        vae.encode(torch.zeros(1, 2, 10, 8, dtype=dtype))
+
+
+def test_the_tiny_autoencoder_trains_and_its_point_code_is_penalised_by_the_kl_mean_term(tmp_path: Path) -> None:
+    from noisecraft.data.digits import load_digits_split
+    from noisecraft.nets.vae import vae_loss
+
+    with pytest.raises(ValueError, match="block_channels must be equal"):
+        VAEConfig(kind="tiny", block_channels=[8, 16]).build(1)
+    vae = VAEConfig(kind="tiny", block_channels=[8, 8], latent_channels=2).build(1)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    total, mse, penalty = vae_loss(vae, x, torch.zeros(4, 2, 4, 4), kl_weight=0.5)
+    code = vae.encode(x)[0]
+    assert torch.allclose(penalty, 0.5 * code.square().mean())
+    assert torch.allclose(total, mse + 0.5 * penalty)
+    cfg = vae_config("digits32", max_steps=2, batch_size=8, warmup_steps=1, kind="tiny")
+    assert cfg.model.kind == "tiny"
+    train_vae(cfg.model_copy(update={"model": VAEConfig(kind="tiny", block_channels=[8, 8, 8], latent_channels=2)}),
+              tmp_path / "tiny", progress=False)
+    codec = codec_from_run(tmp_path / "tiny")  # the kind is read back from config.yaml
+    assert codec.latent_shape == (2, 8, 8)
+    images = torch.from_numpy(load_digits_split("train", 32)[0])
+    assert float(codec.encode(images).double().std()) == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="unknown `kind` 'big'"):
+        vae_config(kind="big")
+
+
 def test_sizes_the_factor_does_not_divide_are_refused() -> None:
     vae = VAEConfig(block_channels=[8, 16, 16]).build(1)
     with pytest.raises(ValueError, match=r"divisible by 4, got \(1, 1, 10, 8\)"):
@@ -108,6 +149,9 @@ def test_cli_trains_and_names_bad_data(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "takes images" in res.output
     res = runner.invoke(app, ["vae", "train", "--steps", "0", "--run", str(tmp_path / "v")])
     assert res.exit_code == 2 and "--steps" in res.output
+    res = runner.invoke(app, ["vae", "train", "--kind", "big", "--steps", "1", "--run", str(tmp_path / "v")])
+    assert res.exit_code == 2 and "--kind" in res.output and "'tiny'" in res.output
+    assert not (tmp_path / "v").exists()
 
 
 def test_digits32_is_the_bilinear_upsampling_and_to_digits8_inverts_it() -> None:
@@ -123,3 +167,23 @@ def test_digits32_is_the_bilinear_upsampling_and_to_digits8_inverts_it() -> None
     assert DataConfig(name="digits32").load().sample_shape == (1, 32, 32)
     with pytest.raises(ValueError, match=r"\(n, 1, 32, 32\)"):
         to_digits8(torch.zeros(2, 1, 8, 8))
+
+
+def test_skimage32_is_patches_of_the_public_domain_photographs(tmp_path: Path) -> None:
+    from noisecraft.data import DataConfig, heldout
+    from noisecraft.data.scans import PHOTOS, load_source
+
+    data = DataConfig(name="skimage32").load()
+    assert data.sample_shape == (1, 32, 32) and data.labels is None and data.is_image
+    assert -1 <= float(data.x.min()) and float(data.x.max()) <= 1
+    camera = torch.from_numpy(load_source(PHOTOS[0])).float() * 2 - 1  # the cameraman, shorter side 128
+    assert torch.allclose(data.x[0, 0], camera[:32, :32])  # the first window of the first image
+    test, bin_width = heldout("skimage32")
+    assert bin_width is None and torch.allclose(test[0, 0].float(), camera[:32, -32:])  # its right strip is held out
+    assert not any(torch.equal(test[0, 0].float(), patch[0]) for patch in data.x)
+    result = train_vae(vae_config("skimage32", max_steps=2, batch_size=8, warmup_steps=1).model_copy(
+        update={"model": TINY}), tmp_path / "v", progress=False)
+    codec = codec_from_run(tmp_path / "v")
+    assert codec.image_shape == (1, 32, 32) and codec.latent_shape == (2, 16, 16)
+    assert float(codec.encode(data.x).double().std()) == pytest.approx(1.0, rel=1e-4)
+    assert result.scaling_factor == codec.scaling_factor

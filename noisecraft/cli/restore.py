@@ -94,7 +94,7 @@ def upscale(
         path = _output(out, run_folder(run) / f"upscale_x{factor}_{method}.png")
         pipe = load_pipeline(run, ema=ema)
         x = pipe.upscale(image, factor=factor, method=method, n=n, steps=steps, seed=seed, sigma=sigma, zeta=zeta)
-        (c, h, w), op = pipe.sample_shape, AvgPool(factor)
+        (c, h, w), op = pipe.image_shape("low-resolution image"), AvgPool(factor)
         small = pipe.image(image, (c, h // factor, w // factor), "low-resolution image")
         _write(path, x, lambda: [(f"input {h // factor}x{w // factor}", op.pinv(small)), (f"x{factor} {method}", x),
                                  ("results pooled", op.pinv(op(x)))])

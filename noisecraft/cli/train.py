@@ -12,7 +12,7 @@ app = typer.Typer()
 
 @app.command()
 def train(
-    data: str = typer.Option(None, help="digits (default), digits32, 8gaussians, moons, swissroll, checkerboard, an image folder or a .npy file."),
+    data: str = typer.Option(None, help="digits (default), digits32, skimage32, 8gaussians, moons, swissroll, checkerboard, an image folder or a .npy file."),
     preset: str = typer.Option(None, help="Loss preset and its defaults: ddpm, score, v, edm (default), elbo, flow."),
     loss: str = typer.Option(None, help="Override the loss preset (ddpm, score, v, edm, elbo, flow)."),
     config: str = typer.Option(None, help="A YAML run config (overrides --data/--preset)."),

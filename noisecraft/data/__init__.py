@@ -1,5 +1,5 @@
-"""Training data: 2-D toys, scikit-learn's 8x8 digits (and their 32x32 upsampling, digits32), image folders
-and .npy arrays, behind one config.
+"""Training data: 2-D toys, scikit-learn's 8x8 digits (and their 32x32 upsampling, digits32), 32x32 patches of
+scikit-image's public-domain photographs (skimage32), image folders and .npy arrays, behind one config.
 
 `DataConfig.load()` returns a `Dataset`: a float32 tensor of samples (finite, checked here, at the
 boundary), optional class labels, and whether the samples are images (for grids) or points (for plots).
@@ -22,7 +22,25 @@ from noisecraft.data.toys import TOYS, toy_2d
 
 #: the digits at each size: 8x8 as scikit-learn ships them, and upsampled to 32x32 (noisecraft.data.digits)
 DIGITS: dict[str, int] = {"digits": 8, "digits32": 32}
-BUILTIN: tuple[str, ...] = tuple(DIGITS) + TOYS
+#: patch sets of scikit-image's public-domain / CC0 sample images (noisecraft.data.scans.PHOTOS), by patch size
+PATCHES: dict[str, int] = {"skimage32": 32}
+BUILTIN: tuple[str, ...] = tuple(DIGITS) + tuple(PATCHES) + TOYS
+#: the built-in sets of images (the rest are points)
+IMAGES: tuple[str, ...] = tuple(DIGITS) + tuple(PATCHES)
+
+
+def load_patches(name: str, split: str = "train") -> np.ndarray:
+    """A patch set (PATCHES) as (n, 1, size, size) float32 in [-1, 1]: 'train', the overlapping patches (stride 8,
+    with flips) of the left three quarters of each image, or 'test', the non-overlapping tiles of the right quarter
+    (noisecraft.data.scans; each image resized to a shorter side of 128 pixels)."""
+    from noisecraft.data.scans import PHOTOS, heldout_patches, train_patches
+
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    size = PATCHES[name]
+    if split == "train":
+        return train_patches(size, stride=8, sources=PHOTOS)
+    return heldout_patches(size, sources=PHOTOS)[0]
 
 
 @dataclass
@@ -50,7 +68,7 @@ class Dataset:
 
 
 class DataConfig(BaseModel):
-    """`name` is a built-in dataset (digits, digits32, 8gaussians, moons, swissroll, checkerboard), an image folder
+    """`name` is a built-in dataset (digits, digits32, skimage32, 8gaussians, moons, swissroll, checkerboard), an image folder
     or a .npy file; `n` is the number of toy points drawn (seed `seed`); `classes` keeps only the samples of
     those classes (labelled data: digits), their labels unchanged."""
 
@@ -66,6 +84,8 @@ class DataConfig(BaseModel):
         if self.name in DIGITS:
             x, y = load_digits_split("train", DIGITS[self.name])
             labels = torch.from_numpy(y)
+        elif self.name in PATCHES:
+            x = load_patches(self.name)
         elif self.name in TOYS:
             x = toy_2d(self.name, self.n, self.seed)
         elif self.name.endswith(".npy"):
@@ -119,7 +139,10 @@ def heldout(name: str, split: str = "test", n: int = 200, seed: int = 0) -> tupl
         images, _ = load_digits_split(split, DIGITS[name])
         # the 32x32 upsampling leaves the 8x8 grid of values: no bin width
         return torch.from_numpy(images[:n]).double(), BIN_WIDTH if name == "digits" else None
+    if name in PATCHES:
+        return torch.from_numpy(load_patches(name, split)[:n]).double(), None
     return torch.from_numpy(toy_2d(name, n, seed=0 if split == "train" else 10_000 + seed)).double(), None
 
 
-__all__ = ["BUILTIN", "DIGITS", "DataConfig", "Dataset", "check_builtin", "heldout", "load_digits_split", "toy_2d"]
+__all__ = ["BUILTIN", "DIGITS", "IMAGES", "PATCHES", "DataConfig", "Dataset", "check_builtin", "heldout", "load_digits_split",
+           "load_patches", "toy_2d"]

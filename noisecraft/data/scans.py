@@ -10,6 +10,9 @@ photograph) is used by no split and serves for choosing hyperparameters (a basel
 weight) away from the test images; `phantom` is the Shepp-Logan head phantom (Shepp & Logan 1974), a
 second test set of another kind entirely.
 
+`PHOTOS` (public-domain and CC0 photographs and textures) are cut the same way into the built-in image set
+`skimage32` (noisecraft.data), a second real image set for latent diffusion.
+
 Pixels are in [-1, 1], arrays float32 of shape (n, 1, patch, patch). scikit-image is an optional
 dependency (`pip install scikit-image`); its sample images ship with it (scikit-image's data/README lists
 their sources and licences).
@@ -25,6 +28,10 @@ import numpy as np
 SOURCES: tuple[str, ...] = ("retina", "immunohistochemistry", "cell", "moon", "coins")
 #: the image kept apart from training and testing, for choosing hyperparameters
 VALIDATION = "camera"
+#: scikit-image sample images whose docstrings state no copyright restriction (public domain or CC0): the
+#: cameraman (CC0, Lav Varshney), Greek coins from Pompeii (Brooklyn Museum, no known restrictions), a text corner
+#: image (Wikipedia, public domain), brick, grass and gravel textures (CC0); the patches of `skimage32`
+PHOTOS: tuple[str, ...] = ("camera", "coins", "text", "brick", "grass", "gravel")
 #: central crop (fraction of each side) of images with empty borders: the fundus photograph's black surround
 _CROP = {"retina": 0.62}
 
@@ -44,8 +51,9 @@ def load_source(name: str, side: int = 128) -> np.ndarray:
     from skimage.transform import resize
 
     data = _skimage_data()
-    if name not in (*SOURCES, VALIDATION):
-        raise ValueError(f"unknown scan source {name!r}; expected one of {[*SOURCES, VALIDATION]}")
+    known = dict.fromkeys((*SOURCES, VALIDATION, *PHOTOS))
+    if name not in known:
+        raise ValueError(f"unknown scan source {name!r}; expected one of {list(known)}")
     img = np.asarray(getattr(data, name)())
     img = rgb2gray(img) if img.ndim == 3 else img.astype(np.float64) / 255.0
     if name in _CROP:
@@ -127,4 +135,4 @@ def phantom(size: int = 32) -> np.ndarray:
     return _to_model(np.clip(resize(img, (size, size), anti_aliasing=True), 0.0, 1.0)[None])
 
 
-__all__ = ["SOURCES", "VALIDATION", "heldout_patches", "load_source", "phantom", "train_patches", "validation_patches"]
+__all__ = ["PHOTOS", "SOURCES", "VALIDATION", "heldout_patches", "load_source", "phantom", "train_patches", "validation_patches"]

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from noisecraft.core.losses import PRESETS, DenoisingLoss, preset
-from noisecraft.data import DataConfig
+from noisecraft.data import IMAGES, DataConfig
 from noisecraft.nets import NetConfig
 from noisecraft.solvers.config import SolverConfig
 from noisecraft.validation import check_field, describe
@@ -146,7 +146,7 @@ def preset_config(data: str = "digits", loss: str = "edm", **train: Any) -> RunC
     if loss not in PRESETS:
         raise ValueError(f"unknown preset {loss!r}; expected one of {list(PRESETS)}")
     data_cfg = DataConfig(name=data)
-    image_like = data in ("digits", "digits32") or Path(data).is_dir()  # toys and .npy arrays are points or vectors
+    image_like = data in IMAGES or Path(data).is_dir()  # toys and .npy arrays are points or vectors
     train_defaults: dict[str, Any] = dict(batch_size=128 if image_like else 512, lr=2e-3 if image_like else 1e-3)
     train_defaults.update({k: v for k, v in train.items() if v is not None})
     if train_defaults.get("max_steps") is None and train_defaults.get("minutes") is None:

@@ -6,11 +6,16 @@ z = s * E(x) of a trained autoencoder (noisecraft.runs.vae), and its samples are
 given. A latent run's config names its autoencoder by directory and by digest (the SHA-256 of its weights and
 scaling factor); a different autoencoder at that path is refused, since the model's latents would no longer
 mean the same images.
+
+Inverse problems on a latent run measure the decoded image, y = A D(z / s) + sigma n: `guided` corrects the latent
+denoiser through the decoder, by DPS (`DecodedOperator`), by DDNM's projection on the decoded x0_hat encoded back
+(`DecodedProjection`) or by moment matching with the decoder linearised (`DecodedMomentMatched`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from noisecraft.data import Dataset
+from noisecraft.guide.measurements import Measurement
 from noisecraft.nets.batching import FixedBatch
 from noisecraft.runs.checkpoint import weights_digest
 from noisecraft.runs.config import LatentConfig, RunConfig
@@ -63,13 +69,18 @@ class LatentCodec:
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        """Images D(z / s) of scaled latents z (n, *latent_shape), in z's dtype."""
+        """Images D(z / s) of scaled latents z (n, *latent_shape), in z's dtype, clipped to the data range."""
+        x = self.decode_unclipped(z)
+        return x if self.clip is None else x.clamp(-self.clip, self.clip)
+
+    def decode_unclipped(self, z: Tensor) -> Tensor:
+        """D(z / s) as the decoder gives it, with gradients flowing to z (posterior sampling through the decoder,
+        `DecodedOperator`): no clip, which would zero the gradient at every saturated pixel."""
         if tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(f"expected latents of shape {self.latent_shape}, got {tuple(z.shape[1:])}")
         if z.shape[0] == 0:
             return z.new_zeros((0, *self.image_shape))
-        x = FixedBatch(_Decode(self.vae), self.chunk)(z / self.scaling_factor, torch.zeros(()))
-        return x if self.clip is None else x.clamp(-self.clip, self.clip)
+        return FixedBatch(_Decode(self.vae), self.chunk)(z / self.scaling_factor, torch.zeros(()))
 
     def latent_mask(self, mask: Tensor) -> Tensor:
         """A pixel mask (1 = known) of the image shape on the latent grid: a latent position is known only when
@@ -82,6 +93,109 @@ class LatentCodec:
         factor = self.image_shape[1] // self.latent_shape[1]
         block = -torch.nn.functional.max_pool2d(-m.amin(0, keepdim=True)[None], factor)[0]
         return block.expand(self.latent_shape).clone()
+
+
+class DecodedOperator:
+    """A measurement of the decoded image, seen from the latents: z -> A(D(z / s)), differentiable in z. It is
+    not linear (the decoder is not), so it serves the methods that only evaluate A and differentiate through
+    it (DPS), not those that need A^T or A^+."""
+
+    def __init__(self, operator: Any, codec: LatentCodec) -> None:
+        self.operator, self.codec = operator, codec
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.operator(self.codec.decode_unclipped(z))
+
+
+class DecodedProjection:
+    """DDNM's range/null-space split (Wang et al. 2023, eq. 13) applied to the decoded image and encoded back:
+    z0_hat <- s E(x0 + lambda_t A^+ (y - A x0)) with x0 = D(z0_hat / s) (noisecraft.guide.inverse.Projection
+    on the pixels). It is the point that PSLD's "gluing" term pulls z0_hat towards (Rout et al. 2023, Alg. 1,
+    there with A^T for A^+ and as a gradient penalty), here put in its place, in the spirit of ReSample's hard
+    data consistency (Song et al. 2024); one decoder and one encoder pass per step, no gradient. With a noisy y,
+    the shrinkage lambda_t = v / (v + sigma_y^2) takes v = (sigma_t / alpha_t)^2 of the latents as the error
+    variance of the decoded x0: a heuristic, as the decoder rescales errors."""
+
+    def __init__(self, denoise: Callable[..., Tensor], measurement: Measurement, codec: LatentCodec,
+                 schedule: Any) -> None:
+        from noisecraft.guide.inverse import projection
+
+        self.codec = codec
+        self.pixels = projection(lambda z, t: codec.decode(denoise(z, t)), measurement, schedule)
+
+    def __call__(self, z: Tensor, t: Any) -> Tensor:
+        return self.codec.encode(self.pixels(z, t)).to(z.dtype)
+
+
+class DecodedMomentMatched:
+    """Moment matching (Rozet et al. 2024; noisecraft.guide.inverse.MomentMatched) with the decoder linearised at
+    z0_hat, as an extended Kalman update: p(y | z_t) ~ N(y; A D(z0_hat), A J C J^T A^T + sigma_y^2 I) with
+    J = dD/dz at z0_hat / s (the scaling folded in) and C = sigma^2/alpha dz0_hat/dz_t (Tweedie), so
+
+        z0_hat <- z0_hat + C J^T A^T (A J C J^T A^T + sigma_y^2 I)^{-1} (y - A D(z0_hat / s)),
+
+    the inverse by `cg_steps` conjugate-gradient steps. J^T u is one vector-Jacobian product of the decoder, J v
+    the derivative of u -> <J^T u, v> (double backward). Exact for a linear decoder and Gaussian latents."""
+
+    def __init__(self, denoise: Callable[..., Tensor], measurement: Measurement, codec: LatentCodec, schedule: Any,
+                 cg_steps: int = 4) -> None:
+        self.denoise, self.measurement, self.codec, self.schedule = denoise, measurement, codec, schedule
+        self.cg_steps = cg_steps
+
+    def __call__(self, z: Tensor, t: Any) -> Tensor:
+        from noisecraft.core.tensors import as_time, expand_like, per_time
+        from noisecraft.guide.inverse import conjugate_gradient
+
+        t = as_time(t, z.shape[0])
+        A, sigma_y = self.measurement.operator, self.measurement.sigma
+        alpha, sigma = (expand_like(per_time(f, t), z) for f in (self.schedule.alpha, self.schedule.sigma))
+        with torch.enable_grad():
+            z_in = z.detach().requires_grad_(True)
+            z0 = self.denoise(z_in, t)
+            at = z0.detach().requires_grad_(True)
+            x0 = self.codec.decode_unclipped(at)
+
+            def cov(v: Tensor) -> Tensor:  # C v = sigma^2/alpha J_denoiser^T v
+                return sigma**2 / alpha * torch.autograd.grad(z0, z_in, v, retain_graph=True)[0]
+
+            def jt(u: Tensor) -> Tensor:  # J^T u
+                return torch.autograd.grad(x0, at, u, retain_graph=True)[0]
+
+            u = torch.zeros_like(x0, requires_grad=True)
+            jt_u = torch.autograd.grad(x0, at, u, retain_graph=True, create_graph=True)[0]  # linear in u, kept
+
+            def j(v: Tensor) -> Tensor:  # J v = d/du <J^T u, v>
+                return torch.autograd.grad(jt_u, u, v, retain_graph=True)[0]
+
+            residual = self.measurement.residual(x0).detach()
+            w = conjugate_gradient(lambda u: A(j(cov(jt(A.adjoint(u))))) + sigma_y**2 * u, residual, self.cg_steps)
+            correction = cov(jt(A.adjoint(w)))
+        return (z0 + correction).detach()
+
+
+def guided(run: Any, method: str, measurement: Measurement, zeta: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
+    """The latent denoiser of a latent run (a noisecraft.runs.pipeline.Pipeline with a codec) corrected by a
+    measurement y = A x + sigma n of its decoded images x:
+
+    - 'dps': diffusion posterior sampling through the decoder, the likelihood score -zeta grad_z ||y - A D(
+      z0_hat(z_t) / s)|| (Chung et al. 2023, Alg. 1, with A(D(.)) as the forward model: the "Latent-DPS" baseline
+      of Rout et al. 2023, their PSLD update without the gluing term, gamma = 0, and with DPS's step normalised
+      by the residual norm);
+    - 'ddnm': `DecodedProjection`;
+    - 'mmps': `DecodedMomentMatched` (four CG steps, as on pixels)."""
+    from noisecraft.guide.inverse import dps
+    from noisecraft.runs.steer import base_denoiser
+
+    codec = run.codec
+    denoise = base_denoiser(run)
+    if method == "dps":
+        return dps(denoise, Measurement(DecodedOperator(measurement.operator, codec), measurement.y,
+                                        measurement.sigma), run.schedule, zeta)
+    if method == "ddnm":
+        return DecodedProjection(denoise, measurement, codec, run.schedule)
+    if method == "mmps":
+        return DecodedMomentMatched(denoise, measurement, codec, run.schedule)
+    raise ValueError(f"unknown `method` {method!r} for a latent run; expected 'ddnm', 'dps' or 'mmps'")
 
 
 def codec_from_run(vae_dir: str | Path) -> LatentCodec:
@@ -134,4 +248,5 @@ def training_data(config: RunConfig) -> Dataset:
     return Dataset(codec.encode(data.x), data.labels, data.name)
 
 
-__all__ = ["LatentCodec", "codec_from_run", "latent_config", "latent_run", "load_codec", "training_data"]
+__all__ = ["DecodedMomentMatched", "DecodedOperator", "DecodedProjection", "LatentCodec", "codec_from_run", "guided", "latent_config",
+           "latent_run", "load_codec", "training_data"]

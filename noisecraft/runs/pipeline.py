@@ -333,10 +333,26 @@ class Pipeline:
         return self.output_shape
 
     def _check_pixels(self, what: str) -> None:
-        """A ValueError for a latent run: these inverse problems act on the pixels the solver draws."""
+        """A ValueError for a latent run: this method acts on the pixels the solver draws."""
         if self.codec is not None:
             raise ValueError(f"this is a latent diffusion run (autoencoder {self.config.latent.vae}); {what} "
-                             "in latent space is not supported (inpainting is): use a pixel-space run")
+                             "needs a pixel-space run; a latent run takes the measurement through its decoder with "
+                             "method 'ddnm'")
+
+    def _guided(self, method: str, measurement: Any, zeta: float = 1.0) -> Callable:
+        """x0_hat corrected by a measurement of the images: DDNM projection (Wang et al. 2023), DPS (Chung et al.
+        2023) or moment matching (Rozet et al. 2024); a latent run's through its decoder
+        (noisecraft.runs.latent.guided)."""
+        from noisecraft.guide.inverse import dps, projection
+
+        if self.codec is not None:
+            from noisecraft.runs.latent import guided
+
+            return guided(self, method, measurement, zeta)
+        denoise = steer.base_denoiser(self)
+        return {"ddnm": lambda: projection(denoise, measurement, self.schedule),
+                "dps": lambda: dps(denoise, measurement, self.schedule, zeta),
+                "mmps": lambda: steer.moment_matched_denoiser(self, measurement)}[method]()
 
     def image(self, image: Any, shape: tuple[int, ...] | None = None, what: str = "image") -> Tensor:
         """An image as (1, C, H, W) in [-1, 1]: a PNG/JPEG path, or an array of shape (C, H, W) or (1, C, H, W)."""
@@ -404,12 +420,11 @@ class Pipeline:
     def upscale(self, image: Any, factor: int = 2, method: str = "ddnm", n: int = 8, steps: int = 50, seed: int = 0,
                 sigma: float = 0.0, zeta: float = 1.0) -> Tensor:
         """n high-resolution images whose `factor`x average pooling is `image` (noise std sigma): DDNM (Wang et
-        al. 2023), DPS or moment matching, on DDPM steps."""
-        from noisecraft.guide.inverse import dps, projection
+        al. 2023), DPS or moment matching, on DDPM steps. A latent run measures its decoded images (DDNM or DPS
+        through the decoder, noisecraft.runs.latent.guided) and returns them decoded."""
         from noisecraft.guide.measurements import AvgPool, Measurement
 
         _check_choice(method, UPSCALE_METHODS, "super-resolution method")
-        self._check_pixels("super-resolution")
         if factor not in (2, 4):
             raise ValueError(f"`factor` must be 2 or 4, got {factor}")
         if not sigma >= 0:
@@ -418,22 +433,19 @@ class Pipeline:
         if h % factor:
             raise ValueError(f"the model's {h}x{w} images are not divisible by `factor` {factor}")
         small = self.image(image, (c, h // factor, w // factor), "low-resolution image")
-        meas = Measurement(AvgPool(factor), small, sigma)
-        denoise = steer.base_denoiser(self)
-        wrapped = {"ddnm": lambda: projection(denoise, meas, self.schedule),
-                   "dps": lambda: dps(denoise, meas, self.schedule, zeta),
-                   "mmps": lambda: steer.moment_matched_denoiser(self, meas)}[method]()
+        wrapped = self._guided(method, Measurement(AvgPool(factor), small, sigma), zeta)
         return self._restore_with(wrapped, n, steps, seed)
 
     def denoise(self, image: Any, sigma: float, method: str = "posterior", n: int = 8, steps: int = 50,
                 seed: int = 0) -> Tensor:
         """n posterior samples of the clean image given `image` = clean + sigma * noise: the reverse SDE started at
-        the matching time (posterior), moment matching or DDNM."""
-        from noisecraft.guide.inverse import denoise_observation, projection
+        the matching time (posterior), moment matching or DDNM (a latent run: DDNM through its decoder)."""
+        from noisecraft.guide.inverse import denoise_observation
         from noisecraft.guide.measurements import Identity, Measurement
 
         _check_choice(method, DENOISE_METHODS, "denoising method")
-        self._check_pixels("denoising")
+        if method == "posterior":
+            self._check_pixels("denoising by the reverse SDE from the observation (`method` 'posterior')")
         if not sigma > 0:
             raise ValueError(f"`sigma` must be > 0 (the noise std in [-1, 1] units), got {sigma}")
         y = self.image(image, what="noisy image")
@@ -443,29 +455,21 @@ class Pipeline:
             with torch.no_grad():
                 y_n = y.expand(n, *y.shape[1:])
                 return denoise_observation(denoise, self.schedule, y_n, sigma, "ddpm", steps, _generator(seed)).float()
-        meas = Measurement(Identity(), y, sigma)
-        wrapped = steer.moment_matched_denoiser(self, meas) if method == "mmps" else projection(denoise, meas,
-                                                                                                  self.schedule)
-        return self._restore_with(wrapped, n, steps, seed)
+        return self._restore_with(self._guided(method, Measurement(Identity(), y, sigma)), n, steps, seed)
 
     def restore(self, measurement: Any, method: str = "mmps", n: int = 8, steps: int = 50, seed: int = 0,
                 zeta: float = 1.0) -> Tensor:
         """n samples of p(x | y) for a linear measurement y = A x + sigma n of any operator (a
         noisecraft.guide.measurements.Measurement: k-space Fourier, blur, pooling, ...), whose y holds one
         observation or one per sample: DDNM (Wang et al. 2023), DPS (Chung et al. 2023) or moment matching
-        (Rozet et al. 2024), on DDPM steps."""
-        from noisecraft.guide.inverse import dps, projection
-
+        (Rozet et al. 2024), on DDPM steps; a latent run's operator acts on its decoded images (DDNM or DPS
+        through the decoder)."""
         _check_choice(method, RESTORE_METHODS, "restoration method")
-        self._check_pixels("restoration")
         if measurement.y.shape[0] not in (1, n):
             raise ValueError(f"the measurement holds {measurement.y.shape[0]} observations; expected 1 or `n` = {n}")
         denoise = steer.base_denoiser(self)
         self.check_n(n, denoise)  # probes the network with one row: before the wrappers, whose y may hold n rows
-        wrapped = {"ddnm": lambda: projection(denoise, measurement, self.schedule),
-                   "dps": lambda: dps(denoise, measurement, self.schedule, zeta),
-                   "mmps": lambda: steer.moment_matched_denoiser(self, measurement)}[method]()
-        return self._restore_with(wrapped, n, steps, seed)
+        return self._restore_with(self._guided(method, measurement, zeta), n, steps, seed)
 
     # -- likelihood -------------------------------------------------------------------------------
     def likelihood(self, x: Tensor | np.ndarray, probes: int = 4, exact: bool = False, rtol: float = 1e-5,

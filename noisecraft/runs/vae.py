@@ -87,16 +87,23 @@ def load_vae_config(path: str | Path) -> VAERunConfig:
         raise ValueError(f"{path} is not a YAML autoencoder config: {err}") from None
 
 
+#: the default network of each autoencoder kind (VAEConfig.kind): the tiny one keeps one width at every level
+MODELS: dict[str, VAEConfig] = {"kl": VAEConfig(), "tiny": VAEConfig(kind="tiny", block_channels=[32, 32, 32])}
+
+
 def vae_config(data: str = "digits32", minutes: float | None = None, max_steps: int | None = None,
-               **fields: Any) -> VAERunConfig:
-    """The default autoencoder run for `data`, with the given train fields (None = default) and budget."""
+               kind: str = "kl", **fields: Any) -> VAERunConfig:
+    """The default autoencoder run of `kind` ('kl': AutoencoderKL, 'tiny': AutoencoderTiny) for `data`, with the
+    given train fields (None = default) and budget."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown `kind` {kind!r}; expected one of {list(MODELS)}")
     given = {"minutes": minutes, "max_steps": max_steps, **fields}
     checked = {k: check_field(TrainConfig, k, v) for k, v in given.items() if v is not None}  # named as given
     train = {**VAERunConfig().train.model_dump(), **checked}
     if minutes is not None or max_steps is not None:
         train.update(minutes=minutes, max_steps=max_steps)
     try:
-        return VAERunConfig(data=DataConfig(name=data), train=TrainConfig.model_validate(train))
+        return VAERunConfig(data=DataConfig(name=data), model=MODELS[kind], train=TrainConfig.model_validate(train))
     except ValidationError as err:
         raise ValueError(f"invalid options: {describe(err)}") from None
 
@@ -238,5 +245,5 @@ def load_vae(run_dir: str | Path, ema: bool = True) -> tuple[VAERunConfig, VAE, 
     return config, vae.eval(), path
 
 
-__all__ = ["VAEResult", "VAERunConfig", "VAEStep", "load_vae", "load_vae_config", "measure_scaling_factor",
+__all__ = ["MODELS", "VAEResult", "VAERunConfig", "VAEStep", "load_vae", "load_vae_config", "measure_scaling_factor",
            "train_vae", "vae_config"]

@@ -122,7 +122,7 @@ class BodyLimit:
 
 def _describe(name: str, pipe: Pipeline) -> dict[str, Any]:
     model, sample = pipe.config.model, pipe.config.sample
-    return {"name": name, "shape": list(pipe.sample_shape), "is_image": pipe.is_image, "step": pipe.step,
+    return {"name": name, "shape": list(pipe.output_shape), "is_image": pipe.is_image, "step": pipe.step,
             "conditioning": model.cond if model.num_classes is not None else "none",
             "num_classes": model.num_classes, "guidable": bool(model.guidable),
             "solver": sample.solver, "steps": sample.steps,

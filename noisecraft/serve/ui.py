@@ -504,7 +504,7 @@ def _inpaint_tab(page: Page, models: list[str]) -> None:
     from noisecraft.runs.pipeline import INPAINT_METHODS
     from noisecraft.solvers import SOLVERS
 
-    h = page.models[models[0]].sample_shape[-2]
+    h = page.models[models[0]].output_shape[-2]
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(models, value=models[0], label="model", elem_id="nc-inpaint-model")
