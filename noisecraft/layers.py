@@ -48,4 +48,6 @@ ONLY_IN: dict[str, frozenset[str]] = {
     "typer": frozenset({"cli"}),
     **{web: frozenset({"serve"}) for web in ("fastapi", "starlette", "uvicorn", "gradio", "prometheus_client",
                                              "bentoml")},
+    **{ppl: frozenset({"ddm"}) for ppl in ("numpyro", "jax")},  # the hierarchical DDM's engine
+    "opacus": frozenset({"tabular"}),  # DP-SGD for synthetic tables
 }

@@ -173,12 +173,18 @@ def compare_cmd(
     lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
     s: float = typer.Option(None, help="Within-trial noise."),
     where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
+    coding: str = typer.Option("accuracy", help="accuracy | stimulus, as in `fit`."),
+    stimulus: str = typer.Option(None, help="Stimulus column for --coding stimulus, as in `fit`."),
+    upper: str = typer.Option(None, help="Response value at the upper boundary, as in `fit`."),
+    stimulus_upper: str = typer.Option(None, help="Stimulus whose correct response is upper, as in `fit`."),
     n_recovery: int = typer.Option(
         20, help="Simulated data sets in the recovery panel (0 to skip)."
     ),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """Fit by ML, chi-square and EZ; write a markdown report with plots."""
+    """Fit by ML (full distribution), quantile chi-square and EZ (summary statistics); write a report with plots.
+
+    Takes the multi-factor specs of `fit` ('v ~ stim, a ~ conf') and stimulus coding."""
     from noisecraft.ddm.data import read_trials
     from noisecraft.ddm.report import compare
     from noisecraft.ddm.spec import ModelSpec
@@ -195,6 +201,10 @@ def compare_cmd(
             spec=ModelSpec.from_options(spec, lapse, lapse_range, s),
             rt_min=rt_min,
             rt_max=rt_max,
+            coding=coding,
+            stimulus=stimulus,
+            upper=upper,
+            stimulus_upper=stimulus_upper,
             n_recovery=n_recovery,
             seed=seed,
         )
@@ -264,3 +274,65 @@ def reliability_cmd(
         else:
             write_csv_atomic(rel.long_table(boot, halves, sens), path)
     typer.echo(f"wrote {path}")
+
+
+@app.command("bayes")
+def bayes_cmd(
+    data: str = typer.Argument(..., help=_DATA_HELP),
+    spec: str = typer.Option(None, help="Spec text or file (see `fit`), e.g. 'v ~ stim, a=shared, t0=shared, z=0.5'."),
+    by: str = typer.Option("subj_idx", help="Participant column."),
+    draws: int = typer.Option(1000, help="Posterior draws per chain."),
+    warmup: int = typer.Option(1000, help="Warm-up (adaptation) iterations per chain."),
+    chains: int = typer.Option(2, help="Chains (run one after another; R-hat needs at least 2)."),
+    target_accept: float = typer.Option(0.8, help="NUTS target acceptance probability (raise it if there are divergences)."),
+    group_only: str = typer.Option("slopes", help="slopes | none | comma-separated entry names shared by all participants."),
+    rt: str = typer.Option("rt", help="RT column (seconds)."),
+    response: str = typer.Option("response", help="Response column (1 = upper, 0 = lower)."),
+    condition: str = typer.Option(None, help="Condition column."),
+    coding: str = typer.Option("accuracy", help="accuracy | stimulus (see `fit`)."),
+    stimulus: str = typer.Option(None, help="Stimulus column for --coding stimulus."),
+    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
+    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
+    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
+    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
+    s: float = typer.Option(None, help="Within-trial noise."),
+    where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
+    seed: int = typer.Option(0, help="Random seed."),
+    out: str = typer.Option("runs/ddm_bayes", help="Output directory: summary.csv, draws.csv, predictive.png."),
+    progress: bool = typer.Option(True, help="Show NumPyro's progress bar."),
+) -> None:
+    """Hierarchical Bayesian DDM (group and participant parameters) sampled by NumPyro's NUTS, with R-hat,
+    ESS, divergences, DIC and a posterior predictive plot."""
+    from pathlib import Path
+
+    from noisecraft.ddm.data import read_trials
+    from noisecraft.ddm.spec import ModelSpec
+
+    with user_errors():
+        try:
+            from noisecraft.ddm.bayes import bayes
+        except ImportError as err:
+            raise ValueError(f"`ddm bayes` needs NumPyro ({err}); install it with pip install 'noisecraft[bayes]'")
+        folder = Path(out)
+        options = {"rt": rt, "response": response, "condition": condition, "coding": coding,
+                   "stimulus": stimulus, "rt_min": rt_min, "rt_max": rt_max}
+        shared = group_only if group_only in ("slopes", "none") else [x.strip() for x in group_only.split(",")]
+        trials = read_trials(data, where)
+        model = ModelSpec.from_options(spec, lapse, lapse_range, s)
+        result = bayes(trials, model, by=by, draws=draws, warmup=warmup, chains=chains, seed=seed,
+                       target_accept=target_accept, group_only=shared, progress=progress, **options)
+        summary = result.summary()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_csv_atomic(summary, folder / "summary.csv")
+        write_csv_atomic(result.draws_table(), folder / "draws.csv")
+        png = result.plot_predictive(folder / "predictive.png")
+    fmt = {"float_format": lambda x: f"{x:.4f}", "index": False}
+    typer.echo(result.group_table().to_string(**fmt))
+    typer.echo(f"\n{len(result.participants)} participants, {result.n_trials} trials, {chains} chain(s) x {draws} draws "
+               f"in {result.time_s:.0f} s; max R-hat {summary['r_hat'].max():.3f}, min bulk ESS "
+               f"{summary['ess_bulk'].min():.0f}, {result.divergences} divergence(s); DIC {result.dic:.2f} "
+               f"(pD {result.p_dic:.1f})")
+    if not result.converged:
+        typer.echo("warning: not converged by the usual rule (R-hat < 1.01, bulk ESS >= 100 per chain, no divergences); "
+                   "run more --draws/--warmup or raise --target-accept", err=True)
+    typer.echo(f"wrote {folder / 'summary.csv'}, {folder / 'draws.csv'}, {png}")

@@ -14,6 +14,9 @@ Ratcliff, R. (1978). A theory of memory retrieval. Psychological Review 85:59-10
   and the side-by-side method comparison.
 * :mod:`~noisecraft.ddm.reliability`: how much to trust a fit: stratified bootstrap intervals,
   split-half reliability, sensitivity to starting values.
+* :mod:`~noisecraft.ddm.bayes`: hierarchical Bayesian estimation (group and participant parameters, the
+  exact density as the likelihood) sampled by NumPyro's NUTS; imported on use (``from noisecraft.ddm.bayes
+  import bayes``), since NumPyro and JAX are the optional ``bayes`` extra.
 """
 
 from __future__ import annotations

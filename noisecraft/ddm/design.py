@@ -38,6 +38,7 @@ class Design:
     upper: np.ndarray
     X: dict[str, np.ndarray]  # per parameter, cells x k_p (v without the stimulus sign)
     sign: np.ndarray  # per cell: +1, or -1 where the stimulus belongs to the lower boundary
+    kinds: list[str] | None = None  # per entry of theta: level, intercept or slope
 
     @classmethod
     def build(cls, spec: ModelSpec, data: RTData, t0_cap: np.ndarray) -> Design:
@@ -51,8 +52,10 @@ class Design:
         lo: list[float] = []
         hi: list[float] = []
         X: dict[str, np.ndarray] = {}
+        all_kinds: list[str] = []
         for p in PARAMS:
             Xp, kinds, labels, cs = _matrix(p, spec.rules[p], data)
+            all_kinds += kinds
             b_lo, b_hi = BOUNDS[p]
             if p in ("v", "a", "sv"):
                 b_lo, b_hi = b_lo * spec.s, b_hi * spec.s
@@ -70,7 +73,7 @@ class Design:
             names += labels
             X[p] = Xp
         return cls(spec, np.asarray(data.levels), names, slices, np.array(lo), np.array(hi), X,
-                   np.asarray(data.sign, dtype=float))
+                   np.asarray(data.sign, dtype=float), all_kinds)
 
     def matrix(self, p: str) -> np.ndarray:
         """(cells x k_p) matrix mapping theta_p to p's value in each cell (the stimulus sign included)."""

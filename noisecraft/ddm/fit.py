@@ -202,23 +202,33 @@ class _Problem:
         return logpdf_full_and_grad(rt, upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], tv["sz"],
                                     tv["st0"], n_z=n_z, n_t=n_t, eps=_EPS_FIT, **common)
 
-    def nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def loglik_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """log L(theta) and its gradient; -inf (gradient 0) outside the admissible region."""
         vals, tv = self.trial_values(theta)
-        bad = self.design.valid(vals)
-        if bad > 0:
-            return _PENALTY * (1.0 + bad), np.zeros_like(theta)
+        if self.design.valid(vals) > 0:
+            return -np.inf, np.zeros_like(theta)
         ll, g = self._loglik_grad(tv, self.data.rt, self.upper, self.lapse_c)
-        val = -float(np.sum(ll))
-        if not np.isfinite(val):
-            return _PENALTY, np.zeros_like(theta)
+        total = float(np.sum(ll))
+        if not np.isfinite(total):
+            return -np.inf, np.zeros_like(theta)
         m = len(self.data.levels)
         grad = np.zeros_like(theta)
         for p in g:
             sl = self.design.slices[p]
             if sl.stop > sl.start:
-                gc = np.bincount(self.data.cond, weights=g[p], minlength=m)
-                grad[sl] = -self.design.chain(p, gc)
-        return val, grad
+                grad[sl] = self.design.chain(p, np.bincount(self.data.cond, weights=g[p], minlength=m))
+        return total, grad
+
+    def nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The fitting objective: -log L and its gradient, a large finite penalty outside the region."""
+        vals = self.design.values(theta)
+        bad = self.design.valid(vals)
+        if bad > 0:
+            return _PENALTY * (1.0 + bad), np.zeros_like(theta)
+        total, grad = self.loglik_grad(theta)
+        if not np.isfinite(total):
+            return _PENALTY, np.zeros_like(theta)
+        return -total, -grad
 
     def nll_many(self, thetas: np.ndarray) -> np.ndarray:
         """NLL at many parameter vectors in one vectorised density call (for the Sobol check)."""
@@ -535,6 +545,12 @@ def _setup(data: pd.DataFrame | RTData, spec: ModelSpec, method: str, options: d
     return _Problem(data, spec, lapse_range)
 
 
+def fit_defaults() -> dict:
+    """:func:`fit`'s keyword options and their defaults (data options and solver options)."""
+    return {k: q.default for k, q in inspect.signature(fit).parameters.items()
+            if q.kind is q.KEYWORD_ONLY and k != "spec"}
+
+
 def fit_participants(
     data: pd.DataFrame,
     spec: ModelSpec | str | dict | None = None,
@@ -548,8 +564,7 @@ def fit_participants(
     ValueError naming it). Returns a long table, one row per participant and parameter: ``by``,
     parameter, estimate, se, at_bound, then per fit n (trials), k, nll, aic, bic, converged, time_s.
     """
-    defaults = {k: q.default for k, q in inspect.signature(fit).parameters.items()
-                if q.kind is q.KEYWORD_ONLY and k != "spec"}
+    defaults = fit_defaults()
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ValueError(f"fit_participants got unknown option(s) {unknown}; expected some of {sorted(defaults)}")

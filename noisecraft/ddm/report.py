@@ -15,6 +15,7 @@ Writes ``report.md`` and three figures:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,21 +148,14 @@ def _recovery(data: RTData, spec: ModelSpec, ml: FitResult, n_sets: int, seed: i
                 lapse=lapse,
                 seed=rng,
             )
-            d["condition"] = lev
             parts.append(d)
         df = pd.concat(parts, ignore_index=True)
+        # the simulated trials keep the data's cells (every factor, the stimulus signs): fit them as prepared data
+        sim = replace(data, rt=df["rt"].to_numpy(float), response=df["response"].to_numpy(int),
+                      cond=np.repeat(np.arange(len(data.levels)), counts), rows=np.arange(len(df)), n_dropped=0)
         for m in METHODS:
             try:
-                res = fit(
-                    df,
-                    response="response",
-                    condition="condition",
-                    spec=spec,
-                    method=m,
-                    se=False,
-                    n_starts=2,
-                    seed=i,
-                )
+                res = fit(sim, spec=spec, method=m, se=False, n_starts=2, seed=i)
                 est = res.theta
             except ValueError:
                 est = np.full(theta.size, np.nan)
@@ -214,6 +208,10 @@ def compare(
     spec: ModelSpec | str | None = None,
     rt_min: float | None = None,
     rt_max: float | None = None,
+    coding: str = "accuracy",
+    stimulus: str | None = None,
+    upper=None,
+    stimulus_upper=None,
     n_recovery: int = 20,
     seed: int = 0,
     title: str = "DDM fit: ML vs quantile chi-square vs EZ",
@@ -225,7 +223,9 @@ def compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = ModelSpec.load(spec) if isinstance(spec, str) else (spec or ModelSpec())
-    data = prepare(df, rt, response, condition, rt_min=rt_min, rt_max=rt_max, method="chisq")
+    spec.check_columns(df.columns)
+    data = prepare(df, rt, response, condition, columns=spec.columns(), coding=coding, stimulus=stimulus,
+                   upper=upper, stimulus_upper=stimulus_upper, rt_min=rt_min, rt_max=rt_max, method="chisq")
     fits: dict[str, FitResult] = {m: fit(data, spec=spec, method=m, seed=seed) for m in METHODS}
 
     # Every method scored by the same two yardsticks: the full likelihood and the chi-square.
@@ -267,7 +267,8 @@ def compare(
         "",
         (
             f"Data: {data.n} trials ({data.n_dropped} dropped by the RT window), "
-            f"condition column `{condition}` with levels {', '.join(_fmt(x) for x in data.levels)}."
+            (f"cells over `{data.condition_name}` ({coding} coding): {', '.join(_fmt(x) for x in data.levels)}."
+             if data.condition_name else f"one cell ({coding} coding).")
         ),
         f"Spec: `{spec}`; contaminant range {fits['ml'].lapse_range}.",
         "",
