@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ddm import _machine, _md  # noqa: E402
+from ddm import _machine, _md
 
-from noisecraft.ddm import load_cavanagh, simulate  # noqa: E402
-from noisecraft.ddm.bayes import bayes  # noqa: E402
+from noisecraft.ddm import load_cavanagh, simulate
+from noisecraft.ddm.bayes import bayes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def _diag(label: str, res) -> dict:
 
 def hddm_section(draws: int, warmup: int, seed: int) -> list[str]:
     df = load_cavanagh()
-    kw = dict(draws=draws, warmup=warmup, seed=seed)
+    kw = {"draws": draws, "warmup": warmup, "seed": seed}
     rows, diag = [], []
 
     lumped = bayes(df, "v=shared, a=shared, t0=shared, z=0.5", **kw)
@@ -108,7 +108,7 @@ def hddm_section(draws: int, warmup: int, seed: int) -> list[str]:
         reg = bayes(sub, "v ~ stim, a ~ affine(theta)*conf, t0=shared, z=0.5", **kw)
         diag.append(_diag(f"dbs={dbs}: v ~ stim, a ~ affine(theta)*conf", reg))
         print(diag[-1], flush=True)
-        slope = [n for n in reg.names if n.startswith("a") and "slope" in n and "HC" in n][0]
+        slope = next(n for n in reg.names if n.startswith("a") and "slope" in n and "HC" in n)
         p = reg.prob_greater(slope, 0.0)
         rows.append((f"dbs={dbs}: P(a slope HC {sign} 0)", f"{(1 - p) if sign == '<' else p:.3f}",
                      f"{slope}: {_ci(reg.draws(slope))}", HDDM[f"dbs={dbs}: P(a slope HC {sign} 0)"]))
@@ -153,12 +153,12 @@ def coverage_section(n_sets: int, n_participants: int, n_trials: int, draws: int
              "mean width": round(float(np.mean(widths[p])), 3)} for p in hits]
     d = pd.DataFrame(diag)
     return ["## Coverage of participant-level 95% intervals", "",
-            f"{n_sets} simulated experiments x {n_participants} participants x {n_trials} trials; "
-            f"`bayes(df, 'v=shared, a=shared, t0=shared, z=0.5', draws={draws}, warmup={warmup})`.", "",
+            (f"{n_sets} simulated experiments x {n_participants} participants x {n_trials} trials; "
+            f"`bayes(df, 'v=shared, a=shared, t0=shared, z=0.5', draws={draws}, warmup={warmup})`."), "",
             _md(pd.DataFrame(rows)), "",
-            f"Diagnostics over the {n_sets} fits: max R-hat {d['max R-hat'].max():.4f}, min bulk ESS "
+            (f"Diagnostics over the {n_sets} fits: max R-hat {d['max R-hat'].max():.4f}, min bulk ESS "
             f"{d['min bulk ESS'].min()}, divergences {int(d['divergences'].sum())} in all, "
-            f"converged {int(d['converged'].sum())}/{n_sets}, median time {d['time (s)'].median():.0f} s.", ""]
+            f"converged {int(d['converged'].sum())}/{n_sets}, median time {d['time (s)'].median():.0f} s."), ""]
 
 
 def _band(n: int, p: float = 0.95) -> tuple[float, float]:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from noisecraft.ddm import load_cavanagh
 from noisecraft.ddm import bayes as B
+from noisecraft.ddm import load_cavanagh
 from noisecraft.ddm.simulate import simulate
 
 SPEC = "v=shared, a=shared, t0=shared, z=0.5"
@@ -150,7 +150,7 @@ def test_multifactor_spec_and_group_only_slopes():
     """Cavanagh's regression model: a per-trial affine in theta per conflict level, slopes group-only."""
     df = load_cavanagh()
     df = df[df["subj_idx"].isin([0, 1, 2])]
-    group, entries = _group(df, "v ~ stim, a ~ affine(theta)*conf, t0=shared, z=0.5")
+    _, entries = _group(df, "v ~ stim, a ~ affine(theta)*conf, t0=shared, z=0.5")
     assert [e.name for e in entries if not e.varying] == ["a_slope[HC]", "a_slope[LC]"]
     assert [e.kind for e in entries][:3] == ["level"] * 3
 
