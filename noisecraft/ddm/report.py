@@ -267,7 +267,7 @@ def compare(
         "",
         (
             f"Data: {data.n} trials ({data.n_dropped} dropped by the RT window), "
-            (f"cells over `{data.condition_name}` ({coding} coding): {', '.join(_fmt(x) for x in data.levels)}."
+            + (f"cells over `{data.condition_name}` ({coding} coding): {', '.join(_fmt(x) for x in data.levels)}."
              if data.condition_name else f"one cell ({coding} coding).")
         ),
         f"Spec: `{spec}`; contaminant range {fits['ml'].lapse_range}.",
