@@ -53,26 +53,29 @@ def test_group_loglik_is_the_sum_of_participants_and_its_gradient_matches_finite
     assert group.loglik_grad(bad)[0] == -np.inf
 
 
-def test_numpyro_log_density_equals_prior_plus_likelihood_written_by_hand():
-    """The model NUTS samples is exactly: mu ~ N(m, s), tau ~ HalfNormal(h), eta ~ N(0, 1), u = mu + tau eta,
-    theta = g^-1(u), plus the exact DDM log-likelihood. Checked at a random point against scipy."""
+@pytest.mark.parametrize("centred", [True, False])
+def test_numpyro_log_density_equals_prior_plus_likelihood_written_by_hand(centred):
+    """The model NUTS samples is exactly: mu ~ N(m, s), tau ~ HalfNormal(h), u ~ N(mu, tau) (centred) or
+    u = mu + tau eta with eta ~ N(0, 1) (non-centred), theta = g^-1(u), plus the exact DDM log-likelihood.
+    Checked at a random point against scipy."""
     import jax
     import numpyro
     from numpyro.infer.util import log_density
 
     numpyro.enable_x64()
     group, entries = _group(_panel(60))
-    model, vary = B._model(entries, len(group.labels), B._loglik_op(group))
+    model, vary = B._model(entries, len(group.labels), B._loglik_op(group), centred)
     rng = np.random.default_rng(0)
     mu = np.array([1.0, np.log(1.5), np.log(0.22)]) + 0.05 * rng.standard_normal(3)
     tau = np.array([0.3, 0.1, 0.1])
     eta = rng.standard_normal((4, 3))
-    got, _ = log_density(model, (), {}, {"mu": mu, "tau": tau, "eta": eta})
     u = mu + tau * eta
+    got, _ = log_density(model, (), {}, {"mu": mu, "tau": tau, **({"u": u} if centred else {"eta": eta})})
     theta = np.stack([u[:, 0], np.exp(u[:, 1]), np.exp(u[:, 2])], axis=1)
+    participants = stats.norm.logpdf(u, mu, tau).sum() if centred else stats.norm.logpdf(eta).sum()
     want = (sum(stats.norm.logpdf(mu[k], e.loc, e.scale) for k, e in enumerate(entries))
             + sum(stats.halfnorm.logpdf(tau[i], scale=entries[k].tau) for i, k in enumerate(vary))
-            + stats.norm.logpdf(eta).sum() + group.loglik_grad(theta)[0])
+            + participants + group.loglik_grad(theta)[0])
     assert float(got) == pytest.approx(want, rel=1e-10)
     # and reverse-mode through the callback is the analytic gradient of the likelihood
     grad = jax.grad(lambda th: B._loglik_op(group)(th))(theta)
