@@ -7,8 +7,8 @@ drawn from a group distribution. Each entry k is mapped to an unbounded scale u 
 for a, t0, sv, sz, st0; logit for z and the lapse probability; identity for drifts, intercepts and
 slopes) and
 
-    u_jk ~ N(mu_k, tau_k)   (centred by default; ``parameterization="non-centred"`` samples
-                             u_jk = mu_k + tau_k * eta_jk, eta_jk ~ N(0, 1) instead)
+    u_jk ~ N(mu_k, tau_k)   (sampled centred, or as u_jk = mu_k + tau_k * eta_jk with
+                             eta_jk ~ N(0, 1), chosen per entry from the data: PARAMETERIZATION)
     mu_k ~ N(m_k, s_k),  tau_k ~ HalfNormal(h_k)
 
 with ``group_only`` entries (by default the regression slopes, as HDDM's ``group_only_regressors``)
@@ -52,12 +52,12 @@ PRIORS: dict[str, tuple[str, float, float, float]] = {
 SPREAD: dict[str, float] = {"v": 2.0, "a": 0.75, "z": 0.2, "t0": 0.15, "sv": 0.5, "sz": 0.1, "st0": 0.1,
                             "lapse": 0.05}
 _SCALED = ("v", "a", "sv")
-#: how participants' values are sampled around the group: "centred" (u_jk ~ N(mu_k, tau_k)) or
-#: "non-centred" (u_jk = mu_k + tau_k eta_jk). Centred, because DDM data sets hold hundreds of trials per
-#: participant, where the likelihood pins u_jk and the non-centred funnel is the harder geometry
-#: (Papaspiliopoulos, Roberts & Skold 2007; Betancourt & Girolami 2015). Measured on Cavanagh's 14
-#: participants, 1 chain x 100 + 100: centred 65 s, min bulk ESS 69; non-centred 398 s, min ESS 25.
-PARAMETERIZATION = "centred"
+#: how participants' values are sampled around the group, per entry: "centred" (u_jk ~ N(mu_k, tau_k)),
+#: "non-centred" (u_jk = mu_k + tau_k eta_jk) or "auto": centred where the participants' data pin u_jk more
+#: tightly than the group spreads them (see _centring). Centred sampling wins with hundreds of trials per
+#: participant: on Cavanagh's 14 participants, 1 chain x 100 + 100, centred took 65 s (min bulk ESS 69),
+#: non-centred 398 s (ESS 25); with 100 trials and a narrow group, centred sampling diverges.
+PARAMETERIZATION = "auto"
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,7 @@ class BayesResult:
     n_trials: int
     dic: float = float("nan")
     p_dic: float = float("nan")
+    centred: tuple[str, ...] = ()  # the varying entries sampled centred (the others non-centred)
     _summary: pd.DataFrame | None = field(default=None, repr=False)
     _problems: list = field(default_factory=list, repr=False)
 
@@ -367,9 +368,10 @@ def _loglik_op(group: _Group):
     return loglik
 
 
-def _model(entries: list[_Entry], n_participants: int, loglik, centred: bool):
-    """The hierarchical model in NumPyro: participants' u_jk ~ N(mu_k, tau_k), sampled as such (centred) or
-    as mu_k + tau_k eta_jk with eta_jk ~ N(0, 1) (non-centred; Papaspiliopoulos, Roberts & Skold 2007)."""
+def _model(entries: list[_Entry], n_participants: int, loglik, centred: np.ndarray):
+    """The hierarchical model in NumPyro: participants' u_jk ~ N(mu_k, tau_k), sampled as such for the entries
+    where ``centred`` (a mask over the varying entries) is true, and as mu_k + tau_k eta_jk with
+    eta_jk ~ N(0, 1) for the others (non-centred; Papaspiliopoulos, Roberts & Skold 2007)."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
@@ -378,20 +380,21 @@ def _model(entries: list[_Entry], n_participants: int, loglik, centred: bool):
     scale = jnp.array([e.scale for e in entries])
     vary = np.array([k for k, e in enumerate(entries) if e.varying], dtype=int)
     tau_scale = jnp.array([entries[k].tau for k in vary])
+    c, nc = np.flatnonzero(centred), np.flatnonzero(~centred)  # positions among the varying entries
 
     def model():
         mu = numpyro.sample("mu", dist.Normal(loc, scale).to_event(1))
         u = jnp.broadcast_to(mu, (n_participants, len(entries)))
         if vary.size:
             tau = numpyro.sample("tau", dist.HalfNormal(tau_scale).to_event(1))
-            if centred:
-                shape = (n_participants, vary.size)
-                u_vary = numpyro.sample("u", dist.Normal(jnp.broadcast_to(mu[vary], shape),
-                                                         jnp.broadcast_to(tau, shape)).to_event(2))
-                u = u.at[:, vary].set(u_vary)
-            else:
-                eta = numpyro.sample("eta", dist.Normal(0.0, 1.0).expand([n_participants, vary.size]).to_event(2))
-                u = u.at[:, vary].add(tau * eta)
+            if c.size:
+                shape = (n_participants, c.size)
+                u_c = numpyro.sample("u", dist.Normal(jnp.broadcast_to(mu[vary[c]], shape),
+                                                      jnp.broadcast_to(tau[c], shape)).to_event(2))
+                u = u.at[:, vary[c]].set(u_c)
+            if nc.size:
+                eta = numpyro.sample("eta", dist.Normal(0.0, 1.0).expand([n_participants, nc.size]).to_event(2))
+                u = u.at[:, vary[nc]].add(tau[nc] * eta)
         theta = jnp.stack([_inverse(e.transform, u[:, k], jnp) for k, e in enumerate(entries)], axis=1)
         ll = loglik(theta)
         numpyro.deterministic("loglik", ll)
@@ -400,22 +403,44 @@ def _model(entries: list[_Entry], n_participants: int, loglik, centred: bool):
     return model, vary
 
 
-def _start(group: _Group, entries: list[_Entry], vary: np.ndarray, chains: int, seed: int, centred: bool) -> dict:
-    """Starting values per chain from per-participant ML fits (as HDDM's find_starting_values), jittered."""
-    theta0 = []
+def _ml(group: _Group, entries: list[_Entry], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-participant ML fits (as HDDM's find_starting_values) on the unbounded scale u = g(theta), (J, K),
+    and their standard errors there by the delta method (inf where the Hessian gives none)."""
+    theta0, se0 = [], []
     for prob in group.problems:
-        res = fit(prob.data, spec=prob.spec, se=False, n_starts=2, seed=seed)
+        res = fit(prob.data, spec=prob.spec, se=True, n_starts=2, seed=seed)
         theta0.append(res.theta)
-    theta0 = np.array(theta0)
+        se0.append(res.se if res.se is not None else np.full(res.theta.shape, np.inf))
+    theta0, se0 = np.array(theta0), np.nan_to_num(np.array(se0), nan=np.inf)
     lo = np.array([p.design.lower for p in group.problems])
     hi = np.array([p.design.upper for p in group.problems])
     span = hi - lo
     theta0 = np.clip(theta0, lo + 0.01 * span, hi - 0.01 * span)
     u = np.stack([_forward(e.transform, theta0[:, k]) for k, e in enumerate(entries)], axis=1)
+    slope = {"log": lambda x: 1 / x, "logit": lambda x: 1 / (x * (1 - x)), "identity": lambda x: np.ones_like(x)}
+    se_u = np.stack([se0[:, k] * slope[e.transform](theta0[:, k]) for k, e in enumerate(entries)], axis=1)
+    return u, se_u
+
+
+def _centring(u: np.ndarray, se_u: np.ndarray, vary: np.ndarray, parameterization: str) -> np.ndarray:
+    """Which varying entries to sample centred: for "auto", those whose typical participant is pinned by its
+    data more tightly than participants spread, median_j se_jk < tau_k, with tau_k^2 = var_j(u_jk) -
+    mean_j(se_jk^2) (the spread of the ML estimates less their noise; Papaspiliopoulos et al. 2007)."""
+    if parameterization != "auto":
+        return np.full(vary.size, parameterization == "centred")
+    se = se_u[:, vary]
+    noise = np.where(np.isfinite(se), se, 0.0) ** 2
+    tau = np.sqrt(np.maximum(u[:, vary].var(0, ddof=1) - noise.mean(0), 0.0))
+    return np.median(se, axis=0) < tau
+
+
+def _start(group: _Group, entries: list[_Entry], vary: np.ndarray, centred: np.ndarray, u: np.ndarray,
+           chains: int, seed: int) -> dict:
+    """Starting values per chain: participants at their ML fits ``u``, group centres at their mean, jittered."""
     mu = u.mean(0)
     tau = np.maximum(u[:, vary].std(0), 0.05) if vary.size else None
     rng = np.random.default_rng(seed)
-    inits = {"mu": [], "tau": [], "u" if centred else "eta": []}
+    inits = {"mu": [], "tau": [], "u": [], "eta": []}
     for _ in range(chains):
         for jitter in (0.1, 0.03, 0.0):
             m = mu + jitter * rng.standard_normal(mu.shape)
@@ -430,7 +455,10 @@ def _start(group: _Group, entries: list[_Entry], vary: np.ndarray, chains: int, 
         inits["mu"].append(m)
         if vary.size:  # NUTS takes starting points on its unconstrained scale: log tau
             inits["tau"].append(np.log(tau))
-            inits["u" if centred else "eta"].append(uu[:, vary] if centred else eta)
+            if centred.any():
+                inits["u"].append(uu[:, vary[centred]])
+            if not centred.all():
+                inits["eta"].append(eta[:, ~centred])
     return {k: np.array(v) for k, v in inits.items() if v}
 
 
@@ -455,8 +483,8 @@ def bayes(
     ``options`` are :func:`~noisecraft.ddm.fit.fit`'s data options (rt, response, condition, rt_min,
     rt_max, coding, stimulus, upper, stimulus_upper). ``group_only``: "slopes" (default: regression
     slopes are group-level only), "none", or entry/parameter names. ``priors`` replaces rows of
-    :data:`PRIORS`. ``parameterization``: "centred" (default, see :data:`PARAMETERIZATION`) or
-    "non-centred". Every participant's data and design are checked before any sampling.
+    :data:`PRIORS`. ``parameterization``: "auto" (default, see :data:`PARAMETERIZATION`),
+    "centred" or "non-centred". Every participant's data and design are checked before any sampling.
     """
     unknown = sorted(set(options) - set(_DATA_OPTIONS))
     if unknown:
@@ -464,8 +492,8 @@ def bayes(
     for name, value, lo in (("draws", draws, 1), ("warmup", warmup, 1), ("chains", chains, 1)):
         if int(value) != value or value < lo:
             raise ValueError(f"{name}={value!r}; expected an integer >= {lo}")
-    if parameterization not in ("centred", "non-centred"):
-        raise ValueError(f"parameterization={parameterization!r}; expected 'centred' or 'non-centred'")
+    if parameterization not in ("auto", "centred", "non-centred"):
+        raise ValueError(f"parameterization={parameterization!r}; expected 'auto', 'centred' or 'non-centred'")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept={target_accept!r}; expected a number in (0, 1)")
     if by not in data.columns:
@@ -500,9 +528,11 @@ def _sample(group: _Group, entries: list[_Entry], spec: ModelSpec, by: str, draw
 
     numpyro.enable_x64()
     t_start = time.perf_counter()
-    centred = parameterization == "centred"
-    model, vary = _model(entries, len(group.labels), _loglik_op(group), centred)
-    inits = _start(group, entries, vary, chains, seed, centred)
+    u_ml, se_ml = _ml(group, entries, seed)
+    vary = np.array([k for k, e in enumerate(entries) if e.varying], dtype=int)
+    centred = _centring(u_ml, se_ml, vary, parameterization)
+    model, _ = _model(entries, len(group.labels), _loglik_op(group), centred)
+    inits = _start(group, entries, vary, centred, u_ml, chains, seed)
     # NumPyro validates its init strategy even when init_params are given; its default (uniform on
     # [-2, 2] unconstrained) can put t0 above the fastest trial for every try, so it starts at the first
     # chain's values too
@@ -519,10 +549,10 @@ def _sample(group: _Group, entries: list[_Entry], spec: ModelSpec, by: str, draw
     tau = np.zeros_like(mu)
     if vary.size:
         tau[:, :, vary] = np.asarray(s["tau"])
-        if centred:
-            u[:, :, :, vary] = np.asarray(s["u"])
-        else:
-            u[:, :, :, vary] += np.asarray(s["tau"])[:, :, None, :] * np.asarray(s["eta"])
+        if centred.any():
+            u[:, :, :, vary[centred]] = np.asarray(s["u"])
+        if not centred.all():
+            u[:, :, :, vary[~centred]] += np.asarray(s["tau"])[:, :, None, ~centred] * np.asarray(s["eta"])
     theta = np.stack([_inverse(e.transform, u[..., k]) for k, e in enumerate(entries)], axis=-1)
     centre = np.stack([_inverse(e.transform, mu[..., k]) for k, e in enumerate(entries)], axis=-1)
     loglik = np.asarray(s["loglik"])
@@ -533,6 +563,7 @@ def _sample(group: _Group, entries: list[_Entry], spec: ModelSpec, by: str, draw
     p_dic = mean_dev - dev_at_mean
     result = BayesResult(spec, by, list(group.labels), list(group.names), entries, centre, tau, theta, loglik,
                          divergences, time.perf_counter() - t_start, sum(p.data.n for p in group.problems),
-                         dic=mean_dev + p_dic, p_dic=p_dic)
+                         dic=mean_dev + p_dic, p_dic=p_dic,
+                         centred=tuple(entries[k].name for k in vary[centred]))
     result._problems = group.problems
     return result

@@ -53,7 +53,7 @@ def test_group_loglik_is_the_sum_of_participants_and_its_gradient_matches_finite
     assert group.loglik_grad(bad)[0] == -np.inf
 
 
-@pytest.mark.parametrize("centred", [True, False])
+@pytest.mark.parametrize("centred", [(True, True, True), (False, False, False), (False, True, True)])
 def test_numpyro_log_density_equals_prior_plus_likelihood_written_by_hand(centred):
     """The model NUTS samples is exactly: mu ~ N(m, s), tau ~ HalfNormal(h), u ~ N(mu, tau) (centred) or
     u = mu + tau eta with eta ~ N(0, 1) (non-centred), theta = g^-1(u), plus the exact DDM log-likelihood.
@@ -64,15 +64,22 @@ def test_numpyro_log_density_equals_prior_plus_likelihood_written_by_hand(centre
 
     numpyro.enable_x64()
     group, entries = _group(_panel(60))
+    centred = np.array(centred)
     model, vary = B._model(entries, len(group.labels), B._loglik_op(group), centred)
     rng = np.random.default_rng(0)
     mu = np.array([1.0, np.log(1.5), np.log(0.22)]) + 0.05 * rng.standard_normal(3)
     tau = np.array([0.3, 0.1, 0.1])
     eta = rng.standard_normal((4, 3))
     u = mu + tau * eta
-    got, _ = log_density(model, (), {}, {"mu": mu, "tau": tau, **({"u": u} if centred else {"eta": eta})})
+    sites = {"mu": mu, "tau": tau}
+    if centred.any():
+        sites["u"] = u[:, centred]
+    if not centred.all():
+        sites["eta"] = eta[:, ~centred]
+    got, _ = log_density(model, (), {}, sites)
     theta = np.stack([u[:, 0], np.exp(u[:, 1]), np.exp(u[:, 2])], axis=1)
-    participants = stats.norm.logpdf(u, mu, tau).sum() if centred else stats.norm.logpdf(eta).sum()
+    participants = (stats.norm.logpdf(u, mu, tau)[:, centred].sum()
+                    + stats.norm.logpdf(eta)[:, ~centred].sum())
     want = (sum(stats.norm.logpdf(mu[k], e.loc, e.scale) for k, e in enumerate(entries))
             + sum(stats.halfnorm.logpdf(tau[i], scale=entries[k].tau) for i, k in enumerate(vary))
             + participants + group.loglik_grad(theta)[0])
@@ -199,3 +206,25 @@ def test_cli_writes_summary_draws_and_predictive_plot(tmp_path):
     r = CliRunner().invoke(app, ["bayes", str(csv), "--by", "subject", "--out", str(tmp_path / "no")])
     assert r.exit_code != 0 and "by='subject' is not a column" in r.output
     assert not (tmp_path / "no").exists()
+
+
+def test_auto_centres_the_entries_the_data_pin_and_not_the_others():
+    """Centred where median ML se < the spread of participants net of that noise, non-centred elsewhere."""
+    rng = np.random.default_rng(0)
+    vary = np.array([0, 1, 2])
+    u = np.column_stack([rng.normal(1.0, 0.5, 20), rng.normal(0.4, 0.02, 20), rng.normal(-1.2, 0.2, 20)])
+    se = np.column_stack([np.full(20, 0.1), np.full(20, 0.1), np.full(20, np.inf)])
+    assert B._centring(u, se, vary, "auto").tolist() == [True, False, False]
+    assert B._centring(u, se, vary, "centred").all() and not B._centring(u, se, vary, "non-centred").any()
+
+
+def test_many_trials_are_sampled_centred_few_non_centred():
+    """End to end on the rule: Cavanagh's participants (about 285 trials each) pin every entry; 40 trials from
+    nearly identical participants pin none."""
+    from noisecraft.ddm.bayes import _centring, _ml
+
+    for df, want in ((load_cavanagh().query("subj_idx < 5"), [True] * 3),
+                     (_panel(40, {j: (1.0, 1.5, 0.3) for j in range(5)}), [False] * 3)):
+        group, entries = _group(df)
+        u, se = _ml(group, entries, 0)
+        assert _centring(u, se, np.arange(3), "auto").tolist() == want
