@@ -72,7 +72,7 @@ def _diag(label: str, res) -> dict:
     s = res.summary()
     return {"model": label, "trials": res.n_trials, "entries": len(s), "time (s)": round(res.time_s, 1),
             "max R-hat": round(float(s["r_hat"].max()), 4), "min bulk ESS": round(float(s["ess_bulk"].min())),
-            "divergences": res.divergences, "DIC": round(res.dic, 2), "p_D": round(res.p_dic, 1),
+            "divergences": res.divergences, "DIC": f"{res.dic:.2f}", "centred": len(res.centred), "p_D": round(res.p_dic, 1),
             "converged": res.converged}
 
 
