@@ -148,6 +148,7 @@ def coverage_section(n_sets: int, n_participants: int, n_trials: int, draws: int
                 lo, hi = np.quantile(x, [0.025, 0.975])
                 hits[name].append(lo <= truth[label][name] <= hi)
                 widths[name].append(hi - lo)
+        print({p: f"{np.mean(h):.3f} of {len(h)}" for p, h in hits.items()}, flush=True)
     rows = [{"parameter": p, "intervals": len(hits[p]), "coverage of 95% CI": round(float(np.mean(hits[p])), 3),
              "binomial 95% band": f"[{_band(len(hits[p]))[0]:.3f}, {_band(len(hits[p]))[1]:.3f}]",
              "mean width": round(float(np.mean(widths[p])), 3)} for p in hits]

@@ -220,11 +220,12 @@ def test_auto_centres_the_entries_the_data_pin_and_not_the_others():
 
 def test_many_trials_are_sampled_centred_few_non_centred():
     """End to end on the rule: Cavanagh's participants (about 285 trials each) pin every entry; 40 trials from
-    nearly identical participants pin none."""
+    identical participants pin none; with 4 participants nothing is centred."""
     from noisecraft.ddm.bayes import _centring, _ml
 
-    for df, want in ((load_cavanagh().query("subj_idx < 5"), [True] * 3),
-                     (_panel(40, {j: (1.0, 1.5, 0.3) for j in range(5)}), [False] * 3)):
+    for df, want in ((load_cavanagh().query("subj_idx < 10"), [True] * 3),
+                     (_panel(40, {j: (1.0, 1.5, 0.3) for j in range(10)}), [False] * 3),
+                     (load_cavanagh().query("subj_idx < 4"), [False] * 3)):  # too few participants
         group, entries = _group(df)
         u, se = _ml(group, entries, 0)
         assert _centring(u, se, np.arange(3), "auto").tolist() == want
