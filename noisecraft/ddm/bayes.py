@@ -248,7 +248,7 @@ class BayesResult:
     def group_table(self) -> pd.DataFrame:
         """The group rows of :meth:`summary` (centres and spreads)."""
         s = self.summary()
-        return s[s["level"] != "participant"].drop(columns=["level", self.by], errors="ignore").reset_index(drop=True)
+        return s[s["level"] != "participant"].drop(columns=["level", "participant"]).reset_index(drop=True)
 
     def predictive(self, n_draws: int = 50, seed: int = 0) -> pd.DataFrame:
         """Posterior predictive trials: for ``n_draws`` posterior draws, each participant's trials re-simulated
