@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -105,8 +106,8 @@ def hddm_section(draws: int, warmup: int, seed: int) -> list[str]:
 
     for dbs, sign in ((0, "<"), (1, ">")):
         sub = df[df["dbs"] == dbs]
-        reg = bayes(sub, "v ~ stim, a ~ affine(theta)*conf, t0=shared, z=0.5", **kw)
-        diag.append(_diag(f"dbs={dbs}: v ~ stim, a ~ affine(theta)*conf", reg))
+        reg = bayes(sub, "v ~ stim, a ~ affine(theta):conf, t0=shared, z=0.5", **kw)
+        diag.append(_diag(f"dbs={dbs}: v ~ stim, a ~ affine(theta):conf", reg))
         print(diag[-1], flush=True)
         slope = next(n for n in reg.names if n.startswith("a") and "slope" in n and "HC" in n)
         p = reg.prob_greater(slope, 0.0)
@@ -134,32 +135,55 @@ def _dataset(rng: np.random.Generator, n_participants: int, n_trials: int) -> tu
     return pd.concat(parts, ignore_index=True), truth
 
 
-def coverage_section(n_sets: int, n_participants: int, n_trials: int, draws: int, warmup: int) -> list[str]:
+def coverage_section(n_sets: int, n_participants: int, n_trials: int, draws: int, warmup: int,
+                     start: int = 0, log: Path | None = None) -> list[str]:
+    """Fit sets start..n_sets-1, append one JSON line per set to ``log``, and tabulate every set in it.
+
+    The data sets come from one random stream in order, so set i is the same whatever ``start`` is:
+    a run can be resumed, and the page always covers all sets logged so far.
+    """
     rng = np.random.default_rng(2026)
-    hits, widths, diag = {"v": [], "a": [], "t0": []}, {"v": [], "a": [], "t0": []}, []
+    log = log or ROOT / "docs" / "benchmarks" / "ddm_bayes_coverage.jsonl"
     for i in range(n_sets):
         df, truth = _dataset(rng, n_participants, n_trials)
+        if i < start:
+            continue
         res = bayes(df, "v=shared, a=shared, t0=shared, z=0.5", draws=draws, warmup=warmup, seed=i)
-        diag.append(_diag(f"set {i}", res))
-        print(diag[-1], flush=True)
-        for j, label in enumerate(res.participants):
-            for k, name in enumerate(res.names):
-                x = res.theta[:, :, j, k].ravel()
-                lo, hi = np.quantile(x, [0.025, 0.975])
-                hits[name].append(lo <= truth[label][name] <= hi)
-                widths[name].append(hi - lo)
-        print({p: f"{np.mean(h):.3f} of {len(h)}" for p, h in hits.items()}, flush=True)
-    rows = [{"parameter": p, "intervals": len(hits[p]), "coverage of 95% CI": round(float(np.mean(hits[p])), 3),
-             "binomial 95% band": f"[{_band(len(hits[p]))[0]:.3f}, {_band(len(hits[p]))[1]:.3f}]",
-             "mean width": round(float(np.mean(widths[p])), 3)} for p in hits]
-    d = pd.DataFrame(diag)
+        record = _diag(f"set {i}", res) | {"set": i, "intervals": {}, "hits": {}, "width": {}}
+        for name in res.names:
+            k = res.names.index(name)
+            lo, hi = np.quantile(res.theta[:, :, :, k].reshape(-1, len(res.participants)), [0.025, 0.975], axis=0)
+            true = np.array([truth[label][name] for label in res.participants])
+            record["intervals"][name] = len(true)
+            record["hits"][name] = int(np.sum((lo <= true) & (true <= hi)))
+            record["width"][name] = float(np.sum(hi - lo))
+        with open(log, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        print(record, flush=True)
+    return _coverage_page(log, n_participants, n_trials, draws, warmup)
+
+
+def _coverage_page(log: Path, n_participants: int, n_trials: int, draws: int, warmup: int) -> list[str]:
+    """The coverage table and diagnostics over every set in the JSON-lines log."""
+    d = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
+    d = d.drop_duplicates("set", keep="last").sort_values("set")
+    rows = []
+    for p in ("v", "a", "t0"):
+        n = int(sum(r[p] for r in d["intervals"]))
+        hits = sum(r[p] for r in d["hits"])
+        lo, hi = _band(n)
+        widths = [(r[p], c[p]) for r, c in zip(d["width"], d["intervals"]) if isinstance(r, dict)]
+        rows.append({"parameter": p, "intervals": n, "coverage of 95% CI": round(hits / n, 3),
+                     "binomial 95% band": f"[{lo:.3f}, {hi:.3f}]",
+                     "mean width": round(sum(w for w, _ in widths) / max(1, sum(c for _, c in widths)), 3)})
+    n_sets = len(d)
     return ["## Coverage of participant-level 95% intervals", "",
             (f"{n_sets} simulated experiments x {n_participants} participants x {n_trials} trials; "
-            f"`bayes(df, 'v=shared, a=shared, t0=shared, z=0.5', draws={draws}, warmup={warmup})`."), "",
+             f"`bayes(df, 'v=shared, a=shared, t0=shared, z=0.5', draws={draws}, warmup={warmup})`."), "",
             _md(pd.DataFrame(rows)), "",
             (f"Diagnostics over the {n_sets} fits: max R-hat {d['max R-hat'].max():.4f}, min bulk ESS "
-            f"{d['min bulk ESS'].min()}, divergences {int(d['divergences'].sum())} in all, "
-            f"converged {int(d['converged'].sum())}/{n_sets}, median time {d['time (s)'].median():.0f} s."), ""]
+             f"{d['min bulk ESS'].min()}, divergences {int(d['divergences'].sum())} in all, "
+             f"converged {int(d['converged'].sum())}/{n_sets}, median time {d['time (s)'].median():.0f} s."), ""]
 
 
 def _band(n: int, p: float = 0.95) -> tuple[float, float]:
@@ -178,6 +202,8 @@ def main() -> None:
     ap.add_argument("--sets", type=int, default=12)
     ap.add_argument("--participants", type=int, default=8)
     ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--start", type=int, default=0, help="coverage: first set to fit (resume)")
+    ap.add_argument("--log", type=Path, default=None, help="coverage: JSON-lines log of the sets")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     when = dt.date.today().isoformat()
@@ -187,7 +213,8 @@ def main() -> None:
     if args.section == "hddm":
         body = hddm_section(args.draws, args.warmup, args.seed)
     else:
-        body = coverage_section(args.sets, args.participants, args.trials, args.draws, args.warmup)
+        body = coverage_section(args.sets, args.participants, args.trials, args.draws, args.warmup,
+                                args.start, args.log)
     out = Path(args.out or ROOT / "docs" / "benchmarks" / f"ddm_bayes_{args.section}.md")
     out.write_text("\n".join(head + body))
     print("\n".join(body))

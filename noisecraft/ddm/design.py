@@ -9,7 +9,8 @@ stimulus name (:func:`noisecraft.ddm.data.prepare`). For each parameter p of a
 with X_p a (cells x k_p) design matrix: a column of ones (shared); indicators of the levels of
 p's column(s) (free: one value per level or combination, as HDDM's ``depends_on``, Wiecki,
 Sofer & Frank 2013); the numeric column c (linear); [1, c] (affine); or these times indicators
-(one slope, or intercept and slope, per level). Under stimulus coding the drift is negated in the
+(one slope, or intercept and slope, per level); or [1, c times indicators] (affine(c):x, one intercept and a
+slope per level). Under stimulus coding the drift is negated in the
 cells whose stimulus belongs to the lower boundary, ``v_cell = sign_cell * X_v @ theta_v``, so v
 is the drift towards the correct response and z a response bias.
 """
@@ -61,7 +62,8 @@ class Design:
                 b_lo, b_hi = b_lo * spec.s, b_hi * spec.s
             for j, kind in enumerate(kinds):
                 if kind == "slope":
-                    lo_j, hi_j = _slope_bounds(spec.rules[p].kind, b_lo, b_hi, cs[j])
+                    rule = spec.rules[p]  # a slope beside a shared intercept is bounded as a linear one
+                    lo_j, hi_j = _slope_bounds("linear" if rule.shared_intercept else rule.kind, b_lo, b_hi, cs[j])
                 else:
                     lo_j, hi_j = b_lo, b_hi
                     if p == "t0":  # t0 below the fastest RT of every cell it applies to
@@ -201,13 +203,20 @@ def _matrix(p: str, rule: Rule, data: RTData) -> tuple[np.ndarray, list[str], li
         if rule.kind == "linear" and not np.any(ck != 0):
             raise ValueError(f"{_text(p, rule)}: column {rule.column or legacy!r} is 0 in every cell{where}; "
                              "the slope is not identified")
-        if rule.kind == "affine" and len(np.unique(ck)) < 2:
+        if rule.kind == "affine" and not rule.shared_intercept and len(np.unique(ck)) < 2:
             raise ValueError(f"{_text(p, rule)}: column {rule.column or legacy!r} has one value{where}; "
                              "an intercept and a slope need at least two")
     slope = ind * c[:, None]
     cs = [c[idx == k] for k in range(len(tag))]
     if rule.kind == "linear":
         return slope, ["slope"] * len(tag), [f"{p}_slope{t}" for t in tag], cs
+    if rule.shared_intercept:  # p = intercept + slope_k c in the cells of level k
+        X = np.hstack([np.ones((m, 1)), slope])
+        if np.linalg.matrix_rank(X) < X.shape[1]:
+            raise ValueError(f"{_text(p, rule)}: the intercept and the {len(tag)} slopes are not identified by "
+                             f"the values of {rule.column!r} in the cells (each level needs a nonzero value, "
+                             "and two distinct values overall)")
+        return X, ["intercept"] + ["slope"] * len(tag), [f"{p}_intercept"] + [f"{p}_slope{t}" for t in tag], [None, *cs]
     X = np.hstack([ind, slope])
     kinds = ["intercept"] * len(tag) + ["slope"] * len(tag)
     names = [f"{p}_intercept{t}" for t in tag] + [f"{p}_slope{t}" for t in tag]

@@ -19,6 +19,8 @@ Wiecki, Sofer & Frank 2013, and of R's model formulas):
 * ``p ~ x``: one value per level of column x; ``p ~ x*y``: one per combination of x and y
 * ``p ~ linear(c)``, ``p ~ affine(c)``: as above in the numeric column c
 * ``p ~ linear(c)*x``, ``p ~ affine(c)*x``: one slope (and intercept) per level of x
+* ``p ~ affine(c):x``: one intercept shared by all levels of x and one slope per level (R's
+  ``1 + c:x``; HDDM's regression ``a ~ theta:C(conf)``, Wiecki, Sofer & Frank 2013)
 
 Text form, as the CLI takes it: ``"v ~ strength, a ~ instruction, t0 ~ instruction, z=0.5"``
 (items separated by commas, semicolons or newlines). The contaminant is uniform on
@@ -74,6 +76,7 @@ class Rule:
     value: float | None = None
     column: str | None = None
     factors: tuple[str, ...] | None = None
+    shared_intercept: bool = False  # affine(c):x, one intercept for every level of x
 
     @classmethod
     def parse(cls, name: str, text: str | float) -> Rule:
@@ -94,11 +97,21 @@ class Rule:
 
     @classmethod
     def formula(cls, name: str, text: str) -> Rule:
-        """``1``, ``x``, ``x*y``, ``linear(c)``, ``affine(c)``, ``linear(c)*x``: the right side of ``name ~ ...``."""
+        """``1``, ``x``, ``x*y``, ``linear(c)``, ``affine(c)``, ``linear(c)*x``, ``affine(c):x``: the right side of
+        ``name ~ ...``."""
         t = text.strip()
-        expected = "expected 1, columns joined by '*', or linear(column)/affine(column) optionally '*' columns"
+        expected = ("expected 1, columns joined by '*', or linear(column)/affine(column) optionally '*' columns, "
+                    "or affine(column):columns")
         if t == "1":
             return cls("shared")
+        if ":" in t:
+            head, _, rest = t.partition(":")
+            m = _FUNCTION.match(head.strip())
+            if m is None or m[1].lower() != "affine" or not rest.strip() or ":" in rest:
+                raise ValueError(f"rule {name} ~ {t}: ':' joins affine(column) to the columns whose levels get their "
+                                 f"own slope beside one intercept (affine(c):x); {expected}")
+            inner = cls.formula(name, f"affine({m[2]})*{rest.strip()}")
+            return cls("affine", column=inner.column, factors=inner.factors, shared_intercept=True)
         if "+" in t:
             raise ValueError(
                 f"rule {name} ~ {t}: additive '+' terms are not supported; use '*' for one value per "
@@ -137,6 +150,8 @@ class Rule:
     def formula_text(self) -> str:
         """The right side of ``p ~ ...`` for a formula rule."""
         head = [f"{self.kind}({self.column})"] if self.column else []
+        if self.shared_intercept:
+            return f"{head[0]}:{'*'.join(self.factors or ())}"
         return "*".join(head + list(self.factors or ()))
 
     def to_plain(self) -> str | float:

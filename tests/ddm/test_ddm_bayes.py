@@ -163,6 +163,10 @@ def test_multifactor_spec_and_group_only_slopes():
     _, entries = _group(df, "v ~ stim, a ~ affine(theta)*conf, t0=shared, z=0.5")
     assert [e.name for e in entries if not e.varying] == ["a_slope[HC]", "a_slope[LC]"]
     assert [e.kind for e in entries][:3] == ["level"] * 3
+    # HDDM's own form, a ~ theta:C(conf): one intercept that varies by participant, two group-only slopes
+    _, entries = _group(df, "v ~ stim, a ~ affine(theta):conf, t0=shared, z=0.5")
+    assert [(e.name, e.varying) for e in entries if e.name.startswith("a")] == [
+        ("a_intercept", True), ("a_slope[HC]", False), ("a_slope[LC]", False)]
 
 
 @pytest.mark.parametrize(
