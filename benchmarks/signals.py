@@ -128,7 +128,7 @@ def main() -> None:
         results = {name: [] for name in methods}
         seconds = dict.fromkeys(methods, 0.0)
         for draw in range(args.draws):
-            g = torch.Generator().manual_seed(1000 * draw + int(snr * 10) + 7)
+            g = torch.Generator().manual_seed(1000 * draw + (int(snr * 10) if np.isfinite(snr) else 999) + 7)
             noisy = ecg_noise.add_noise(torch.from_numpy(clean)[None], snr, args.noise, fs, g)[0].numpy()
             for name, fn in methods.items():
                 start = time.perf_counter()
