@@ -23,10 +23,13 @@ images through the round trip).
 5. `--restoration-only` (alone, on the pixel and latent runs a previous call left in `--out`): x2 super-resolution
    of digits32 test images by the latent UNet through its decoder (DDNM, DPS, moment matching) against the pixel
    UNet (the anchor) and bilinear upsampling: PSNR, residual, CPU time per image; rewrites only its section.
+6. `--pixel-dit-only` (alone): a DiT on pixels against the pixel UNet of the last full run in `--out`, at equal
+   parameters and CPU budget; rewrites only its section.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent.py --minutes 3 --vae-minutes 3
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent.py --skimage-only --skimage-minutes 3
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent.py --restoration-only --restoration-images 6
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent.py --pixel-dit-only
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ PICTURE = Path("docs/benchmarks/latent/side_by_side.png")
 SKIMAGE = ("<!-- skimage32 -->", "<!-- /skimage32 -->")
 #: the markers around the super-resolution section, which `--restoration-only` rewrites alone
 RESTORATION = ("<!-- restoration -->", "<!-- /restoration -->")
+#: the markers around the pixel DiT section, which `--pixel-dit-only` rewrites alone
+PIXEL_DIT = ("<!-- pixel-dit -->", "<!-- /pixel-dit -->")
 
 
 def _status_mb(key: str) -> float:
@@ -230,8 +235,8 @@ def restoration(out: Path, images: int, steps: int, seed: int) -> dict:
         rows[name] = {"psnr": _psnr(recon, x), "residual_rms": rms, "s_per_image": seconds / images}
 
     record("bilinear upsampling of y", F.interpolate(y, scale_factor=2, mode="bilinear").clamp(-1, 1), 0.0)
-    for run, methods in (("pixel", (("ddnm", 1.0), ("mmps", 1.0))),
-                         ("latent-unet", (("ddnm", 1.0), ("dps", 1.0), ("dps", 10.0), ("mmps", 1.0)))):
+    for run, methods in (("pixel", (("ddnm", 1.0), ("dps", 1.0), ("mmps", 1.0))),
+                         ("latent-unet", (("ddnm", 1.0), ("dps", 1.0), ("mmps", 1.0)))):
         pipe = load_run(out / run)
         for method, zeta in methods:
             start, parts = time.process_time(), []
@@ -253,7 +258,7 @@ def restoration_section(r: dict, args: argparse.Namespace, wall_s: float) -> str
 
 {date.today().isoformat()}, {platform.machine()}, torch {torch.__version__}, one thread. The first {r['images']} digits32
 test images, measured by 2x2 average pooling (16x16, noise-free); each model draws one sample per image with
-`Pipeline.upscale` ({r['steps']} DDPM steps; DPS's zeta as given), the latent UNet through its decoder
+`Pipeline.upscale` ({r['steps']} DDPM steps; DPS at its default zeta 1, which a latent run measures in pixels), the latent UNet through its decoder
 (docs/latent.md) and the pixel UNet, both the runs of the table above, on pixels (the anchor). PSNR against the
 true images (peak-to-peak 2); residual: the rms of A x - y over the 16x16 measurement; ms: CPU time per image.
 
@@ -277,15 +282,61 @@ def _replace_section(path: Path, markers: tuple[str, str], section: str) -> None
     path.write_text(text)
 
 
-def dit_model_matching(unet_params: int, latent_shape: tuple[int, int, int], num: int = 128) -> dict:
-    """A DiT (patch 1, width `num`) whose depth brings its parameter count closest to the UNet's."""
+def dit_model_matching(unet_params: int, shape: tuple[int, int, int], num: int = 128, patch: int = 1) -> dict:
+    """A DiT (patch `patch`, width `num`) whose depth brings its parameter count closest to the UNet's."""
     from noisecraft.nets import NetConfig, count_parameters
 
     def params(depth: int) -> int:
-        return count_parameters(NetConfig(kind="dit", width=num, depth=depth, patch_size=1).build(latent_shape))
+        return count_parameters(NetConfig(kind="dit", width=num, depth=depth, patch_size=patch).build(shape))
 
     depth = min(range(1, 24), key=lambda d: abs(params(d) - unet_params))
-    return {"kind": "dit", "width": num, "depth": depth, "patch_size": 1, "heads": 4}
+    return {"kind": "dit", "width": num, "depth": depth, "patch_size": patch, "heads": 4}
+
+
+def pixel_dit(args: argparse.Namespace) -> dict:
+    """A DiT on the 1 x 32 x 32 pixels (patch 4: 64 tokens, as many as the latent DiT's) at the pixel UNet's
+    parameter count, trained `--minutes` CPU minutes in a fresh one-thread process, sampled and scored like the
+    other models; beside it the pixel UNet's row of the last full run (result.json, same budget and sampler)."""
+    from noisecraft.nets import NetConfig, count_parameters
+
+    shape = (1, 32, 32)
+    model = dit_model_matching(count_parameters(NetConfig().build(shape)), shape, patch=4)
+    run = args.out / "pixel-dit"
+    wall = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        done = finished(run) if args.reuse else None
+        trained = done or pool.apply(diffusion_job, (str(run), args.minutes, args.seed, None, model, args.batch_size))
+        drawn = pool.apply(sample_job, (str(run), args.n, args.seed))
+    x = drawn.pop("x")
+    np.save(args.out / "pixel-dit-samples.npy", x)
+    row = {**trained, **drawn, **score(x)}
+    unet = json.loads((args.out / "result.json").read_text())["rows"]["pixel"]
+    return {"dit": row, "unet": unet, "model": model, "wall_s": time.perf_counter() - wall,
+            "date": date.today().isoformat(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
+
+
+def pixel_dit_section(r: dict) -> str:
+    """The pixel DiT part of the page (between the PIXEL_DIT markers)."""
+    line = "| {name} | {parameters:,} | {steps} | {digits_fd:.2f} | {precision:.3f} | {recall:.3f} | {ips:.1f} | {peak_mb:.0f} |"
+    rows = "\n".join(line.format(name=name, ips=1 / row["s_per_image"], **row)
+                     for name, row in (("pixel UNet (the run above)", r["unet"]), ("pixel DiT", r["dit"])))
+    m = r["model"]
+    return f"""{PIXEL_DIT[0]}
+## DiT against UNet on pixels
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent.py --pixel-dit-only
+
+{r['date']}, {r['machine']}, one thread. A DiT on the 1 x 32 x 32 pixels (patch {m['patch_size']}, so 64 tokens
+as the latent DiT has; width {m['width']}, depth {m['depth']}, {m['heads']} heads, adaLN-Zero), depth chosen for the
+pixel UNet's parameter count, trained with the same preset, batch and CPU budget, sampled and scored the same
+way; the UNet's row is the pixel model of the full run above.
+
+| model | parameters | train steps | digits-FD | precision | recall | images / s | peak MB |
+|---|---|---|---|---|---|---|---|
+{rows}
+
+Wall time: {r['wall_s'] / 60:.1f} min.
+{PIXEL_DIT[1]}"""
 
 
 def score(x: np.ndarray) -> dict:
@@ -312,7 +363,17 @@ def main() -> None:
                         help="only x2 super-resolution by the pixel and latent runs already in --out; rewrite only "
                              "its section of --doc")
     parser.add_argument("--restoration-images", type=int, default=32, help="test images super-resolved per method")
+    parser.add_argument("--pixel-dit-only", action="store_true",
+                        help="only a DiT on pixels against the pixel UNet of the last full run in --out; rewrite only "
+                             "its section of --doc")
     args = parser.parse_args()
+    if args.pixel_dit_only:
+        result = pixel_dit(args)
+        (args.out / "pixel_dit.json").write_text(json.dumps(result, indent=1, default=str))
+        section = pixel_dit_section(result)
+        print(section)
+        _replace_section(args.doc, PIXEL_DIT, section)
+        return
     if args.skimage_only:
         section = skimage_section(run_skimage(args))
         print(section)

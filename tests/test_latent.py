@@ -152,18 +152,22 @@ def test_likelihood_scores_the_latents(runs: Path) -> None:
     assert torch.allclose(torch.as_tensor(result.log_prob), torch.as_tensor(same.log_prob))
 
 
-def test_latent_restoration_returns_images_and_refuses_the_reverse_sde_from_y(runs: Path) -> None:
+def test_latent_restoration_returns_images_defaults_to_ddnm_and_refuses_the_reverse_sde_from_y(runs: Path) -> None:
     from noisecraft.guide.measurements import Identity, measure
 
     pipe = nc.load_run(runs / "plain")
     small = torch.zeros(1, 16, 16)
     for method in ("ddnm", "dps"):  # and mmps, below
         assert pipe.upscale(small, factor=2, method=method, n=2, steps=2).shape == (2, 1, 32, 32)
-    assert pipe.denoise(torch.zeros(1, 32, 32), 0.2, method="ddnm", n=1, steps=2).shape == (1, 1, 32, 32)
-    assert pipe.restore(measure(Identity(), torch.zeros(1, 1, 32, 32)), "dps", n=1, steps=2).shape == (1, 1, 32, 32)
+    ddnm = pipe.denoise(torch.zeros(1, 32, 32), 0.2, method="ddnm", n=1, steps=2)
+    assert ddnm.shape == (1, 1, 32, 32)
+    assert torch.equal(pipe.denoise(torch.zeros(1, 32, 32), 0.2, n=1, steps=2), ddnm)  # the latent default
+    identity = measure(Identity(), torch.zeros(1, 1, 32, 32))
+    assert pipe.restore(identity, "dps", n=1, steps=2).shape == (1, 1, 32, 32)
+    assert torch.equal(pipe.restore(identity, n=1, steps=2), pipe.restore(identity, "ddnm", n=1, steps=2))
     assert pipe.upscale(small, factor=2, method="mmps", n=1, steps=2).shape == (1, 1, 32, 32)
     with pytest.raises(ValueError, match="needs a pixel-space run"):
-        pipe.denoise(torch.zeros(1, 32, 32), 0.2)  # the reverse SDE from y needs y to be a noisy x_t
+        pipe.denoise(torch.zeros(1, 32, 32), 0.2, method="posterior")  # the reverse SDE from y needs a noisy x_t
 
 
 class PoolVAE:
@@ -224,6 +228,31 @@ def test_latent_super_resolution_samples_the_known_posterior_through_a_linear_de
     # the codec's scale matters: a projection that forgot s in the encoder would shrink the deviations by 1 / s
     wrong = replace(pipe, codec=replace(pipe.codec, scaling_factor=1.0))
     assert not torch.allclose(_within_blocks(wrong.codec.encode(x)), deviations, atol=1e-2)
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_latent_dps_moves_the_decoded_image_as_pixel_dps_moves_the_image(scale: float) -> None:
+    """DecodedDPS measures zeta in pixels: through the pooling codec, whose decoder z -> upsample(z / s) / 2 has
+    orthogonal columns of gain 1 / s, the decoded latent step equals pixel DPS's step for the same zeta, at any s
+    (2x2 pooling's A^T r lies in the decoder's range). Unnormalised, it would be 1 / s^2 times it."""
+    from noisecraft.guide.inverse import dps
+    from noisecraft.guide.measurements import AvgPool, Measurement
+    from noisecraft.runs.latent import DecodedDPS
+
+    codec = LatentCodec(PoolVAE(), scale, (1, 16, 16), (1, 8, 8), "0" * 16, "pooling", clip=None)
+    schedule = RunConfig().loss.schedule
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    meas = Measurement(AvgPool(2), torch.randn(1, 8, 8, generator=g, dtype=torch.float64))
+
+    def identity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x
+
+    x = codec.decode_unclipped(z)
+    latent_step = codec.decode_unclipped(DecodedDPS(identity, meas, codec, schedule, zeta=0.7)(z, 0.5)) - x
+    pixel_step = dps(identity, meas, schedule, zeta=0.7)(x, 0.5) - x
+    assert float(pixel_step.abs().max()) > 1e-3
+    assert torch.allclose(latent_step, pixel_step, rtol=1e-9, atol=1e-12)
 
 
 def test_latent_moment_matching_samples_the_exact_gaussian_posterior() -> None:

@@ -74,7 +74,13 @@ def test_upscaling_and_denoising_a_latent_run_answer_decoded_images(server: Serv
     response = server.post("/denoise", files={"image": noisy.read_bytes()},
                            data={"n": "1", "steps": "3", "sigma": "0.2", "method": "ddnm", "format": "npy"})
     assert response.status_code == 200, response.text
-    assert np.load(io.BytesIO(response.content), allow_pickle=False).shape == (1, 1, 32, 32)
-    refused = server.post("/denoise", files={"image": noisy.read_bytes()}, data={"n": "1", "sigma": "0.2"})
+    ddnm = np.load(io.BytesIO(response.content), allow_pickle=False)
+    assert ddnm.shape == (1, 1, 32, 32)
+    default = server.post("/denoise", files={"image": noisy.read_bytes()},  # a latent run's default is DDNM
+                          data={"n": "1", "steps": "3", "sigma": "0.2", "format": "npy"})
+    assert default.status_code == 200, default.text
+    assert np.array_equal(np.load(io.BytesIO(default.content), allow_pickle=False), ddnm)
+    refused = server.post("/denoise", files={"image": noisy.read_bytes()},
+                          data={"n": "1", "sigma": "0.2", "method": "posterior"})
     assert refused.status_code == 422 and "latent diffusion run" in refused.json()["error"]
     assert refused.json()["field"] == "method"

@@ -19,7 +19,7 @@ from noisecraft.runs.pipeline import (
 app = typer.Typer()
 
 
-def _output(out: str | None, default: Path) -> Path:
+def _output(out: str | None, default: Path | None) -> Path | None:
     """The output file, checked before any work: a .png of panels, or a .npy of the results alone (the
     default, in the run directory, is checked by loading the run)."""
     from noisecraft.io import check_output
@@ -105,7 +105,7 @@ def denoise(
     run: str = typer.Argument(..., help="Run directory of an image model."),
     image: str = typer.Option(..., help="Noisy PNG of the model's size."),
     sigma: float = typer.Option(..., help="Noise std in [-1, 1] units (0.2 = 10% of the pixel range)."),
-    method: str = typer.Option("posterior", help=f"One of {', '.join(DENOISE_METHODS)}."),
+    method: str = typer.Option(None, help=f"One of {', '.join(DENOISE_METHODS)} (default: posterior; ddnm on a latent run)."),
     n: int = typer.Option(8, help="Number of posterior samples."),
     steps: int = typer.Option(50, help="DDPM steps."),
     seed: int = typer.Option(0, help="Sampling seed."),
@@ -116,8 +116,10 @@ def denoise(
     from noisecraft.hf.load import load_pipeline, run_folder
 
     with user_errors():
-        path = _output(out, run_folder(run) / f"denoise_{method}.png")
+        path = _output(out, None)
         pipe = load_pipeline(run, ema=ema)
+        method = method or pipe.default_method("denoise")
+        path = path or run_folder(run) / f"denoise_{method}.png"
         y = pipe.image(image, what="noisy image")
         x = pipe.denoise(y, sigma, method=method, n=n, steps=steps, seed=seed)
         _write(path, x, lambda: [(f"noisy (sigma={sigma:g})", y),
@@ -133,7 +135,7 @@ def restore(
     mask: str = typer.Option("cartesian", help="fourier: cartesian (random lines, fastMRI) or radial (spokes)."),
     blur_std: float = typer.Option(1.0, help="blur: Gaussian kernel std in pixels (periodic boundary)."),
     sigma: float = typer.Option(0.01, help="Measurement noise std, in [-1, 1] pixel units."),
-    method: str = typer.Option("mmps", help=f"One of {', '.join(RESTORE_METHODS)}."),
+    method: str = typer.Option(None, help=f"One of {', '.join(RESTORE_METHODS)} (default: mmps; ddnm on a latent run)."),
     n: int = typer.Option(4, help="Number of posterior samples."),
     steps: int = typer.Option(50, help="DDPM steps."),
     seed: int = typer.Option(0, help="Seed of the mask, the measurement noise and the sampling."),
@@ -149,8 +151,10 @@ def restore(
     from noisecraft.hf.load import load_pipeline, run_folder
 
     with user_errors():
-        path = _output(out, run_folder(run) / f"restore_{operator}_{method}.png")
+        path = _output(out, None)
         pipe = load_pipeline(run, ema=ema)
+        method = method or pipe.default_method("restore")
+        path = path or run_folder(run) / f"restore_{operator}_{method}.png"
         op = operator_by_name(operator, pipe.image_shape(), acceleration, mask, blur_std, seed=seed)
         if not sigma >= 0:
             raise ValueError(f"`sigma` must be >= 0, got {sigma}")

@@ -124,7 +124,12 @@ class DPS:
             norm = self.measurement.residual(x0).flatten(1).norm(dim=1)
             (grad,) = torch.autograd.grad(norm.sum(), x_in)
         alpha, sigma = _alpha_sigma(self.schedule, x, t)
-        return x0.detach() - self.zeta * sigma**2 / alpha * grad
+        return x0.detach() - self.zeta * sigma**2 / alpha * self.step_scale(x0.detach()) * grad
+
+    def step_scale(self, x0: Tensor) -> Tensor | float:
+        """The factor on zeta at x0_hat: 1 here, where zeta is in the units of x (noisecraft.runs.latent.DecodedDPS
+        measures it in decoded pixels)."""
+        return 1.0
 
 
 def dps(denoise: DenoiseFn, measurement: Measurement, schedule: Schedule, zeta: float = 1.0) -> DPS:

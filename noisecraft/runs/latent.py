@@ -8,7 +8,7 @@ scaling factor); a different autoencoder at that path is refused, since the mode
 mean the same images.
 
 Inverse problems on a latent run measure the decoded image, y = A D(z / s) + sigma n: `guided` corrects the latent
-denoiser through the decoder, by DPS (`DecodedOperator`), by DDNM's projection on the decoded x0_hat encoded back
+denoiser through the decoder, by DPS (`DecodedDPS`), by DDNM's projection on the decoded x0_hat encoded back
 (`DecodedProjection`) or by moment matching with the decoder linearised (`DecodedMomentMatched`).
 """
 
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from noisecraft.data import Dataset
+from noisecraft.guide.inverse import DPS
 from noisecraft.guide.measurements import Measurement
 from noisecraft.nets.batching import FixedBatch
 from noisecraft.runs.checkpoint import weights_digest
@@ -107,6 +108,39 @@ class DecodedOperator:
         return self.operator(self.codec.decode_unclipped(z))
 
 
+class DecodedDPS(DPS):
+    """DPS through the decoder (`DecodedOperator`; the "Latent-DPS" of Rout et al. 2023, their PSLD update with
+    gamma = 0) with zeta in the units of pixel DPS: the latent step is divided by the decoder's mean squared gain
+    g^2 = ||J||_F^2 / dim z, J = dD/dz at z0_hat. Why: a latent step dz moves the image by J dz, and the latent
+    gradient is J^T of the pixel one, so the decoded image moves by J J^T times the pixel step, which is g^2 times
+    it on the decoder's range when J's singular values are alike. Without this, the same zeta does g^2 times as
+    much in latent space (g^2 = 0.13 for the digits32 autoencoder of docs/benchmarks/latent.md, where zeta 1 left
+    the samples unguided). g^2 is Hutchinson's estimate mean_p ||J v_p||^2 / dim z with `probes` fixed Rademacher
+    vectors v_p (Hutchinson 1990; exact when J has orthogonal columns of equal norm), the same for every row, so a
+    sample does not depend on the batch it is drawn in; J v_p is the central difference of the decoder along v_p
+    with step `eps` (two decoder passes without gradients, where forward-mode AD through it cost 3x the whole DPS
+    step)."""
+
+    def __init__(self, denoise: Callable[..., Tensor], measurement: Measurement, codec: LatentCodec, schedule: Any,
+                 zeta: float = 1.0, probes: int = 2, eps: float = 1e-2) -> None:
+        super().__init__(denoise, Measurement(DecodedOperator(measurement.operator, codec), measurement.y,
+                                              measurement.sigma), schedule, zeta)
+        self.codec = codec
+        signs = torch.randint(0, 2, (probes, *codec.latent_shape), generator=torch.Generator().manual_seed(0))
+        self.probes, self.eps = 2.0 * signs - 1.0, float(eps)
+
+    @torch.no_grad()
+    def step_scale(self, z0: Tensor) -> Tensor:
+        """1 / g^2(z0_hat), per row, shaped to broadcast over z."""
+        gain = z0.new_zeros(z0.shape[0])
+        decode = self.codec.decode_unclipped
+        for v in self.probes.to(z0):
+            jv = (decode(z0 + self.eps * v) - decode(z0 - self.eps * v)) / (2 * self.eps)
+            gain += jv.flatten(1).square().sum(1)
+        gain = gain / (len(self.probes) * self.probes[0].numel())
+        return (1.0 / gain.clamp_min(torch.finfo(gain.dtype).tiny)).reshape(-1, *[1] * (z0.dim() - 1))
+
+
 class DecodedProjection:
     """DDNM's range/null-space split (Wang et al. 2023, eq. 13) applied to the decoded image and encoded back:
     z0_hat <- s E(x0 + lambda_t A^+ (y - A x0)) with x0 = D(z0_hat / s) (noisecraft.guide.inverse.Projection
@@ -177,20 +211,17 @@ def guided(run: Any, method: str, measurement: Measurement, zeta: float = 1.0) -
     """The latent denoiser of a latent run (a noisecraft.runs.pipeline.Pipeline with a codec) corrected by a
     measurement y = A x + sigma n of its decoded images x:
 
-    - 'dps': diffusion posterior sampling through the decoder, the likelihood score -zeta grad_z ||y - A D(
-      z0_hat(z_t) / s)|| (Chung et al. 2023, Alg. 1, with A(D(.)) as the forward model: the "Latent-DPS" baseline
-      of Rout et al. 2023, their PSLD update without the gluing term, gamma = 0, and with DPS's step normalised
-      by the residual norm);
+    - 'dps': `DecodedDPS`, diffusion posterior sampling through the decoder, the likelihood score
+      -zeta grad_z ||y - A D(z0_hat(z_t) / s)|| / g^2 (Chung et al. 2023, Alg. 1, with A(D(.)) as the forward
+      model and zeta in pixel units);
     - 'ddnm': `DecodedProjection`;
     - 'mmps': `DecodedMomentMatched` (four CG steps, as on pixels)."""
-    from noisecraft.guide.inverse import dps
     from noisecraft.runs.steer import base_denoiser
 
     codec = run.codec
     denoise = base_denoiser(run)
     if method == "dps":
-        return dps(denoise, Measurement(DecodedOperator(measurement.operator, codec), measurement.y,
-                                        measurement.sigma), run.schedule, zeta)
+        return DecodedDPS(denoise, measurement, codec, run.schedule, zeta)
     if method == "ddnm":
         return DecodedProjection(denoise, measurement, codec, run.schedule)
     if method == "mmps":
@@ -248,5 +279,5 @@ def training_data(config: RunConfig) -> Dataset:
     return Dataset(codec.encode(data.x), data.labels, data.name)
 
 
-__all__ = ["DecodedMomentMatched", "DecodedOperator", "DecodedProjection", "LatentCodec", "codec_from_run", "guided", "latent_config",
+__all__ = ["DecodedDPS", "DecodedMomentMatched", "DecodedOperator", "DecodedProjection", "LatentCodec", "codec_from_run", "guided", "latent_config",
            "latent_run", "load_codec", "training_data"]

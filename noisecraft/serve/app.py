@@ -323,13 +323,14 @@ def create_app(models: Mapping[str, Pipeline], limits: Limits | None = None) -> 
         _, pipe = pick_model(models, form.model)
         y = await upload(image, pipe, "image")
         steps = form.steps or min(50, limits.max_steps)
+        method = form.method or pipe.default_method("denoise")
 
         def work() -> Any:
             with field_errors("sigma"):  # the noise level outside the model's range names no field
-                return pipe.denoise(y, form.sigma, form.method, form.n, steps=steps, seed=form.seed)
+                return pipe.denoise(y, form.sigma, method, form.n, steps=steps, seed=form.seed)
 
         return await restore(request, form.model, form.format, work,
-                             f"Denoise: {form.method}, sigma {form.sigma:g}, Steps: {steps}, Seed: {form.seed}")
+                             f"Denoise: {method}, sigma {form.sigma:g}, Steps: {steps}, Seed: {form.seed}")
 
     return app
 

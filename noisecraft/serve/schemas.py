@@ -75,7 +75,8 @@ def denoise_form(limits: Limits) -> type[BaseModel]:
     """POST /denoise form fields."""
     return create_model(
         "DenoiseForm", __base__=FormFields, **_common(limits, 4),
-        method=(Literal["posterior", "mmps", "ddnm"], Field("posterior")),
+        method=(Literal["posterior", "mmps", "ddnm"] | None,
+                Field(None, description="default: posterior, or ddnm for a latent model")),
         sigma=(Annotated[float, Field(gt=0, le=10)], Field(description="noise std of the image, [-1, 1] units")),
     )
 

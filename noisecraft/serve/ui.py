@@ -340,6 +340,11 @@ class Page:
         noisy = to_uint8(x + float(sigma or 0.0) * eps)[0]
         return self.write(f"{model}_train{int(index or 0)}_noisy", _png(noisy))
 
+    def denoise_method(self, model: str | None) -> str:
+        """The Denoise tab's method for `model`: its Pipeline's default (the reverse SDE; DDNM on a latent run)."""
+        pipe = self.models.get(model)
+        return "posterior" if pipe is None or not pipe.is_image else pipe.default_method("denoise")
+
     @_shown
     def denoise(self, model: str, image: str | None, sigma: float | None, method: str, n: int | None,
                 steps: int | None, seed: int | None) -> str:
@@ -576,7 +581,7 @@ def _denoise_tab(page: Page, models: list[str]) -> None:
                 noise_seed = _number("noise seed", 0)
                 pick = gr.Button("Add noise to this training image (clipped to 8 bits)")
             with gr.Row():
-                method = gr.Dropdown(list(DENOISE_METHODS), value="posterior", label="method")
+                method = gr.Dropdown(list(DENOISE_METHODS), value=page.denoise_method(models[0]), label="method")
                 n = gr.Slider(1, 16, value=4, step=1, label="n")
                 steps = _number("steps", 50, minimum=1)
                 seed = _number("seed", 0)
@@ -584,6 +589,7 @@ def _denoise_tab(page: Page, models: list[str]) -> None:
         with gr.Column():
             result = gr.Image(label="posterior samples", type="filepath", format="png", interactive=False,
                               elem_classes="nc-pixels", height=400)
+    model.change(page.denoise_method, model, method)
     pick.click(page.noisy_image, [model, index, sigma, noise_seed], image)
     go.click(page.denoise, [model, image, sigma, method, n, steps, seed], result)
 
