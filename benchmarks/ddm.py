@@ -8,6 +8,9 @@ Run:  .venv/bin/python benchmarks/ddm.py            (writes docs/benchmarks/ddm.
       .venv/bin/python benchmarks/ddm.py --section full [--quick]
                                                     (only the 7-parameter full model; writes
                                                      docs/benchmarks/ddm_full.md)
+      .venv/bin/python benchmarks/ddm.py --section pyddm-multifactor [--pyddm-budget 1800]
+                                                    (the multi-factor model against PyDDM's fit
+                                                     of it; writes ddm_multifactor_pyddm.md)
 
 PyDDM (Shinn, Lam & Murray 2020, eLife 9:e56938) is a benchmark-only dependency:
 `pip install pyddm`. Its fits use its defaults (differential evolution, dt = dx = 0.005,
@@ -267,6 +270,75 @@ def multifactor_trials(n_trials: int, v, a: dict, t0: dict, seed) -> pd.DataFram
     return pd.concat([design, sim], axis=1)
 
 
+def _pyddm_multifactor(df: pd.DataFrame) -> tuple[float, dict, float]:
+    """PyDDM's fit of the same 11-parameter model (its defaults, as `_pyddm`): a drift per strength, B = a / 2
+    and t0 per instruction (coded 0 = accuracy, 1 = speed: PyDDM conditions are numbers), z = 1/2, no lapse."""
+    import pyddm
+
+    d = df.assign(speed=(df.instruction == "speed").astype(int))
+    samp = pyddm.Sample.from_pandas_dataframe(d[["rt", "response", "strength", "speed"]], rt_column_name="rt",
+                                              choice_column_name="response")
+    params = {f"v{k}": (-5, 5) for k in range(1, len(MF_V) + 1)}
+    params.update({"Bacc": (0.1, 2.0), "Bspd": (0.1, 2.0), "t0acc": (0.0, 1.0), "t0spd": (0.0, 1.0)})
+    m = pyddm.gddm(
+        drift=lambda v1, v2, v3, v4, v5, v6, v7, strength: (v1, v2, v3, v4, v5, v6, v7)[int(strength) - 1],
+        bound=lambda Bacc, Bspd, speed: Bspd if speed else Bacc,
+        nondecision=lambda t0acc, t0spd, speed: t0spd if speed else t0acc,
+        mixture_coef=0, parameters=params, conditions=["strength", "speed"],
+        T_dur=float(np.ceil(df.rt.max() + 0.1)))
+    t = time.perf_counter()
+    m.fit(samp, lossfunction=pyddm.LossLikelihood, verbose=False)
+    elapsed = time.perf_counter() - t
+    vals = dict(zip(m.get_model_parameter_names(), map(float, m.get_model_parameters())))
+    return elapsed, vals, float(m.get_fit_result().value())
+
+
+def _pyddm_worker(df: pd.DataFrame, queue) -> None:
+    queue.put(_pyddm_multifactor(df))
+
+
+def pyddm_multifactor_section(budget_s: float, repeats: int) -> list[str]:
+    """Markdown lines: the 11-parameter multi-factor fit against PyDDM's fit of the same model on the same 8,000
+    trials, PyDDM in a child process stopped after `budget_s` seconds (then its time is a lower bound)."""
+    import multiprocessing as mp
+
+    df = multifactor_trials(8000, MF_V, MF_A, MF_T0, seed=15)
+    t_nc, res = _noisecraft(df, {"spec": MF_SPEC}, repeats)
+    rows = [{"fitter": "noisecraft fit (median of repeats)", "s/fit": round(t_nc, 2), "NLL (exact)": res.nll,
+             "estimates": ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())}]
+    queue = mp.get_context("spawn").Queue()
+    child = mp.get_context("spawn").Process(target=_pyddm_worker, args=(df, queue))
+    start = time.perf_counter()
+    child.start()
+    child.join(budget_s)
+    finished = not child.is_alive()
+    if not finished:
+        child.terminate()
+        child.join()
+        rows.append({"fitter": "PyDDM (its defaults), the same model", "s/fit": f"> {budget_s:.0f} (stopped)",
+                     "NLL (exact)": float("nan"), "estimates": "did not finish"})
+        verdict = (f"PyDDM did not finish within {budget_s:.0f} s: noisecraft is more than "
+                   f"{budget_s / t_nc:.0f}x faster on this model (target >= 20x); the NLLs cannot be compared.")
+    else:
+        t_pd, vals, loss = queue.get()
+        names = {**{f"v[{k}]": vals[f"v{k}"] for k in range(1, len(MF_V) + 1)},
+                 "a[accuracy]": 2 * vals["Bacc"], "a[speed]": 2 * vals["Bspd"],
+                 "t0[accuracy]": vals["t0acc"], "t0[speed]": vals["t0spd"]}
+        nll_pd = negloglik(prepare(df, columns=["strength", "instruction"]), ModelSpec.parse(MF_SPEC), names)
+        rows.append({"fitter": f"PyDDM (its defaults), the same model; own loss {loss:.2f}", "s/fit": round(t_pd, 1),
+                     "NLL (exact)": nll_pd, "estimates": ", ".join(f"{k}={v:.3f}" for k, v in names.items())})
+        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.0f}x (target >= 20x); exact NLL noisecraft - PyDDM: "
+                   f"{res.nll - nll_pd:+.3f} (<= 0: equal or better).")
+    print(pd.DataFrame(rows).to_string(index=False), "\n", verdict, f"(wall {time.perf_counter() - start:.0f} s)",
+          flush=True)
+    return ["## Multi-factor design against PyDDM", "",
+            (f"`fit(df, spec=\"{MF_SPEC}\")` on the 8,000 trials of the multi-factor section (seed 15), beside "
+             "PyDDM 0.9's `gddm` of the same model (a drift per strength, B = a / 2 and t0 per instruction, z = 1/2, "
+             "no lapse; differential evolution and the analytical solver, its defaults; the likelihood loss), in "
+             f"a child process with a budget of {budget_s:.0f} s. Both fits' estimates are scored by the same exact "
+             "density (Navarro & Fuss 2009)."), "", verdict, "", _md(pd.DataFrame(rows)), ""]
+
+
 def multifactor_speed(repeats: int) -> tuple[pd.DataFrame, str]:
     """Time per fit of the 11-parameter design on 8,000 trials, beside one fit per instruction."""
     df = multifactor_trials(8000, MF_V, MF_A, MF_T0, seed=15)
@@ -455,8 +527,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-pyddm", action="store_true")
     ap.add_argument("--out", default=None, help="default docs/benchmarks/ddm.md (ddm_multifactor.md for that section)")
-    ap.add_argument("--section", choices=("all", "multifactor", "full"), default="all")
+    ap.add_argument("--section", choices=("all", "multifactor", "full", "pyddm-multifactor"), default="all")
+    ap.add_argument("--pyddm-budget", type=float, default=1800.0,
+                    help="pyddm-multifactor: seconds PyDDM may take before it is stopped")
     args = ap.parse_args()
+    if args.section == "pyddm-multifactor":
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines = ["# noisecraft.ddm benchmark: the multi-factor model against PyDDM", "",
+                 (f"Generated by `python benchmarks/ddm.py --section pyddm-multifactor --pyddm-budget "
+                  f"{args.pyddm_budget:g}` on {when}."),
+                 f"Machine: {_machine()}. Single-threaded BLAS; the cores may be shared with other jobs.", "",
+                 *pyddm_multifactor_section(args.pyddm_budget, 3)]
+        out = Path(args.out or ROOT / "docs" / "benchmarks" / "ddm_multifactor_pyddm.md")
+        out.write_text("\n".join(lines))
+        print(f"wrote {out}", file=sys.stderr)
+        return
     if args.section == "full":
         machine = _machine()
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
