@@ -154,7 +154,7 @@ def write_report(out: Path, rows: list[dict], trained: dict, args: argparse.Name
              f"torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}. "
              f"Date: {dt.date.today()}."), "",
              (f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/signals.py --draws {args.draws} --n {args.n} "
-             f"--noise {args.noise}`"), "",
+             f"--noise {args.noise} --snr {' '.join(f'{x:g}' for x in args.snr)}`"), "",
              ("Clean reference: the BITalino recording pyhrv ships (1000 Hz, 22.35 s, never trained on), drift removed "
              "by a 0.67 Hz zero-phase high-pass; noise: the MIT-BIH stress-test kinds (noisecraft.signals.noise; "
              f"{args.noise!r}, mix = all four), {args.draws} draws per SNR; metrics averaged over the draws. SSD and MAD are "
