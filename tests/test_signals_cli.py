@@ -90,7 +90,8 @@ def test_noisy_pairs_are_a_function_of_seed_and_step(runs):
     a, b, c = step.draws(7), step.draws(7), step.draws(8)
     torch.testing.assert_close(a["noise"], b["noise"])
     assert not torch.allclose(a["noise"], c["noise"])
-    assert ((a["snr"] >= -5) & (a["snr"] <= 10)).all()
+    lo, hi = SignalSpec("conditional").snr
+    assert (lo, hi) == (-5.0, 30.0) and ((a["snr"] >= lo) & (a["snr"] <= hi)).all()
 
 
 def _csv(path, values, header="ecg"):
