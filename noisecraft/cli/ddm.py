@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from noisecraft.cli._common import user_errors
@@ -10,6 +12,21 @@ from noisecraft.io import write_csv_atomic
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 _DATA_HELP = "CSV file, or 'roitman' / 'cavanagh' for the shipped data sets."
+
+# Options every command that reads trials shares, declared once (typer reads the Annotated metadata).
+Rt = Annotated[str, typer.Option(help="RT column (seconds).")]
+Response = Annotated[str, typer.Option(help="Response column: 1 = upper boundary (e.g. correct), 0 = lower.")]
+Condition = Annotated[str | None, typer.Option(help="Condition column (e.g. coh).")]
+Coding = Annotated[str, typer.Option(help="accuracy (upper = correct) | stimulus (upper = one response; needs --stimulus).")]
+Stimulus = Annotated[str | None, typer.Option(help="Stimulus column for --coding stimulus: the drift is +v for --stimulus-upper, -v for the other.")]
+Upper = Annotated[str | None, typer.Option(help="Response value at the upper boundary (default: the response column is 0/1, 1 = upper).")]
+StimulusUpper = Annotated[str | None, typer.Option(help="Stimulus whose correct response is the upper boundary (default: --upper, or 1).")]
+RtMin = Annotated[float | None, typer.Option(help="Drop trials with rt <= rt_min.")]
+RtMax = Annotated[float | None, typer.Option(help="Drop trials with rt >= rt_max.")]
+Lapse = Annotated[float | None, typer.Option(help="Fixed contaminant probability (overrides the spec).")]
+LapseRange = Annotated[str | None, typer.Option(help="Contaminant RT range lo:hi in s (default 0:max rt).")]
+NoiseS = Annotated[float | None, typer.Option(help="Within-trial noise (1 default; 0.1 is Ratcliff's convention).")]
+Where = Annotated[str | None, typer.Option(help="Rows to keep: 'column OP value' clauses joined by 'and', e.g. 'monkey == 1 and coh >= 0.128'.")]
 
 
 def _floats(text: str, sep: str, what: str, example: str, count: int | None = None) -> list[float]:
@@ -28,43 +45,29 @@ def _floats(text: str, sep: str, what: str, example: str, count: int | None = No
 @app.command("fit")
 def fit_cmd(
     data: str = typer.Argument(..., help=_DATA_HELP),
-    rt: str = typer.Option("rt", help="RT column (seconds)."),
-    response: str = typer.Option(
-        "response", help="Response column: 1 = upper boundary (e.g. correct), 0 = lower."
-    ),
-    condition: str = typer.Option(None, help="Condition column (e.g. coh)."),
+    rt: Rt = "rt",
+    response: Response = "response",
+    condition: Condition = None,
     method: str = typer.Option("ml", help="ml | chisq | ez"),
     spec: str = typer.Option(
         None,
         help="Spec text like 'v=linear, a=shared, t0=shared, z=0.5' (over --condition) or "
         "'v ~ strength, a ~ instruction, t0 ~ instruction' (over the named columns), or a .json/.yaml file.",
     ),
-    coding: str = typer.Option(
-        "accuracy", help="accuracy (upper = correct) | stimulus (upper = one response; needs --stimulus)."
-    ),
-    stimulus: str = typer.Option(
-        None, help="Stimulus column for --coding stimulus: the drift is +v for --stimulus-upper, -v for the other."
-    ),
-    upper: str = typer.Option(
-        None, help="Response value at the upper boundary (default: the response column is 0/1, 1 = upper)."
-    ),
-    stimulus_upper: str = typer.Option(
-        None, help="Stimulus whose correct response is the upper boundary (default: --upper, or 1)."
-    ),
+    coding: Coding = "accuracy",
+    stimulus: Stimulus = None,
+    upper: Upper = None,
+    stimulus_upper: StimulusUpper = None,
     by: str = typer.Option(
         None, help="Fit each value of this column separately (e.g. subj_idx); prints and writes one table."
     ),
-    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
-    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
-    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
-    lapse_range: str = typer.Option(
-        None, help="Contaminant RT range lo:hi in s (default 0:max rt)."
-    ),
-    s: float = typer.Option(
-        None, help="Within-trial noise (1 default; 0.1 is Ratcliff's convention)."
-    ),
+    rt_min: RtMin = None,
+    rt_max: RtMax = None,
+    lapse: Lapse = None,
+    lapse_range: LapseRange = None,
+    s: NoiseS = None,
     statistic: str = typer.Option("chisq", help="For --method chisq: chisq | g2."),
-    where: str = typer.Option(None, help="Rows to keep: 'column OP value' clauses joined by 'and', e.g. 'monkey == 1 and coh >= 0.128'."),
+    where: Where = None,
     out: str = typer.Option(None, help="Also write the parameter table to this CSV."),
 ) -> None:
     """Fit the DDM and print a parameter table (one per --by group, in one long table)."""
@@ -163,20 +166,20 @@ def simulate_cmd(
 def compare_cmd(
     data: str = typer.Argument(..., help=_DATA_HELP),
     out: str = typer.Option("runs/ddm_compare", help="Output directory for report.md and PNGs."),
-    rt: str = typer.Option("rt", help="RT column (seconds)."),
-    response: str = typer.Option("response", help="Response column (1 = upper, 0 = lower)."),
-    condition: str = typer.Option(None, help="Condition column."),
+    rt: Rt = "rt",
+    response: Response = "response",
+    condition: Condition = None,
     spec: str = typer.Option(None, help="Spec text or file (see `fit`)."),
-    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
-    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
-    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
-    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
-    s: float = typer.Option(None, help="Within-trial noise."),
-    where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
-    coding: str = typer.Option("accuracy", help="accuracy | stimulus, as in `fit`."),
-    stimulus: str = typer.Option(None, help="Stimulus column for --coding stimulus, as in `fit`."),
-    upper: str = typer.Option(None, help="Response value at the upper boundary, as in `fit`."),
-    stimulus_upper: str = typer.Option(None, help="Stimulus whose correct response is upper, as in `fit`."),
+    rt_min: RtMin = None,
+    rt_max: RtMax = None,
+    lapse: Lapse = None,
+    lapse_range: LapseRange = None,
+    s: NoiseS = None,
+    where: Where = None,
+    coding: Coding = "accuracy",
+    stimulus: Stimulus = None,
+    upper: Upper = None,
+    stimulus_upper: StimulusUpper = None,
     n_recovery: int = typer.Option(
         20, help="Simulated data sets in the recovery panel (0 to skip)."
     ),
@@ -222,17 +225,17 @@ def reliability_cmd(
     split: str = typer.Option("odd-even", help="odd-even | random: how trials are split within each cell."),
     session: str = typer.Option(None, help="Session column with two levels: test-retest instead of split halves."),
     starts: int = typer.Option(0, "--starts", help="Random single starts for the starting-value study (0: skip)."),
-    rt: str = typer.Option("rt", help="RT column (seconds)."),
-    response: str = typer.Option("response", help="Response column (1 = upper, 0 = lower)."),
-    condition: str = typer.Option(None, help="Condition column."),
-    coding: str = typer.Option("accuracy", help="accuracy | stimulus (see `fit`)."),
-    stimulus: str = typer.Option(None, help="Stimulus column for --coding stimulus."),
-    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
-    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
-    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
-    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
-    s: float = typer.Option(None, help="Within-trial noise."),
-    where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
+    rt: Rt = "rt",
+    response: Response = "response",
+    condition: Condition = None,
+    coding: Coding = "accuracy",
+    stimulus: Stimulus = None,
+    rt_min: RtMin = None,
+    rt_max: RtMax = None,
+    lapse: Lapse = None,
+    lapse_range: LapseRange = None,
+    s: NoiseS = None,
+    where: Where = None,
     seed: int = typer.Option(0, help="Random seed."),
     out: str = typer.Option(None, help="Write the tables to this .md report or .csv (one long table, column 'table')."),
 ) -> None:
@@ -286,17 +289,17 @@ def bayes_cmd(
     chains: int = typer.Option(2, help="Chains (run one after another; R-hat needs at least 2)."),
     target_accept: float = typer.Option(0.8, help="NUTS target acceptance probability (raise it if there are divergences)."),
     group_only: str = typer.Option("slopes", help="slopes | none | comma-separated entry names shared by all participants."),
-    rt: str = typer.Option("rt", help="RT column (seconds)."),
-    response: str = typer.Option("response", help="Response column (1 = upper, 0 = lower)."),
-    condition: str = typer.Option(None, help="Condition column."),
-    coding: str = typer.Option("accuracy", help="accuracy | stimulus (see `fit`)."),
-    stimulus: str = typer.Option(None, help="Stimulus column for --coding stimulus."),
-    rt_min: float = typer.Option(None, help="Drop trials with rt <= rt_min."),
-    rt_max: float = typer.Option(None, help="Drop trials with rt >= rt_max."),
-    lapse: float = typer.Option(None, help="Fixed contaminant probability (overrides the spec)."),
-    lapse_range: str = typer.Option(None, help="Contaminant RT range lo:hi in s."),
-    s: float = typer.Option(None, help="Within-trial noise."),
-    where: str = typer.Option(None, help="Rows to keep, as in `fit`."),
+    rt: Rt = "rt",
+    response: Response = "response",
+    condition: Condition = None,
+    coding: Coding = "accuracy",
+    stimulus: Stimulus = None,
+    rt_min: RtMin = None,
+    rt_max: RtMax = None,
+    lapse: Lapse = None,
+    lapse_range: LapseRange = None,
+    s: NoiseS = None,
+    where: Where = None,
     seed: int = typer.Option(0, help="Random seed."),
     out: str = typer.Option("runs/ddm_bayes", help="Output directory: summary.csv, draws.csv, predictive.png."),
     progress: bool = typer.Option(True, help="Show NumPyro's progress bar."),
