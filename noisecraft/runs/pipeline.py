@@ -35,10 +35,10 @@ INPAINT_METHODS = ("repaint", "replacement", "dps", "mmps")
 UPSCALE_METHODS = ("ddnm", "dps", "mmps")
 DENOISE_METHODS = ("posterior", "mmps", "ddnm")
 RESTORE_METHODS = ("ddnm", "dps", "mmps")
-#: each task's method when none is given, on a pixel run; a latent run denoises and restores by DDNM through its
-#: decoder instead (it has no `posterior` method, and on digits32 x2 super-resolution its DDNM gave 34.7 dB at
-#: 3 CPU s per image against moment matching's 29.3 dB at 43 s: docs/benchmarks/latent.md)
-PIXEL_DEFAULTS = {"inpaint": "repaint", "upscale": "ddnm", "denoise": "posterior", "restore": "mmps"}
+#: the default method of the tasks whose default depends on the run, on a pixel run; a latent run denoises and
+#: restores by DDNM through its decoder instead (it has no `posterior` method, and on digits32 x2 super-resolution
+#: its DDNM gave 34.7 dB at 3 CPU s per image against moment matching's 29.3 dB at 43 s: docs/benchmarks/latent.md)
+PIXEL_DEFAULTS = {"denoise": "posterior", "restore": "mmps"}
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -384,9 +384,9 @@ class Pipeline:
         return mask_from_array(mask.cpu().numpy() if isinstance(mask, Tensor) else mask, self.output_shape)
 
     def default_method(self, task: str) -> str:
-        """The method `task` ('inpaint', 'upscale', 'denoise' or 'restore') uses when none is given: PIXEL_DEFAULTS,
-        and on a latent run 'ddnm' for all but inpainting (which runs on the latent grid, RePaint included)."""
-        return PIXEL_DEFAULTS[task] if self.codec is None or task in ("inpaint", "upscale") else "ddnm"
+        """The method `task` ('denoise' or 'restore') uses when none is given: PIXEL_DEFAULTS, 'ddnm' on a latent run.
+        (Inpainting and super-resolution have one default for every run, in their signatures.)"""
+        return PIXEL_DEFAULTS[task] if self.codec is None else "ddnm"
 
     def _restore_with(self, denoise: Callable, n: int, steps: int, seed: int, solver: str = "ddpm") -> Tensor:
         """n draws of a measurement-guided denoiser with `solver` (DDPM steps by default) on the run's grid."""

@@ -342,8 +342,10 @@ class Page:
 
     def denoise_method(self, model: str | None) -> str:
         """The Denoise tab's method for `model`: its Pipeline's default (the reverse SDE; DDNM on a latent run)."""
+        from noisecraft.runs.pipeline import PIXEL_DEFAULTS
+
         pipe = self.models.get(model)
-        return "posterior" if pipe is None or not pipe.is_image else pipe.default_method("denoise")
+        return PIXEL_DEFAULTS["denoise"] if pipe is None or not pipe.is_image else pipe.default_method("denoise")
 
     @_shown
     def denoise(self, model: str, image: str | None, sigma: float | None, method: str, n: int | None,
