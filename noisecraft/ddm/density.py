@@ -492,33 +492,37 @@ def _g_derivs(
     u: np.ndarray, w: np.ndarray, eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(log g, d log g / du, d log g / dw) for f(u | 0, 1, w), Navarro & Fuss (2009) series differentiated term by term."""
-    lg = np.empty_like(u)
-    du = np.empty_like(u)
-    dw = np.empty_like(u)
+    lg, du, dw = np.empty((3, u.size))
     ks = _nf_terms_small(u, eps)
     kl = _nf_terms_large(u, eps)
     sm = ks < kl
-    if np.any(sm):
+    n_sm = int(np.count_nonzero(sm))
+    if n_sm:
         n = int(np.ceil((ks[sm].max() - 1.0) / 2.0)) + 1
         k = np.arange(-n, n + 1, dtype=float)
-        uu, ww = u[sm][:, None], w[sm][:, None]
-        d = ww + 2.0 * k
-        e = np.exp(-2.0 * k * (k + ww) / uu)
-        S = np.maximum(np.sum(d * e, axis=1), _TINY)
-        lg[sm] = -0.5 * _LOG_2PI - 1.5 * np.log(u[sm]) - w[sm] ** 2 / (2.0 * u[sm]) + np.log(S)
-        du[sm] = -1.5 / u[sm] + np.sum(d**3 * e, axis=1) / (2.0 * u[sm] ** 2) / S
-        dw[sm] = np.sum(e * (1.0 - d**2 / uu), axis=1) / S
-    lgm = ~sm
-    if np.any(lgm):
+        sm = slice(None) if n_sm == u.size else sm  # views, not copies, when one series serves every point
+        us, ws = u[sm], w[sm]
+        inv_u = 1.0 / us
+        d = ws[:, None] + 2.0 * k
+        e = np.exp((-2.0 * k) * (k + ws[:, None]) * inv_u[:, None])
+        de = d * e
+        S = np.maximum(de.sum(axis=1), _TINY)
+        d2e = d * de
+        lg[sm] = -0.5 * _LOG_2PI + 1.5 * np.log(inv_u) - ws * ws * (0.5 * inv_u) + np.log(S)
+        du[sm] = inv_u * (-1.5 + np.einsum("ij,ij->i", d2e, d) * (0.5 * inv_u) / S)
+        dw[sm] = (e.sum(axis=1) - d2e.sum(axis=1) * inv_u) / S
+    if n_sm < u.size:
+        lgm = ~(ks < kl)
         n = int(np.ceil(kl[lgm].max()))
         k = np.arange(1, n + 1, dtype=float)
-        uu, ww = u[lgm][:, None], w[lgm][:, None]
-        L = k * np.exp(-(k**2 - 1.0) * np.pi**2 * uu / 2.0)
-        sn = np.sin(k * np.pi * ww)
-        S = np.maximum(np.sum(L * sn, axis=1), _TINY)
-        lg[lgm] = np.log(np.pi) - np.pi**2 * u[lgm] / 2.0 + np.log(S)
-        du[lgm] = -np.sum(L * sn * k**2, axis=1) * np.pi**2 / 2.0 / S
-        dw[lgm] = np.sum(L * k * np.cos(k * np.pi * ww), axis=1) * np.pi / S
+        ul, wl = u[lgm], w[lgm]
+        L = k * np.exp((-0.5 * np.pi**2) * (k * k - 1.0) * ul[:, None])
+        phase = (np.pi * k) * wl[:, None]
+        Ls = L * np.sin(phase)
+        S = np.maximum(Ls.sum(axis=1), _TINY)
+        lg[lgm] = np.log(np.pi) - np.pi**2 * ul / 2.0 + np.log(S)
+        du[lgm] = -(Ls @ (k * k)) * (np.pi**2 / 2.0) / S
+        dw[lgm] = (np.cos(phase) * L) @ k * np.pi / S
     return lg, du, dw
 
 
@@ -549,26 +553,34 @@ def logpdf_and_grad(
     n = rt.size
     vu, au = v / s, a / s
     svu = np.broadcast_to(np.asarray(sv, dtype=float), (n,)) / s
-    sign = np.where(upper, -1.0, 1.0)
+    sign = 1.0 - 2.0 * upper
     vp = sign * vu
-    wp = np.where(upper, 1.0 - z, z)
+    wp = z + upper * (1.0 - 2.0 * z)
     t = rt - t0
     ok = t > 0
     ll = np.full(n, -np.inf)
-    dv, da, dz, dt, dsv = (np.zeros(n) for _ in range(5))
+    dv, da, dz, dt, dsv = np.zeros((5, n))
     if np.any(ok):
-        to, ao, vo, wo, so = t[ok], au[ok], vp[ok], wp[ok], svu[ok]
-        u = to / ao**2
-        lg, gu, gw = _g_derivs(u, wo, eps)
-        s2 = so**2
-        D = 1.0 + s2 * to
-        E = s2 * ao**2 * wo**2 - 2.0 * ao * vo * wo - vo**2 * to
-        ll[ok] = -2.0 * np.log(ao) + lg - 0.5 * np.log(D) + E / (2.0 * D)
-        dv[ok] = sign[ok] * (-(ao * wo + vo * to) / D) / s
-        da[ok] = (-2.0 / ao - 2.0 * to * gu / ao**3 + (s2 * ao * wo**2 - vo * wo) / D) / s
-        dz[ok] = sign[ok] * (gw + (s2 * ao**2 * wo - ao * vo) / D)
-        dt[ok] = gu / ao**2 - (s2 + vo**2) / (2.0 * D) - E * s2 / (2.0 * D**2)
-        dsv[ok] = (so * (ao**2 * wo**2 - to) / D - E * so * to / D**2) / s
+        sel = slice(None) if ok.all() else ok  # a view, not a copy, in the usual case
+        to, ao, vo, wo, so, sg = t[sel], au[sel], vp[sel], wp[sel], svu[sel], sign[sel]
+        a2 = ao * ao
+        lg, gu, gw = _g_derivs(to / a2, wo, eps)
+        if np.any(so):
+            s2 = so * so
+            D = 1.0 + s2 * to
+            E = s2 * a2 * wo * wo - 2.0 * ao * vo * wo - vo * vo * to
+            ll[sel] = -2.0 * np.log(ao) + lg - 0.5 * np.log(D) + E / (2.0 * D)
+            dv[sel] = sg * (-(ao * wo + vo * to) / D) / s
+            da[sel] = (-2.0 / ao - 2.0 * to * gu / (a2 * ao) + (s2 * ao * wo * wo - vo * wo) / D) / s
+            dz[sel] = sg * (gw + (s2 * a2 * wo - ao * vo) / D)
+            dt[sel] = gu / a2 - (s2 + vo * vo) / (2.0 * D) - E * s2 / (2.0 * D * D)
+            dsv[sel] = (so * (a2 * wo * wo - to) / D - E * so * to / (D * D)) / s
+        else:  # sv = 0: D = 1 and E = -2 a v' w' - v'^2 t, so the sv terms drop out (d/dsv is 0 there)
+            ll[sel] = -2.0 * np.log(ao) + lg - ao * vo * wo - 0.5 * vo * vo * to
+            dv[sel] = sg * (-(ao * wo + vo * to)) / s
+            da[sel] = (-2.0 / ao - 2.0 * to * gu / (a2 * ao) - vo * wo) / s
+            dz[sel] = sg * (gw - ao * vo)
+            dt[sel] = gu / a2 - 0.5 * vo * vo
     grads = {"v": dv, "a": da, "z": dz, "t0": -dt, "sv": dsv}
     return _mix_lapse(ll, grads, lapse_p, lapse_density)
 

@@ -116,16 +116,12 @@ class Design:
 
     def valid(self, vals: dict[str, np.ndarray]) -> float:
         """0 when every per-cell value is admissible, else a positive distance (used as a penalty)."""
-        bad = 0.0
-        for p in ("a", "sv", "sz", "st0", "lapse", "t0"):
-            bad += float(np.sum(np.maximum(-vals[p], 0.0)))
-        bad += float(np.sum(np.maximum(1e-3 - vals["a"], 0.0)))
-        bad += float(np.sum(np.maximum(vals["lapse"] - 0.99, 0.0)))
         z, sz = vals["z"], vals["sz"]
-        bad += float(
-            np.sum(np.maximum(sz / 2 - z + 1e-3, 0.0) + np.maximum(z + sz / 2 - 1 + 1e-3, 0.0))
-        )
-        return bad
+        excess = np.concatenate([
+            *(-vals[p] for p in ("a", "sv", "sz", "st0", "lapse", "t0")),
+            1e-3 - vals["a"], vals["lapse"] - 0.99, sz / 2 - z + 1e-3, z + sz / 2 - 1 + 1e-3,
+        ])
+        return float(np.maximum(excess, 0.0).sum())
 
 
 def _text(p: str, rule: Rule) -> str:
