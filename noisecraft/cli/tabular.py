@@ -60,9 +60,10 @@ def fit(
                                  max_epochs=max_epochs, dp=dp, public=public,
                                  constraints=parse_constraints(constraint), detect=detect_constraints)
         model.save(out)
+        rows = model.schema.n_rows  # every train row, also of a streamed file (`train` is then a sample)
         write_text_atomic(out / "fit.json", json.dumps({"data": str(data), "test_size": test_size,
-                                                        "drop": list(drop), "rows": len(train)}, indent=1))
-    typer.echo(f"fitted {len(train)} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
+                                                        "drop": list(drop), "rows": rows}, indent=1))
+    typer.echo(f"fitted {rows} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
                f"({model.stats.steps} steps, final loss {model.stats.loss:.4f}); saved to {out}")
     if not model.constraints.empty:
         typer.echo(f"constraints: {'; '.join(model.constraints.describe())}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+import noisecraft.tabular.data as table_data
 from noisecraft.core.losses import DenoisingLoss, preset
 from noisecraft.io import write_text_atomic
 from noisecraft.runs.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -61,6 +63,14 @@ from noisecraft.tabular.sampler import (
     sample_rows,
 )
 from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, is_missing, read_table
+from noisecraft.tabular.stream import (
+    TableSource,
+    as_source,
+    complete,
+    encode_to_disk,
+    holding,
+    summarise,
+)
 from noisecraft.tabular.trainer import DPSGD, FitStats, fit_joint
 from noisecraft.tabular.transform import QuantileNormal, TableCodec
 from noisecraft.validation import check_field
@@ -137,7 +147,23 @@ class TabularDiffusion:
         """
         check_field(TrainConfig, "max_steps", steps, "steps")  # before any work, named as the argument
         check_field(TrainConfig, "minutes", minutes)
-        frame = read_table(data)
+        source = as_source(data)
+        if source is not None and dp is not None:
+            raise ValueError(f"--dp-epsilon needs the table in memory, and {str(source.path)!r} has more than "
+                             f"{table_data.MAX_MEMORY_ROWS} rows; expected a shorter table with DP")
+        with tempfile.TemporaryDirectory(prefix="noisecraft-table-") as folder:
+            if source is None:
+                x_num, tokens, prep = self._prepare(read_table(data), target, types, dp, public, constraints,
+                                                    detect, seed)
+            else:
+                x_num, tokens = self._prepare_stream(source, target, types, constraints, detect, seed, Path(folder))
+                prep = None
+            return self._train(x_num, tokens, minutes, steps, seed, progress, dp, prep)
+
+    def _prepare(self, frame: pd.DataFrame, target: str | None, types: dict[str, str] | None, dp: DPConfig | None,
+                 public: TableSchema | None, constraints: Constraints | None, detect: bool,
+                 seed: int | None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Schema, constraints and codec of a table in memory, and its rows encoded; DP's preprocessing record."""
         self.schema = infer_schema(frame, target, types, self.config.max_categories)
         cons = constraints or Constraints()
         check_constraints(cons, self.schema, frame)
@@ -165,8 +191,35 @@ class TabularDiffusion:
             model_frame = model_frame[keep].reset_index(drop=True)
             self.codec = TableCodec(model_schema, transforms)
             prep = (mechanisms, sources, delta_sel, int((~keep).sum()))
-        frame = model_frame
-        x_num, tokens = self.codec.encode(frame)
+        return *self.codec.encode(model_frame), prep
+
+    def _prepare_stream(self, source: TableSource, target: str | None, types: dict[str, str] | None,
+                        constraints: Constraints | None, detect: bool, seed: int | None,
+                        folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_prepare` for a file longer than MAX_MEMORY_ROWS, never held whole (noisecraft.tabular.stream): infer
+        on a uniform sample, complete over every row, encode to memory-mapped arrays in `folder`."""
+        seed_ = self.config.train.seed if seed is None else seed
+        sample, _ = source.sample(table_data.MAX_MEMORY_ROWS, seed_, target)
+        schema = infer_schema(sample, target, types, self.config.max_categories)
+        declared = constraints or Constraints()
+        check_constraints(declared, schema, sample)
+        proposed = merge(declared, detect_constraints(sample, schema)) if detect else declared
+        summary = summarise(source, schema, proposed)
+        cons = holding(proposed, declared, summary)
+        self.constraints = cons
+        self.schema = complete(schema, summary, cons, proposed, model=False)
+        model_sample = to_model_frame(sample, cons)
+        model_target = target if target in model_sample.columns else None
+        model_schema = infer_schema(model_sample, model_target, model_types(cons, types), self.config.max_categories)
+        model_schema = complete(model_schema, summary, cons, proposed, model=True)
+        self.codec = TableCodec.fit(model_sample, model_schema, self.config.n_quantiles)
+        self.privacy = None
+        return encode_to_disk(source, cons, self.codec, summary.n, folder)
+
+    def _train(self, x_num: torch.Tensor, tokens: torch.Tensor, minutes: float | None, steps: int | None,
+               seed: int | None, progress: bool, dp: DPConfig | None, prep: Any) -> TabularDiffusion:
+        """Train the network on the encoded rows for the budget given (DP-SGD with `dp`)."""
+        n_rows = tokens.shape[0] if tokens.ndim == 2 and tokens.shape[1] else x_num.shape[0]
         self.net = self._build()
         train = self.config.train
         updates: dict[str, Any] = {}
@@ -179,7 +232,7 @@ class TabularDiffusion:
         if seed is not None:
             updates["seed"] = seed
         if self.config.max_epochs is not None:
-            cap = max(1, math.ceil(self.config.max_epochs * len(frame) / train.batch_size))
+            cap = max(1, math.ceil(self.config.max_epochs * n_rows / train.batch_size))
             current = updates.get("max_steps", train.max_steps)
             updates["max_steps"] = cap if current is None else min(current, cap)
         if dp is not None and updates.get("max_steps", train.max_steps) is None:
@@ -190,7 +243,7 @@ class TabularDiffusion:
         dpsgd = None
         if dp is not None:
             mechanisms, sources, delta_sel, dropped = prep
-            q = min(1.0, train.batch_size / len(frame))
+            q = min(1.0, train.batch_size / n_rows)
             sigma = noise_for_epsilon([(m.noise_multiplier, m.sample_rate, m.steps) for m in mechanisms], q,
                                       train.max_steps, dp.epsilon, dp.delta - delta_sel, dp.accountant)
             dpsgd = DPSGD(sigma, dp.max_grad_norm, q)
@@ -458,7 +511,8 @@ def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, tes
               max_epochs: float | None = 300.0, progress: bool = True, dp: DPConfig | None = None,
               public: TableSchema | None = None, constraints: Constraints | None = None,
               detect: bool = True) -> tuple[TabularDiffusion, pd.DataFrame]:
-    """Fit a model on the train part of a table, as `noisecraft tabular fit` does: (model, train rows).
+    """Fit a model on the train part of a table, as `noisecraft tabular fit` does: (model, train rows; for a
+    file longer than MAX_MEMORY_ROWS, streamed, a uniform sample of MAX_MEMORY_ROWS of them).
 
     Reads the CSV (or copies the frame), leaves out the `drop` columns, checks the table, keeps the fixed
     train split of `split_table` (all rows when `test_size` is 0, so `evaluate_files` on the same table
@@ -468,6 +522,13 @@ def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, tes
     and `detect` are `TabularDiffusion.fit`'s.
     """
     drop = [drop] if isinstance(drop, str) else list(drop)
+    source = as_source(data)
+    if source is not None:  # a file longer than MAX_MEMORY_ROWS: streamed, its train rows chosen chunk by chunk
+        source = TableSource(source.path, drop=drop, part="all" if test_size == 0 else "train", test_size=test_size)
+        model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
+        model.fit(source, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress,
+                  dp=dp, public=public, constraints=constraints, detect=detect)
+        return model, source.sample(table_data.MAX_MEMORY_ROWS, seed, target)[0]
     frame = read_table(data)
     unknown = [c for c in drop if c not in frame.columns]
     if unknown:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from noisecraft.io import read_csv
+from noisecraft.io import is_parquet, read_csv, read_parquet
 
 Kind = Literal["numeric", "categorical", "constant"]
 KINDS: tuple[str, ...] = ("numeric", "categorical", "constant")
@@ -191,10 +191,12 @@ def _check_no_inf(frame: pd.DataFrame) -> None:
 
 
 def read_table(source: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """A DataFrame from a CSV path (or the frame itself), with errors that name the file and the problem
+    """A DataFrame from a CSV or Parquet path (or the frame itself), with errors that name the file and the problem
     (noisecraft.io)."""
     if isinstance(source, pd.DataFrame):
         return source.copy()
+    if is_parquet(source):
+        return read_parquet(source)
     return read_csv(source)
 
 

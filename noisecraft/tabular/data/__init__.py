@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 EXAMPLES: dict[str, str] = {"penguins": "species", "titanic": "survived"}
+#: the longest table held whole: a longer file is streamed (noisecraft.tabular.stream) and split row by row
+MAX_MEMORY_ROWS = 100_000
 _HERE = Path(__file__).resolve().parent
 
 
@@ -40,7 +43,8 @@ def is_classification(series: pd.Series, max_classes: int = 20) -> bool:
 
 def split_table(frame: pd.DataFrame, target: str | None = None, test_size: float = 0.2,
                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test): a seeded split, stratified on `target` when it is a class label with >= 2 rows per class."""
+    """(train, test): a seeded split, stratified on `target` when it is a class label with >= 2 rows per class;
+    a table longer than MAX_MEMORY_ROWS is split row by row (`row_split`), as a streamed file is."""
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_size < 1.0:
@@ -54,5 +58,14 @@ def split_table(frame: pd.DataFrame, target: str | None = None, test_size: float
         labels = frame[target].astype(str)
         if is_classification(frame[target]) and labels.value_counts().min() >= 2:
             stratify = labels
+    if len(frame) > MAX_MEMORY_ROWS:  # the rule a streamed file is split by, chunk after chunk
+        test = row_split(np.random.default_rng(seed), len(frame), test_size)
+        return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
     train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def row_split(rng: np.random.Generator, n: int, test_size: float) -> np.ndarray:
+    """Which of the next n rows are test rows: each independently with probability `test_size` (the split of
+    tables longer than MAX_MEMORY_ROWS; drawn chunk by chunk it gives the same rows)."""
+    return rng.random(n) < test_size
