@@ -311,11 +311,11 @@ def run_stream(args: argparse.Namespace, out: Path) -> None:
     results = []
     for copies in args.copies:
         table = pd.concat([frame] * copies, ignore_index=True)
-        for fmt in ("parquet", "csv"):
+        for fmt in args.formats:
             path = out / f"fertility_x{copies}.{fmt}"
             if not path.is_file():
                 table.to_parquet(path) if fmt == "parquet" else table.to_csv(path, index=False)
-            for mode in ("streamed", "in memory"):
+            for mode in args.modes:
                 done = subprocess.run([sys.executable, "-c", STREAM_CHILD, str(path), mode, str(args.steps)],
                                       check=True, capture_output=True, text=True)
                 row = {"file": path.name, "rows": len(table), "MiB on disk": path.stat().st_size / 2**20,
@@ -350,6 +350,10 @@ def main() -> None:
     parser.add_argument("--copies", nargs="*", type=int, default=[1, 4],
                         help="--section stream: the Fertility table (254,654 rows) repeated this many times")
     parser.add_argument("--steps", type=int, default=200, help="--section stream: training steps per fit")
+    parser.add_argument("--modes", nargs="*", default=["streamed", "in memory"], choices=["streamed", "in memory"],
+                        help="--section stream: streamed (the default for long files) and/or read whole (anchor)")
+    parser.add_argument("--formats", nargs="*", default=["parquet", "csv"], choices=["parquet", "csv"],
+                        help="--section stream: file formats")
     parser.add_argument("--rows", type=int, default=26_000, help="--section speed: rows sampled")
     parser.add_argument("--seed-list", nargs="*", type=int, default=None,
                         help="--section speed: these seeds (default 0 .. seeds-1)")

@@ -76,3 +76,27 @@ def test_copula_baseline_and_plots(penguins, tmp_path):
 def test_titanic_example_drops_the_respelled_target():
     frame = load_example("titanic")
     assert "alive" not in frame.columns and frame.shape == (891, 14)
+
+
+def test_a_column_with_more_categories_than_the_boosted_trees_take():
+    """300 tail numbers (HistGradientBoosting takes at most 255 categories): the evaluation keeps the 254 most
+    frequent labels and OTHER, so utility, detection, distances and attacks all run; a copy of the train rows
+    is still flagged as memorised."""
+    from noisecraft.tabular.evaluate import MAX_LEVELS, OTHER, feature_levels, ordinal_features
+
+    rng = np.random.default_rng(0)
+    n = 1200
+    tail = np.r_[np.arange(300), rng.zipf(1.3, n - 300) % 300]  # every one of 300 labels, then a long tail
+    frame = pd.DataFrame({"tail": [f"N{t:03d}" for t in tail], "x": rng.normal(size=n) + (tail % 2),
+                          "y": rng.integers(0, 2, n)})
+    assert frame["tail"].nunique() > MAX_LEVELS
+    levels = feature_levels([frame], "tail")
+    assert len(levels) == MAX_LEVELS and levels[-1] == OTHER
+    codes = ordinal_features([frame], [], ["tail"])[0][:, 0]
+    assert codes.max() == MAX_LEVELS - 1 and (codes >= 0).all()
+    train, test = split_table(frame, "y")
+    copy = evaluate(train, test, train.copy(), "y")
+    assert copy.value("exact-copy rate").synthetic == 1.0
+    assert copy.value("membership AUC (distance)").synthetic > 0.9
+    assert 0.3 < copy.value("membership AUC (distance)").reference < 0.7  # fresh real rows: near chance
+    assert copy.value("detection ROC-AUC").synthetic < 0.6

@@ -99,13 +99,36 @@ def category_labels(series: pd.Series) -> pd.Series:
     return series.map(lambda v: "<missing>" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
 
 
+#: the most category labels a column keeps in the evaluation's features; rarer labels share OTHER.
+#: HistGradientBoosting takes at most 255 categories a feature, and one-hot distances stay bounded in width.
+MAX_LEVELS = 255
+OTHER = "<other>"
+
+
+def feature_levels(frames: list[pd.DataFrame], column: str) -> list[str]:
+    """The column's labels over `frames`, sorted; past MAX_LEVELS, the MAX_LEVELS - 1 most frequent and OTHER."""
+    counts = pd.concat([category_labels(f[column]) for f in frames]).value_counts()
+    if len(counts) <= MAX_LEVELS:
+        return sorted(counts.index)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties broken by label: deterministic
+    return sorted(label for label, _ in ranked[:MAX_LEVELS - 1]) + [OTHER]
+
+
+def feature_labels(frame: pd.DataFrame, column: str, levels: list[str]) -> pd.Series:
+    """The column's labels, those outside `levels` as OTHER when `levels` holds it."""
+    labels = category_labels(frame[column])
+    return labels.where(labels.isin(levels), OTHER) if levels and levels[-1] == OTHER else labels
+
+
 def ordinal_features(frames: list[pd.DataFrame], numeric: list[str], categorical: list[str]) -> list[np.ndarray]:
-    """Numbers as floats (NaN kept, HistGradientBoosting handles it) then categories as shared integer codes."""
-    levels = {c: sorted(set().union(*(set(category_labels(f[c])) for f in frames))) for c in categorical}
+    """Numbers as floats (NaN kept, HistGradientBoosting handles it) then categories as shared integer codes
+    (at most MAX_LEVELS a column)."""
+    levels = {c: feature_levels(frames, c) for c in categorical}
     out = []
     for f in frames:
         cols = [pd.to_numeric(f[c], errors="coerce").to_numpy(dtype=float) for c in numeric]
-        cols += [pd.Categorical(category_labels(f[c]), categories=levels[c]).codes.astype(float) for c in categorical]
+        cols += [pd.Categorical(feature_labels(f, c, levels[c]), categories=levels[c]).codes.astype(float)
+                 for c in categorical]
         out.append(np.stack(cols, 1) if cols else np.zeros((len(f), 0)))
     return out
 
@@ -113,7 +136,8 @@ def ordinal_features(frames: list[pd.DataFrame], numeric: list[str], categorical
 def distance_features(frames: list[pd.DataFrame], reference: pd.DataFrame, numeric: list[str],
                       categorical: list[str]) -> list[np.ndarray]:
     """Rows for nearest-neighbour distances: numbers scaled to [0, 1] by the reference's range (a missing number
-    is 0 with a missing flag of 1), categories one-hot; so one column differs by at most 1 (Gower-like)."""
+    is 0 with a missing flag of 1), categories one-hot (the reference's MAX_LEVELS - 1 most frequent labels and
+    OTHER when it has more); so one column differs by at most 1 (Gower-like)."""
     # a missing flag for a numeric column where any of the tables misses it, so all get the same features
     flagged = {c for c in numeric if any(pd.to_numeric(f[c], errors="coerce").isna().any() for f in [reference, *frames])}
     out = []
@@ -127,8 +151,8 @@ def distance_features(frames: list[pd.DataFrame], reference: pd.DataFrame, numer
                 cols.append(np.isnan(x).astype(float))
             cols.append(np.nan_to_num(x, nan=0.0))
         for c in categorical:
-            levels = sorted(set(category_labels(reference[c])))
-            labels = category_labels(f[c]).to_numpy()
+            levels = feature_levels([reference], c)
+            labels = feature_labels(f, c, levels).to_numpy()
             cols.extend((labels == level).astype(float) for level in levels)
         out.append(np.stack(cols, 1) if cols else np.zeros((len(f), 0)))
     return out
