@@ -524,22 +524,21 @@ def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, tes
     drop = [drop] if isinstance(drop, str) else list(drop)
     source = as_source(data)
     if source is not None:  # a file longer than MAX_MEMORY_ROWS: streamed, its train rows chosen chunk by chunk
-        source = TableSource(source.path, drop=drop, part="all" if test_size == 0 else "train", test_size=test_size)
-        model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
-        model.fit(source, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress,
-                  dp=dp, public=public, constraints=constraints, detect=detect)
-        return model, source.sample(table_data.MAX_MEMORY_ROWS, seed, target)[0]
-    frame = read_table(data)
-    unknown = [c for c in drop if c not in frame.columns]
-    if unknown:
-        raise ValueError(f"`drop` names column(s) {unknown} that are not in the table; columns are {list(frame.columns)}")
-    frame = frame.drop(columns=drop)
-    check_table(frame, target)
-    train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
+        train = source = TableSource(source.path, drop=drop, part="all" if test_size == 0 else "train",
+                                     test_size=test_size)
+    else:
+        frame = read_table(data)
+        unknown = [c for c in drop if c not in frame.columns]
+        if unknown:
+            raise ValueError(f"`drop` names column(s) {unknown} that are not in the table; columns are "
+                             f"{list(frame.columns)}")
+        frame = frame.drop(columns=drop)
+        check_table(frame, target)
+        train = frame if test_size == 0 else split_table(frame, target, test_size)[0]
     model = TabularDiffusion(TabularConfig(width=width, depth=depth, max_epochs=max_epochs or None))
     model.fit(train, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress, dp=dp,
               public=public, constraints=constraints, detect=detect)
-    return model, train
+    return model, train if source is None else source.sample(table_data.MAX_MEMORY_ROWS, seed, target)[0]
 
 
 def _record(dp: DPConfig, mechanisms: list[Mechanism], sources: dict[str, str], delta_sel: float,
