@@ -230,3 +230,33 @@ def test_free_lapse_never_fits_worse_than_the_nested_model(subject):
     nested = fit(g, spec=ModelSpec.parse("v ~ stim, lapse=0"), se=False)
     assert free.nll <= nested.nll + 1e-6
     assert free.converged
+
+
+def test_a_checking_start_that_wins_is_polished_to_the_tight_optimum(monkeypatch):
+    """Starts after the first stop at a loose tolerance (they only test agreement); when one of them ends best
+    it is polished at the first start's tight tolerance, so the fit returns the same optimum as usual."""
+    import sys
+
+    fit_module = sys.modules["noisecraft.ddm.fit"]
+    df = simulate(500, 1.5, 1.2, 0.5, 0.3, seed=2024)
+    spec = "v=shared, a=shared, t0=shared, z=0.5, lapse=0.02, lapse_range=0:3"
+    reference = fit(df, spec=spec)
+    calls = []
+    real_minimize = fit_module.minimize
+
+    def cut_first_start_short(fun, x0, **kw):
+        options = dict(kw.pop("options"))
+        if not calls:
+            options["maxiter"] = 1  # the first start ends far from the optimum, so a checking start wins
+        res = real_minimize(fun, x0, options=options, **kw)
+        calls.append((options, res))
+        return res
+
+    monkeypatch.setattr(fit_module, "minimize", cut_first_start_short)
+    result = fit(df, spec=spec)
+    tight, check = calls[0][0], calls[1][0]
+    assert check["ftol"] > tight["ftol"] and check["gtol"] > tight["gtol"]
+    polish = calls[-1]
+    assert polish[0]["ftol"] == tight["ftol"] and polish[0]["gtol"] == tight["gtol"] and len(calls) >= 3
+    assert result.nll == pytest.approx(reference.nll, abs=1e-8)
+    np.testing.assert_allclose(result.theta, reference.theta, atol=1e-4)
