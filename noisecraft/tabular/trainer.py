@@ -101,10 +101,10 @@ def fit_joint(net: JointNet, loss: DenoisingLoss, x_num: Tensor, tokens: Tensor,
             idx = poisson_batch(n, dp.sample_rate, generator)
             if idx.numel() == 0:  # probability (1 - q)^n: the step is the noise alone, from a zero gradient
                 idx = torch.zeros(1, dtype=torch.long)
-                num, cat = joint_loss(head, loss, x_num[idx], tokens[idx], generator)
+                num, cat = joint_loss(head, loss, x_num[idx], tokens[idx].long(), generator)
                 (0.0 * (num + cat)).mean().backward()
                 return torch.zeros(())
-        num, cat = joint_loss(head, loss, x_num[idx], tokens[idx], generator)
+        num, cat = joint_loss(head, loss, x_num[idx], tokens[idx].long(), generator)
         total = (num + cat).mean()
         if torch.isfinite(total):
             total.backward()
