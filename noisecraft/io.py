@@ -122,6 +122,19 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def csv_errors(path: Path):
+    """pandas' errors while parsing the CSV file at `path` (or a chunk of it) as one line naming the file."""
+    import pandas as pd
+
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not UTF-8 text (byte {err.start}); expected a CSV file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"cannot parse {str(path)!r} as CSV: {str(err).strip()}") from None
+
+
 def read_csv(path: str | Path) -> Any:
     """The table in the CSV file at `path` as a pandas DataFrame: a header row, then at least one row; errors
     name the file (missing, empty, not UTF-8, unparsable, no header names, no rows)."""
@@ -139,10 +152,8 @@ def read_csv(path: str | Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"{str(path)!r} is not UTF-8 text (byte {err.start}); expected a CSV file") from None
-    try:
+    with csv_errors(path):
         frame = pd.read_csv(io.StringIO(text))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"cannot parse {str(path)!r} as CSV: {str(err).strip()}") from None
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed: ")]
     if unnamed and len(unnamed) == frame.shape[1]:
         raise ValueError(f"{str(path)!r} has no header row names; expected a CSV file with a header row")

@@ -1,7 +1,7 @@
 """Tables larger than memory: a CSV or Parquet file read in chunks, summarised, and encoded to disk.
 
 `TabularDiffusion.fit` and `fit_table` read a file of at most `MAX_MEMORY_ROWS` rows whole, as they read a
-DataFrame. A longer file is never held whole (`fit_stream` in noisecraft.tabular.model):
+DataFrame. A longer file is never held whole (`TabularDiffusion._prepare_stream` in noisecraft.tabular.model):
 
 1. one pass keeps a uniform sample of `MAX_MEMORY_ROWS` rows: the rows with the smallest seeded random keys
    (bottom-k sampling, Cohen & Kaplan 2007). The schema is inferred, the constraints are proposed and
@@ -11,7 +11,8 @@ DataFrame. A longer file is never held whole (`fit_stream` in noisecraft.tabular
 3. a third pass (`encode_to_disk`) encodes each chunk into memory-mapped arrays, from which training
    draws its batches.
 
-Memory is bounded by the sample and one chunk, whatever the table's length.
+Memory is bounded by the sample and one chunk, whatever the table's length (plus the mapped pages of the
+encoded rows, which the system can drop).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 import noisecraft.tabular.data as table_data
-from noisecraft.io import is_parquet, parquet_file
+from noisecraft.io import csv_errors, is_parquet, parquet_file
 from noisecraft.tabular.constraints import (
     MAX_COMBINATIONS,
     Constraints,
@@ -60,12 +61,8 @@ def _existing(path: str | Path) -> Path:
 
 
 def _csv_chunks(path: Path, chunk_rows: int, usecols: list[int] | None = None) -> Iterator[pd.DataFrame]:
-    try:
+    with csv_errors(path):
         yield from pd.read_csv(path, chunksize=chunk_rows, usecols=usecols)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{str(path)!r} is not UTF-8 text (byte {err.start}); expected a CSV file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"cannot parse {str(path)!r} as CSV: {str(err).strip()}") from None
 
 
 def read_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -103,6 +100,8 @@ class TableSource:
     chunk_rows: int | None = None  # None: CHUNK_ROWS
     #: the most rows of the file held in one DataFrame so far (the sample included); for tests of the bound
     peak_rows: int = field(default=0, init=False)
+    #: samples drawn, by (k, seed, target): `fit_table` returns the one the fit drew without a second pass
+    _samples: dict = field(default_factory=dict, init=False, repr=False)
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         rng = np.random.default_rng(self.seed)
@@ -121,6 +120,11 @@ class TableSource:
 
     def sample(self, k: int, seed: int, target: str | None = None) -> tuple[pd.DataFrame, int]:
         """(a uniform sample of k rows in file order, the number of rows): bottom-k of seeded uniform keys."""
+        if (k, seed, target) not in self._samples:
+            self._samples[(k, seed, target)] = self._draw_sample(k, seed, target)
+        return self._samples[(k, seed, target)]
+
+    def _draw_sample(self, k: int, seed: int, target: str | None) -> tuple[pd.DataFrame, int]:
         rng = np.random.default_rng([seed, 0x5A])
         kept: pd.DataFrame | None = None
         keys = np.zeros(0)
