@@ -47,7 +47,12 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP expects input of shape (batch, {self.dim}), got {tuple(x.shape)}")
-        emb = self.embed(noise_level.expand(x.shape[0]))
+        return self.out[-1](self.trunk(self.inp(x), noise_level, cond))
+
+    def trunk(self, h: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The features the output layer reads, from the input projection h = inp(x) (batch, width):
+        forward(x) = out[-1](trunk(inp(x))), so a caller may form h or read the output layer its own way."""
+        emb = self.embed(noise_level.expand(h.shape[0]))
         if cond is not None and self.text_proj is not None:
             if cond.ndim != 2 or cond.shape[1] != self.text_proj.in_features:
                 raise ValueError(f"this MLP takes text embeddings of shape (batch, {self.text_proj.in_features}), "
@@ -57,7 +62,6 @@ class MLP(nn.Module):
             if self.class_embed is None:
                 raise ValueError("got class labels, but this MLP was built without num_classes")
             emb = emb + self.class_embed(cond)
-        h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)
+        return self.out[:-1](h)

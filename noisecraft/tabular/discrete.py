@@ -88,18 +88,22 @@ class MaskedDiffusion:
         from softmax(logits) by inverse CDF with u_draw; u_reveal, u_draw ~ U(0, 1) of the tokens' shape."""
         if noisy.shape[1] == 0:
             return noisy
+        return torch.where(self.reveal_mask(noisy, t, s, u_reveal), self.draw(logits, u_draw), noisy)
+
+    def reveal_mask(self, noisy: Tensor, t: float, s: float, u_reveal: Tensor) -> Tensor:
+        """The tokens the step z_t -> z_s reveals: masked ones with u_reveal < (m(t) - m(s)) / m(t) (MDLM, eq. 7)."""
         m_t, m_s = float(self.mask_rate(torch.tensor(t))), float(self.mask_rate(torch.tensor(s)))
         p_reveal = 1.0 if m_t <= 0 else (m_t - m_s) / m_t
-        reveal = self.is_masked(noisy) & (u_reveal < p_reveal)
-        drawn = self.draw(logits, u_draw)
-        return torch.where(reveal, drawn, noisy)
+        return self.is_masked(noisy) & (u_reveal < p_reveal)
 
     @staticmethod
     def draw(logits: list[Tensor], u: Tensor) -> Tensor:
         """A category per column from softmax(logits), by inverse CDF of u (so a per-sample stream decides it)."""
-        cols = []
-        for j, lg in enumerate(logits):
-            cdf = torch.softmax(lg.double(), dim=1).cumsum(1)
-            idx = torch.searchsorted(cdf, u[:, j:j + 1].double() * cdf[:, -1:]).squeeze(1)
-            cols.append(idx.clamp_max(lg.shape[1] - 1))
-        return torch.stack(cols, 1)
+        return torch.stack([MaskedDiffusion.draw_column(lg, u[:, j]) for j, lg in enumerate(logits)], 1)
+
+    @staticmethod
+    def draw_column(logits: Tensor, u: Tensor) -> Tensor:
+        """Categories of one column, (rows,), from its logits (rows, K) and u (rows,), by inverse CDF."""
+        cdf = torch.softmax(logits.double(), dim=1).cumsum(1)
+        idx = torch.searchsorted(cdf, u.unsqueeze(1).double() * cdf[:, -1:]).squeeze(1)
+        return idx.clamp_max(logits.shape[1] - 1)

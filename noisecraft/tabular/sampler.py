@@ -47,7 +47,7 @@ from noisecraft.core.noise import SampleNoise, base_seed
 from noisecraft.core.timesteps import make_grid, step_aware_range
 from noisecraft.solvers import final_step, get_solver, prior_sample
 from noisecraft.tabular.discrete import MaskedDiffusion
-from noisecraft.tabular.network import JointNet, NumericHead
+from noisecraft.tabular.network import CategoryLogits, DenseLogits, JointNet, NumericHead
 
 #: solvers that evaluate every grid time t_k at the start of the interval from it, before any time below it
 #: (the reveal steps need that evaluation); adaptive, corrector and consistency solvers do not
@@ -88,11 +88,11 @@ class Conditions:
         part.allowed = {j: mask[start:stop] for j, mask in self.allowed.items()}
         return part
 
-    def mask_logits(self, logits: list[Tensor]) -> list[Tensor]:
-        if not self.allowed:
+    def mask_column(self, j: int, logits: Tensor, rows: Tensor) -> Tensor:
+        """Column j's logits for `rows`, with the categories those rows may not take set to -inf."""
+        if j not in self.allowed:
             return logits
-        return [lg.masked_fill(~self.allowed[j], float("-inf")) if j in self.allowed else lg
-                for j, lg in enumerate(logits)]
+        return logits.masked_fill(~self.allowed[j][rows], float("-inf"))
 
     def apply_tokens(self, tokens: Tensor) -> Tensor:
         return torch.where(self.tokens >= 0, self.tokens, tokens)
@@ -123,7 +123,7 @@ class _Reveals:
         self.times = [float(t) for t in times] + [0.0]
         self.k = 0  # the tokens are z at times[k]
         self.tokens = tokens
-        self.logits: list[Tensor] | None = None  # of the latest evaluation at times[k]
+        self.logits: CategoryLogits | DenseLogits | None = None  # of the latest evaluation at times[k]
 
     def advance_to(self, t: float) -> None:
         """Before an evaluation at t: reveal z_{t_k} -> z_{t_{k+1}} once t reaches the next grid time t_{k+1}, so
@@ -132,7 +132,7 @@ class _Reveals:
         while self.k < last and (t < self.times[self.k + 1] or _same_time(t, self.times[self.k + 1])):
             self.step()
 
-    def seen(self, t: float, logits: list[Tensor]) -> None:
+    def seen(self, t: float, logits: CategoryLogits | DenseLogits) -> None:
         if _same_time(t, self.times[self.k]):
             self.logits = logits
 
@@ -142,12 +142,18 @@ class _Reveals:
                                f"the solver skipped a grid time")
         t, s = self.times[self.k], self.times[self.k + 1]
         u_reveal, u_draw = self.uniforms.draw(), self.uniforms.draw()
-        logits = self.conditions.mask_logits(self.logits)
         if self.reveal == "independent" or not self.discrete.num_columns:
-            revealed = self.discrete.reverse_step(self.tokens, logits, t, s, u_reveal, u_draw)
+            chosen = self.discrete.reveal_mask(self.tokens, t, s, u_reveal)
         else:
             chosen = one_at_a_time(self.discrete, self.tokens, t, s, u_reveal, len(self.times) - 1 - self.k)
-            revealed = torch.where(chosen, self.discrete.draw(logits, u_draw), self.tokens)
+        # Which tokens reveal does not depend on the logits, so each column's are formed and drawn from only for
+        # the rows that reveal it: every token is drawn once, not at every step.
+        revealed = self.tokens.clone()
+        for j in range(self.discrete.num_columns):
+            rows = chosen[:, j].nonzero().squeeze(1)
+            if rows.numel():
+                logits = self.conditions.mask_column(j, self.logits.column(j, rows), rows)
+                revealed[rows, j] = self.discrete.draw_column(logits, u_draw[rows, j])
         self.tokens = self.conditions.apply_tokens(revealed)
         self.k += 1
         self.logits = None
@@ -216,7 +222,7 @@ def _sample_batch(net: JointNet, loss: DenoisingLoss, conditions: Conditions, ti
     """One batch of rows: the solver over the whole grid, the reveal steps on its evaluations."""
     n, discrete, schedule = gauss.batch, net.discrete, loss.schedule
     spec = get_solver(solver)
-    head = NumericHead(net)
+    head = NumericHead(net, lazy=True)
     denoiser = loss.denoiser(head)
     start = conditions.apply_tokens(discrete.mask_ids.expand(n, -1).clone())
     chain = _Reveals(discrete, times, start, conditions, _Uniforms(uniform_noise, discrete.num_columns), reveal)
