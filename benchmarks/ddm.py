@@ -12,6 +12,9 @@ Run:  .venv/bin/python benchmarks/ddm.py            (writes docs/benchmarks/ddm.
       .venv/bin/python benchmarks/ddm.py --section pyddm-multifactor [--pyddm-budget 1800]
                                                     (the multi-factor model against PyDDM's fit
                                                      of it; writes ddm_multifactor_pyddm.md)
+      .venv/bin/python benchmarks/ddm.py --section pyddm-full [--pyddm-budget 1800]
+                                                    (the full model without sv against PyDDM's
+                                                     fit of it; writes ddm_full_pyddm.md)
 
 PyDDM (Shinn, Lam & Murray 2020, eLife 9:e56938) is a benchmark-only dependency:
 `pip install pyddm`. Its fits use its defaults (differential evolution, dt = dx = 0.005,
@@ -309,34 +312,67 @@ def _pyddm_multifactor(df: pd.DataFrame) -> tuple[float, dict, float]:
     return _timed_pyddm_fit(m, samp)
 
 
-def _pyddm_worker(df: pd.DataFrame, queue) -> None:
-    queue.put(_pyddm_multifactor(df))
+def _pyddm_worker(fitter, df: pd.DataFrame, queue) -> None:
+    queue.put(fitter(df))
+
+
+def _pyddm_in_child(fitter, df: pd.DataFrame, budget_s: float):
+    """`fitter(df)` (a PyDDM fit) in a child process, stopped after `budget_s` seconds: its result, or None."""
+    import multiprocessing as mp
+
+    queue = mp.get_context("spawn").Queue()
+    child = mp.get_context("spawn").Process(target=_pyddm_worker, args=(fitter, df, queue))
+    child.start()
+    child.join(budget_s)
+    if child.is_alive():
+        child.terminate()
+        child.join()
+        return None
+    return queue.get()
+
+
+def _uniform_weights(grid: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """A uniform distribution on [lo, hi] over PyDDM's grid (the nearest point when the range is narrower)."""
+    w = ((grid >= lo) & (grid <= hi)).astype(float)
+    if not w.any():
+        w[np.argmin(np.abs(grid - (lo + hi) / 2))] = 1.0
+    return w / w.sum()
+
+
+def _pyddm_full(df: pd.DataFrame) -> tuple[float, dict, float]:
+    """PyDDM's fit of the full model without sv (its solver has no across-trial drift variability): v, B = a / 2,
+    the start point uniform on (z +- sz/2) a from the lower bound (PyDDM's x is measured from the centre), the
+    non-decision time uniform on [t0, t0 + st0], no lapse; its defaults otherwise (as `_pyddm`)."""
+    import pyddm
+
+    samp = pyddm.Sample.from_pandas_dataframe(df[["rt", "response"]], rt_column_name="rt",
+                                              choice_column_name="response")
+    m = pyddm.gddm(
+        drift="v", bound="B",
+        starting_position=lambda z, sz, B, x: _uniform_weights(x, (z - sz / 2 - 0.5) * 2 * B, (z + sz / 2 - 0.5) * 2 * B),
+        nondecision=lambda t0, st0, T: _uniform_weights(T, t0, t0 + st0),
+        mixture_coef=0, T_dur=float(np.ceil(df.rt.max() + 0.1)),
+        parameters={"v": (-5, 5), "B": (0.1, 2.0), "z": (0.1, 0.9), "sz": (0.0, 0.8), "t0": (0.0, 1.0),
+                    "st0": (0.0, 0.5)})
+    return _timed_pyddm_fit(m, samp)
 
 
 def pyddm_multifactor_section(budget_s: float, repeats: int) -> list[str]:
     """Markdown lines: the 11-parameter multi-factor fit against PyDDM's fit of the same model on the same 8,000
     trials, PyDDM in a child process stopped after `budget_s` seconds (then its time is a lower bound)."""
-    import multiprocessing as mp
-
     df = multifactor_trials(8000, MF_V, MF_A, MF_T0, seed=15)
     t_nc, res = _noisecraft(df, {"spec": MF_SPEC}, repeats)
     rows = [{"fitter": "noisecraft fit (median of repeats)", "s/fit": round(t_nc, 2), "NLL (exact)": res.nll,
              "estimates": ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())}]
-    queue = mp.get_context("spawn").Queue()
-    child = mp.get_context("spawn").Process(target=_pyddm_worker, args=(df, queue))
     start = time.perf_counter()
-    child.start()
-    child.join(budget_s)
-    finished = not child.is_alive()
-    if not finished:
-        child.terminate()
-        child.join()
+    result = _pyddm_in_child(_pyddm_multifactor, df, budget_s)
+    if result is None:
         rows.append({"fitter": "PyDDM (its defaults), the same model", "s/fit": f"> {budget_s:.0f} (stopped)",
                      "NLL (exact)": float("nan"), "estimates": "did not finish"})
         verdict = (f"PyDDM did not finish within {budget_s:.0f} s: noisecraft is more than "
                    f"{budget_s / t_nc:.0f}x faster on this model (target >= 20x); the NLLs cannot be compared.")
     else:
-        t_pd, vals, loss = queue.get()
+        t_pd, vals, loss = result
         names = {**{f"v[{k}]": vals[f"v{k}"] for k in range(1, len(MF_V) + 1)},
                  "a[accuracy]": 2 * vals["Bacc"], "a[speed]": 2 * vals["Bspd"],
                  "t0[accuracy]": vals["t0acc"], "t0[speed]": vals["t0spd"]}
@@ -353,6 +389,50 @@ def pyddm_multifactor_section(budget_s: float, repeats: int) -> list[str]:
              "no lapse; differential evolution and the analytical solver, its defaults; the likelihood loss), in "
              f"a child process with a budget of {budget_s:.0f} s. Both fits' estimates are scored by the same exact "
              "density (Navarro & Fuss 2009)."), "", verdict, "", _md(pd.DataFrame(rows)), ""]
+
+
+FULL6_TRUE = {"v": 1.5, "a": 1.2, "z": 0.45, "t0": 0.3, "sz": 0.3, "st0": 0.15}
+FULL6_SPEC = "v=shared, z=shared, sz=shared, st0=shared"
+
+
+def pyddm_full_section(budget_s: float, repeats: int) -> list[str]:
+    """Markdown lines: the full model without sv (6 parameters) on 4,000 trials against PyDDM's fit of it, PyDDM
+    in a child process stopped after `budget_s` seconds; both fits' estimates scored by the same exact density."""
+    df = simulate(4000, FULL6_TRUE["v"], FULL6_TRUE["a"], FULL6_TRUE["z"], FULL6_TRUE["t0"], sv=0.0,
+                  sz=FULL6_TRUE["sz"], st0=FULL6_TRUE["st0"], seed=1)
+    spec = ModelSpec.parse(FULL6_SPEC)
+    t_nc, res = _noisecraft(df, {"spec": FULL6_SPEC}, repeats)
+    nll_truth = negloglik(prepare(df), spec, FULL6_TRUE)
+    rows = [{"fitter": "noisecraft fit (median of repeats)", "s/fit": round(t_nc, 2), "NLL (exact)": res.nll,
+             "estimates": ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())}]
+    start = time.perf_counter()
+    result = _pyddm_in_child(_pyddm_full, df, budget_s)
+    if result is None:
+        rows.append({"fitter": "PyDDM (its defaults), the same model", "s/fit": f"> {budget_s:.0f} (stopped)",
+                     "NLL (exact)": float("nan"), "estimates": "did not finish"})
+        verdict = (f"PyDDM did not finish within {budget_s:.0f} s: noisecraft is more than "
+                   f"{budget_s / t_nc:.0f}x faster on this model (target >= 20x); the NLLs cannot be compared.")
+    else:
+        t_pd, vals, loss = result
+        names = {"v": vals.get("v", vals.get("drift")), "a": 2 * vals["B"], "z": vals["z"], "t0": vals["t0"],
+                 "sz": vals["sz"], "st0": vals["st0"]}
+        nll_pd = negloglik(prepare(df), spec, names)
+        rows.append({"fitter": f"PyDDM (its defaults), the same model; own loss {loss:.2f}", "s/fit": round(t_pd, 1),
+                     "NLL (exact)": nll_pd, "estimates": ", ".join(f"{k}={v:.3f}" for k, v in names.items())})
+        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.0f}x (target >= 20x); exact NLL noisecraft - PyDDM: "
+                   f"{res.nll - nll_pd:+.3f} (<= 0: equal or better).")
+    print(pd.DataFrame(rows).to_string(index=False), "\n", verdict, f"(wall {time.perf_counter() - start:.0f} s)",
+          flush=True)
+    return ["## Full model without sv against PyDDM", "",
+            (f"`fit(df, spec=\"{FULL6_SPEC}\")` on 4,000 trials simulated at "
+             + ", ".join(f"{k}={v:g}" for k, v in FULL6_TRUE.items())
+             + " (sv = 0, seed 1), beside PyDDM 0.9's `gddm` of the same model: the start point uniform over "
+             "(z +- sz/2) a and the non-decision time uniform over [t0, t0 + st0], as distributions on its grids "
+             "(dx = dt = 0.005), no lapse; differential evolution, its numerical solver, the likelihood loss. PyDDM "
+             "has no across-trial drift variability, so the 7-parameter model cannot be compared; this is the "
+             f"nearest model both fit. Child process, budget {budget_s:.0f} s. Both fits' estimates are scored by "
+             f"the same exact density; the NLL at the true parameters is {nll_truth:.3f}."), "",
+            verdict, "", _md(pd.DataFrame(rows)), ""]
 
 
 def multifactor_speed(repeats: int) -> tuple[pd.DataFrame, str]:
@@ -543,9 +623,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-pyddm", action="store_true")
     ap.add_argument("--out", default=None, help="default docs/benchmarks/ddm.md (ddm_multifactor.md for that section)")
-    ap.add_argument("--section", choices=("all", "multifactor", "full", "pyddm-multifactor", "speed"), default="all")
+    ap.add_argument("--section", choices=("all", "multifactor", "full", "pyddm-multifactor", "pyddm-full", "speed"),
+                    default="all")
     ap.add_argument("--pyddm-budget", type=float, default=1800.0,
-                    help="pyddm-multifactor: seconds PyDDM may take before it is stopped")
+                    help="pyddm-multifactor, pyddm-full: seconds PyDDM may take before it is stopped")
     args = ap.parse_args()
     if args.section == "speed":  # the time-per-fit table against PyDDM alone (no recovery study)
         import pyddm
@@ -562,6 +643,17 @@ def main() -> None:
         out = Path(args.out or ROOT / "docs" / "benchmarks" / "ddm_speed.md")
         out.write_text("\n".join(lines))
         print("\n".join(lines))
+        return
+    if args.section == "pyddm-full":
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines = ["# noisecraft.ddm benchmark: the full model (without sv) against PyDDM", "",
+                 (f"Generated by `python benchmarks/ddm.py --section pyddm-full --pyddm-budget {args.pyddm_budget:g}` "
+                  f"on {when}."),
+                 f"Machine: {_machine()}. Single-threaded BLAS; the cores may be shared with other jobs.", "",
+                 *pyddm_full_section(args.pyddm_budget, 3)]
+        out = Path(args.out or ROOT / "docs" / "benchmarks" / "ddm_full_pyddm.md")
+        out.write_text("\n".join(lines))
+        print(f"wrote {out}", file=sys.stderr)
         return
     if args.section == "pyddm-multifactor":
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

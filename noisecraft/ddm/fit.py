@@ -695,23 +695,32 @@ def _solve(
     # Starts after the first only test agreement (to 0.01 in the objective), so they stop at a looser
     # tolerance; if one of them is the best, it is polished at the tight one below.
     check = {**tight, "ftol": max(tight["ftol"], 1e-7), "gtol": 1e-3}
-    results = []
+    def judged(res) -> float:
+        """What a start's end point is ranked by: its objective, or for the staged full model the fitting rule's
+        NLL there (the coarse rule can hold optima of its own, e.g. at a wide sz that its few nodes misjudge)."""
+        if not staged:
+            return float(res.fun)
+        prob.nodes = None
+        value = prob.nll(res.x)
+        prob.nodes = _COARSE_NODES
+        return value
+
+    results, finals = [], []
     for x0 in starts:
         res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=check if results else tight)
         results.append(res)
-        f = sorted(float(r.fun) for r in results)
+        finals.append(judged(res))
+        f = sorted(finals)
         if len(f) >= 2 and f[1] - f[0] < 0.01 and len(results) >= min(2, n_starts):
             break
-    i_best = min(range(len(results)), key=lambda i: results[i].fun)
-    if i_best > 0:
+    i_best = int(np.argmin(finals))
+    if i_best > 0 and not staged:  # (the staged fit polishes its best start on the fitting rule below)
         pol = minimize(fun, results[i_best].x, jac=jac, method="L-BFGS-B", bounds=bounds, options=tight)
         if pol.fun <= results[i_best].fun:
-            results[i_best] = pol
-    best = results[i_best]
-    x, fval = best.x, float(best.fun)
-    finals = [float(r.fun) for r in results]
+            results[i_best], finals[i_best] = pol, float(pol.fun)
+    x, fval = results[i_best].x, finals[i_best]
     nested_best = nested_ok and len(results) > 1 and abs(finals[1] - fval) < 0.05
-    if staged:  # the starts agree on the coarse objective; the polish then moves the best one
+    if staged:  # the starts agree on the fitting rule at their coarse optima; the polish then moves the best one
         agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
         # The coarse optimum is close but the objective is ill-conditioned there (sv, sz, st0 trade
         # off), where L-BFGS-B, starting from a unit Hessian, takes tens of small steps: quasi-Newton
