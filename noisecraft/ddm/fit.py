@@ -436,6 +436,23 @@ def _newton_polish(fun, x: np.ndarray, H: np.ndarray, lower: np.ndarray, upper: 
     return x, f, False
 
 
+def _polish_full(prob: _Problem, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """The full model's optimum on its fitting rule, from a point near it (a coarse-rule optimum), and its NLL.
+
+    The objective is ill-conditioned there (sv, sz, st0 trade off), where L-BFGS-B, starting from a unit Hessian,
+    takes tens of small steps: quasi-Newton steps from the coarse rule's Hessian converge in a few fine evaluations.
+    """
+    prob.nodes = _COARSE_NODES
+    H = _hessian(None, x, lambda th: prob.nll_grad(th)[1])
+    prob.nodes = None
+    x, fval, done = _newton_polish(prob.nll_grad, x, H, prob.design.lower, prob.design.upper)
+    if not done:
+        pol = minimize(prob.nll_grad, x, jac=True, method="L-BFGS-B", bounds=list(zip(prob.design.lower, prob.design.upper)),
+                       options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
+        x, fval = pol.x, float(pol.fun)
+    return x, fval
+
+
 def _standard_errors(H: np.ndarray) -> np.ndarray:
     try:
         cov = np.linalg.inv(H)
@@ -722,16 +739,7 @@ def _solve(
     nested_best = nested_ok and len(results) > 1 and abs(finals[1] - fval) < 0.05
     if staged:  # the starts agree on the fitting rule at their coarse optima; the polish then moves the best one
         agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
-        # The coarse optimum is close but the objective is ill-conditioned there (sv, sz, st0 trade
-        # off), where L-BFGS-B, starting from a unit Hessian, takes tens of small steps: quasi-Newton
-        # steps from the coarse objective's Hessian converge in a few fine evaluations instead.
-        H = _hessian(None, x, lambda th: prob.nll_grad(th)[1])
-        prob.nodes = None
-        x, fval, done = _newton_polish(prob.nll_grad, x, H, prob.design.lower, prob.design.upper)
-        if not done:
-            pol = minimize(fun, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                           options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
-            x, fval = pol.x, float(pol.fun)
+        x, fval = _polish_full(prob, x)
         best_global = prob.nll(x_sobol)
     if method == "chisq":
         # The binned statistic has flat directions; a simplex polish is cheap here.
