@@ -419,7 +419,7 @@ def pyddm_full_section(budget_s: float, repeats: int) -> list[str]:
         nll_pd = negloglik(prepare(df), spec, names)
         rows.append({"fitter": f"PyDDM (its defaults), the same model; own loss {loss:.2f}", "s/fit": round(t_pd, 1),
                      "NLL (exact)": nll_pd, "estimates": ", ".join(f"{k}={v:.3f}" for k, v in names.items())})
-        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.0f}x (target >= 20x); exact NLL noisecraft - PyDDM: "
+        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.2g}x (target >= 20x); exact NLL noisecraft - PyDDM: "
                    f"{res.nll - nll_pd:+.3f} (<= 0: equal or better).")
     print(pd.DataFrame(rows).to_string(index=False), "\n", verdict, f"(wall {time.perf_counter() - start:.0f} s)",
           flush=True)
