@@ -357,15 +357,16 @@ def _pyddm_full(df: pd.DataFrame) -> tuple[float, dict, float]:
     return _timed_pyddm_fit(m, samp)
 
 
-def pyddm_multifactor_section(budget_s: float, repeats: int) -> list[str]:
-    """Markdown lines: the 11-parameter multi-factor fit against PyDDM's fit of the same model on the same 8,000
-    trials, PyDDM in a child process stopped after `budget_s` seconds (then its time is a lower bound)."""
-    df = multifactor_trials(8000, MF_V, MF_A, MF_T0, seed=15)
-    t_nc, res = _noisecraft(df, {"spec": MF_SPEC}, repeats)
+def _against_pyddm(df: pd.DataFrame, spec: str, data, pyddm_fit, names_of, budget_s: float,
+                   repeats: int) -> tuple[pd.DataFrame, str]:
+    """noisecraft's `fit` (median of `repeats`) beside PyDDM's fit of the same model (`pyddm_fit(df)` in a child
+    process stopped after `budget_s` seconds), PyDDM's estimates as noisecraft's parameters by `names_of(vals)`,
+    both scored by the exact density on `data`: (table, verdict)."""
+    t_nc, res = _noisecraft(df, {"spec": spec}, repeats)
     rows = [{"fitter": "noisecraft fit (median of repeats)", "s/fit": round(t_nc, 2), "NLL (exact)": res.nll,
              "estimates": ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())}]
     start = time.perf_counter()
-    result = _pyddm_in_child(_pyddm_multifactor, df, budget_s)
+    result = _pyddm_in_child(pyddm_fit, df, budget_s)
     if result is None:
         rows.append({"fitter": "PyDDM (its defaults), the same model", "s/fit": f"> {budget_s:.0f} (stopped)",
                      "NLL (exact)": float("nan"), "estimates": "did not finish"})
@@ -373,22 +374,35 @@ def pyddm_multifactor_section(budget_s: float, repeats: int) -> list[str]:
                    f"{budget_s / t_nc:.0f}x faster on this model (target >= 20x); the NLLs cannot be compared.")
     else:
         t_pd, vals, loss = result
-        names = {**{f"v[{k}]": vals[f"v{k}"] for k in range(1, len(MF_V) + 1)},
-                 "a[accuracy]": 2 * vals["Bacc"], "a[speed]": 2 * vals["Bspd"],
-                 "t0[accuracy]": vals["t0acc"], "t0[speed]": vals["t0spd"]}
-        nll_pd = negloglik(prepare(df, columns=["strength", "instruction"]), ModelSpec.parse(MF_SPEC), names)
+        names = names_of(vals)
+        nll_pd = negloglik(data, ModelSpec.parse(spec), names)
         rows.append({"fitter": f"PyDDM (its defaults), the same model; own loss {loss:.2f}", "s/fit": round(t_pd, 1),
                      "NLL (exact)": nll_pd, "estimates": ", ".join(f"{k}={v:.3f}" for k, v in names.items())})
-        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.0f}x (target >= 20x); exact NLL noisecraft - PyDDM: "
+        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.2g}x (target >= 20x); exact NLL noisecraft - PyDDM: "
                    f"{res.nll - nll_pd:+.3f} (<= 0: equal or better).")
-    print(pd.DataFrame(rows).to_string(index=False), "\n", verdict, f"(wall {time.perf_counter() - start:.0f} s)",
-          flush=True)
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False), "\n", verdict, f"(wall {time.perf_counter() - start:.0f} s)", flush=True)
+    return table, verdict
+
+
+def pyddm_multifactor_section(budget_s: float, repeats: int) -> list[str]:
+    """Markdown lines: the 11-parameter multi-factor fit against PyDDM's fit of the same model on the same 8,000
+    trials, PyDDM in a child process stopped after `budget_s` seconds (then its time is a lower bound)."""
+    df = multifactor_trials(8000, MF_V, MF_A, MF_T0, seed=15)
+
+    def names_of(vals: dict) -> dict:
+        return {**{f"v[{k}]": vals[f"v{k}"] for k in range(1, len(MF_V) + 1)},
+                "a[accuracy]": 2 * vals["Bacc"], "a[speed]": 2 * vals["Bspd"],
+                "t0[accuracy]": vals["t0acc"], "t0[speed]": vals["t0spd"]}
+
+    table, verdict = _against_pyddm(df, MF_SPEC, prepare(df, columns=["strength", "instruction"]),
+                                    _pyddm_multifactor, names_of, budget_s, repeats)
     return ["## Multi-factor design against PyDDM", "",
             (f"`fit(df, spec=\"{MF_SPEC}\")` on the 8,000 trials of the multi-factor section (seed 15), beside "
              "PyDDM 0.9's `gddm` of the same model (a drift per strength, B = a / 2 and t0 per instruction, z = 1/2, "
              "no lapse; differential evolution and the analytical solver, its defaults; the likelihood loss), in "
              f"a child process with a budget of {budget_s:.0f} s. Both fits' estimates are scored by the same exact "
-             "density (Navarro & Fuss 2009)."), "", verdict, "", _md(pd.DataFrame(rows)), ""]
+             "density (Navarro & Fuss 2009)."), "", verdict, "", _md(table), ""]
 
 
 FULL6_TRUE = {"v": 1.5, "a": 1.2, "z": 0.45, "t0": 0.3, "sz": 0.3, "st0": 0.15}
@@ -400,29 +414,14 @@ def pyddm_full_section(budget_s: float, repeats: int) -> list[str]:
     in a child process stopped after `budget_s` seconds; both fits' estimates scored by the same exact density."""
     df = simulate(4000, FULL6_TRUE["v"], FULL6_TRUE["a"], FULL6_TRUE["z"], FULL6_TRUE["t0"], sv=0.0,
                   sz=FULL6_TRUE["sz"], st0=FULL6_TRUE["st0"], seed=1)
-    spec = ModelSpec.parse(FULL6_SPEC)
-    t_nc, res = _noisecraft(df, {"spec": FULL6_SPEC}, repeats)
-    nll_truth = negloglik(prepare(df), spec, FULL6_TRUE)
-    rows = [{"fitter": "noisecraft fit (median of repeats)", "s/fit": round(t_nc, 2), "NLL (exact)": res.nll,
-             "estimates": ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())}]
-    start = time.perf_counter()
-    result = _pyddm_in_child(_pyddm_full, df, budget_s)
-    if result is None:
-        rows.append({"fitter": "PyDDM (its defaults), the same model", "s/fit": f"> {budget_s:.0f} (stopped)",
-                     "NLL (exact)": float("nan"), "estimates": "did not finish"})
-        verdict = (f"PyDDM did not finish within {budget_s:.0f} s: noisecraft is more than "
-                   f"{budget_s / t_nc:.0f}x faster on this model (target >= 20x); the NLLs cannot be compared.")
-    else:
-        t_pd, vals, loss = result
-        names = {"v": vals.get("v", vals.get("drift")), "a": 2 * vals["B"], "z": vals["z"], "t0": vals["t0"],
-                 "sz": vals["sz"], "st0": vals["st0"]}
-        nll_pd = negloglik(prepare(df), spec, names)
-        rows.append({"fitter": f"PyDDM (its defaults), the same model; own loss {loss:.2f}", "s/fit": round(t_pd, 1),
-                     "NLL (exact)": nll_pd, "estimates": ", ".join(f"{k}={v:.3f}" for k, v in names.items())})
-        verdict = (f"PyDDM / noisecraft time: {t_pd / t_nc:.2g}x (target >= 20x); exact NLL noisecraft - PyDDM: "
-                   f"{res.nll - nll_pd:+.3f} (<= 0: equal or better).")
-    print(pd.DataFrame(rows).to_string(index=False), "\n", verdict, f"(wall {time.perf_counter() - start:.0f} s)",
-          flush=True)
+    data = prepare(df)
+    nll_truth = negloglik(data, ModelSpec.parse(FULL6_SPEC), FULL6_TRUE)
+
+    def names_of(vals: dict) -> dict:
+        return {"v": vals.get("v", vals.get("drift")), "a": 2 * vals["B"], "z": vals["z"], "t0": vals["t0"],
+                "sz": vals["sz"], "st0": vals["st0"]}
+
+    table, verdict = _against_pyddm(df, FULL6_SPEC, data, _pyddm_full, names_of, budget_s, repeats)
     return ["## Full model without sv against PyDDM", "",
             (f"`fit(df, spec=\"{FULL6_SPEC}\")` on 4,000 trials simulated at "
              + ", ".join(f"{k}={v:g}" for k, v in FULL6_TRUE.items())
@@ -432,7 +431,7 @@ def pyddm_full_section(budget_s: float, repeats: int) -> list[str]:
              "has no across-trial drift variability, so the 7-parameter model cannot be compared; this is the "
              f"nearest model both fit. Child process, budget {budget_s:.0f} s. Both fits' estimates are scored by "
              f"the same exact density; the NLL at the true parameters is {nll_truth:.3f}."), "",
-            verdict, "", _md(pd.DataFrame(rows)), ""]
+            verdict, "", _md(table), ""]
 
 
 def multifactor_speed(repeats: int) -> tuple[pd.DataFrame, str]:
@@ -618,6 +617,13 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+#: --section: (page title, section, page under docs/benchmarks/)
+PYDDM_SECTIONS = {
+    "pyddm-multifactor": ("the multi-factor model", pyddm_multifactor_section, "ddm_multifactor_pyddm.md"),
+    "pyddm-full": ("the full model (without sv)", pyddm_full_section, "ddm_full_pyddm.md"),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -644,25 +650,15 @@ def main() -> None:
         out.write_text("\n".join(lines))
         print("\n".join(lines))
         return
-    if args.section == "pyddm-full":
+    if args.section in PYDDM_SECTIONS:  # one model against PyDDM's fit of it
+        title, section, name = PYDDM_SECTIONS[args.section]
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        lines = ["# noisecraft.ddm benchmark: the full model (without sv) against PyDDM", "",
-                 (f"Generated by `python benchmarks/ddm.py --section pyddm-full --pyddm-budget {args.pyddm_budget:g}` "
-                  f"on {when}."),
-                 f"Machine: {_machine()}. Single-threaded BLAS; the cores may be shared with other jobs.", "",
-                 *pyddm_full_section(args.pyddm_budget, 3)]
-        out = Path(args.out or ROOT / "docs" / "benchmarks" / "ddm_full_pyddm.md")
-        out.write_text("\n".join(lines))
-        print(f"wrote {out}", file=sys.stderr)
-        return
-    if args.section == "pyddm-multifactor":
-        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        lines = ["# noisecraft.ddm benchmark: the multi-factor model against PyDDM", "",
-                 (f"Generated by `python benchmarks/ddm.py --section pyddm-multifactor --pyddm-budget "
+        lines = [f"# noisecraft.ddm benchmark: {title} against PyDDM", "",
+                 (f"Generated by `python benchmarks/ddm.py --section {args.section} --pyddm-budget "
                   f"{args.pyddm_budget:g}` on {when}."),
                  f"Machine: {_machine()}. Single-threaded BLAS; the cores may be shared with other jobs.", "",
-                 *pyddm_multifactor_section(args.pyddm_budget, 3)]
-        out = Path(args.out or ROOT / "docs" / "benchmarks" / "ddm_multifactor_pyddm.md")
+                 *section(args.pyddm_budget, 3)]
+        out = Path(args.out or ROOT / "docs" / "benchmarks" / name)
         out.write_text("\n".join(lines))
         print(f"wrote {out}", file=sys.stderr)
         return
