@@ -47,11 +47,15 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP expects input of shape (batch, {self.dim}), got {tuple(x.shape)}")
-        return self.out[-1](self.trunk(self.inp(x), noise_level, cond))
+        return self.out(self._trunk(self.inp(x), noise_level, cond))
 
-    def trunk(self, h: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
-        """The features the output layer reads, from the input projection h = inp(x) (batch, width):
-        forward(x) = out[-1](trunk(inp(x))), so a caller may form h or read the output layer its own way."""
+    def features(self, h: Tensor, noise_level: Tensor, cond: Tensor | None = None) -> Tensor:
+        """What the output layer reads, from the input projection h = inp(x) (batch, width): forward(x) =
+        out[-1](features(inp(x))), for a caller that forms h or reads the output layer its own way (the tabular
+        sampler). Not for sharded training: there `out` is gathered only when it runs as one module."""
+        return self.out[:-1](self._trunk(h, noise_level, cond))
+
+    def _trunk(self, h: Tensor, noise_level: Tensor, cond: Tensor | None) -> Tensor:
         emb = self.embed(noise_level.expand(h.shape[0]))
         if cond is not None and self.text_proj is not None:
             if cond.ndim != 2 or cond.shape[1] != self.text_proj.in_features:
@@ -64,4 +68,4 @@ class MLP(nn.Module):
             emb = emb + self.class_embed(cond)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out[:-1](h)
+        return h

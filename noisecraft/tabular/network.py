@@ -46,7 +46,7 @@ class JointNet(nn.Module):
     def forward_lazy(self, x_num: Tensor, time_in: Tensor, tokens: Tensor) -> tuple[Tensor, CategoryLogits]:
         """`forward` for sampling, the same function in a cost per step that does not grow with the categories: the
         category logits are left to `CategoryLogits`, which forms a column's only for the rows that draw it."""
-        features = self.mlp.trunk(self._input(x_num, tokens), time_in)
+        features = self.mlp.features(self._input(x_num, tokens), time_in)
         out = self.mlp.out[-1]
         num = F.linear(features, out.weight[:self.num_dim], out.bias[:self.num_dim])
         return num, CategoryLogits(features, out.weight[self.num_dim:], out.bias[self.num_dim:], self.discrete)
