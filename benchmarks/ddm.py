@@ -573,7 +573,8 @@ def full_section(quick: bool) -> list[str]:
     print(pd.Series(rows[-1]).to_string(), "\n", ", ".join(f"{k}={v:.4f}" for k, v in res.params.items()), flush=True)
     sz_line = ("Last row: simulated at " + ", ".join(f"{k}={v:g}" for k, v in FULL_SZ_TRUE.items())
                + " (seed 5), new path only; estimates " + ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())
-               + f"; starts ended at NLL {', '.join(f'{x:.3f}' for x in res.starts)} (coarse rule).")
+               + f"; starts ended at NLL {', '.join(f'{x:.3f}' for x in res.starts)} (the fitting rule at their coarse "
+               "optima).")
     tab = pd.DataFrame(rows)
     t4 = float(tab["new s/fit (with SEs)"].iloc[1])
     try:

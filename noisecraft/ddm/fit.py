@@ -400,8 +400,9 @@ def _newton_polish(fun, x: np.ndarray, H: np.ndarray, lower: np.ndarray, upper: 
     Wright 2006, eq. 6.19) of the Hessian ``H`` of a nearby point, backtracking to the Armijo
     condition; parameters held at a bound by their gradient stay there. Returns (x, f, done): done
     when the Newton decrement g' H^-1 g fell below ``tol`` or a step gained less than ``ftol``
-    relative to f (L-BFGS-B's test; the quadrature's gradient has kinks at the 1e-3 level); False when ``H`` is not positive definite
-    on the free parameters or the steps stop helping (the caller then falls back)."""
+    relative to f (L-BFGS-B's test; the quadrature's gradient has kinks at the 1e-3 level); False
+    when ``H`` is not positive definite on the free parameters or the steps stop helping (the
+    caller then falls back)."""
     H = np.array(H, dtype=float)
     f, g = fun(x)
     for _ in range(max_iter):
@@ -447,7 +448,8 @@ def _polish_full(prob: _Problem, x: np.ndarray) -> tuple[np.ndarray, float]:
     prob.nodes = None
     x, fval, done = _newton_polish(prob.nll_grad, x, H, prob.design.lower, prob.design.upper)
     if not done:
-        pol = minimize(prob.nll_grad, x, jac=True, method="L-BFGS-B", bounds=list(zip(prob.design.lower, prob.design.upper)),
+        bounds = list(zip(prob.design.lower, prob.design.upper))
+        pol = minimize(prob.nll_grad, x, jac=True, method="L-BFGS-B", bounds=bounds,
                        options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
         x, fval = pol.x, float(pol.fun)
     return x, fval
