@@ -358,14 +358,21 @@ def _clip(prob: _Problem, theta: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(theta, nan=0.0), lo + 1e-3 * span, hi - 1e-3 * span)
 
 
-def _sobol(prob: _Problem, objective, seed: int, n_points: int = 16, many=None):
-    """Best point of a scrambled Sobol design over the parameter box: a start and a global check."""
+def _sobol_points(prob: _Problem, objective, seed: int, n_points: int = 16, many=None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A scrambled Sobol design over the parameter box, best first: (points, clipped into the box; values)."""
     k = len(prob.design.names)
     sob = qmc.Sobol(k, scramble=True, seed=seed).random(n_points)
     pts = prob.design.lower + sob * (prob.design.upper - prob.design.lower)
     vals = many(pts) if many is not None else np.array([objective(p) for p in pts])
-    i = int(np.argmin(vals))
-    return _clip(prob, pts[i]), float(vals[i])
+    order = np.argsort(vals, kind="stable")
+    return np.array([_clip(prob, p) for p in pts[order]]), np.asarray(vals, dtype=float)[order]
+
+
+def _sobol(prob: _Problem, objective, seed: int, n_points: int = 16, many=None):
+    """Best point of a scrambled Sobol design over the parameter box: a start and a global check."""
+    pts, vals = _sobol_points(prob, objective, seed, n_points, many)
+    return pts[0], float(vals[0])
 
 
 def _hessian(f, x: np.ndarray, grad=None) -> np.ndarray:
@@ -568,11 +575,15 @@ def fit(
     ``condition`` is the column of ``p=rule`` specs; ``p ~ columns`` rules name their own columns.
     ``coding="stimulus"`` with ``stimulus=<column>`` fits stimulus-coded responses (see
     :func:`~noisecraft.ddm.data.prepare` for ``upper`` and ``stimulus_upper``).
+    At most ``n_starts`` local fits run: from the EZ estimate, the best point of a Sobol design, a default, then
+    the design's next-best points; they stop once two agree (``converged`` needs that). When ``converged`` is
+    False because the starts disagree, more starts may settle it.
     """
     with _blas_one_thread():
         t_start = time.perf_counter()
         spec = _spec(spec)
         _check_method(method, statistic)
+        _check_starts(n_starts)
         options = {"rt": rt, "response": response, "condition": condition, "rt_min": rt_min,
                    "rt_max": rt_max, "coding": coding, "stimulus": stimulus, "upper": upper,
                    "stimulus_upper": stimulus_upper}
@@ -611,6 +622,11 @@ def _setup(data: pd.DataFrame | RTData, spec: ModelSpec, method: str, options: d
     return _Problem(data, spec, lapse_range)
 
 
+def _check_starts(n_starts) -> None:
+    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
+        raise ValueError(f"n_starts must be a whole number >= 1, got {n_starts!r}")
+
+
 def fit_defaults() -> dict:
     """:func:`fit`'s keyword options and their defaults (data options and solver options)."""
     return {k: q.default for k, q in inspect.signature(fit).parameters.items()
@@ -644,6 +660,7 @@ def fit_participants(
     opts = {k: options[k] for k in _DATA_OPTIONS}
     spec = _spec(spec)
     _check_method(solve["method"], solve["statistic"])
+    _check_starts(solve["n_starts"])
     spec.check_columns(data.columns)
     problems = []
     for label, group in data.groupby(by, sort=True):
@@ -700,12 +717,12 @@ def _solve(
         objective = _chisq_objective(prob, bins, statistic)
         jac, fun = False, objective
 
-    x_sobol, best_global = _sobol(
-        prob, objective, seed, many=prob.nll_many if method == "ml" else None
-    )
-    # Starts in order: EZ, (the nested no-lapse optimum,) the Sobol best, a default; stop after two that agree (the
-    # a/t0 bimodality of real data shows up as disagreeing starts).
-    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob))][: max(n_starts, 1)]
+    sobol, sobol_values = _sobol_points(prob, objective, seed, max(16, n_starts),
+                                        many=prob.nll_many if method == "ml" else None)
+    x_sobol, best_global = sobol[0], float(sobol_values[0])
+    # Starts in order: EZ, (the nested no-lapse optimum,) the Sobol best, a default, then the next Sobol points;
+    # stop after two that agree (the a/t0 bimodality of real data shows up as disagreeing starts).
+    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob)), *sobol[1:]][:n_starts]
     nested_ok = False  # a start from a converged fit of the nested model counts as two agreeing starts
     if method == "ml" and prob.spec.rules["lapse"].kind != "fixed":
         x_nested, nested_ok = _no_lapse_start(prob, seed)

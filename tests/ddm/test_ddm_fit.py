@@ -260,3 +260,34 @@ def test_a_checking_start_that_wins_is_polished_to_the_tight_optimum(monkeypatch
     assert polish[0]["ftol"] == tight["ftol"] and polish[0]["gtol"] == tight["gtol"] and len(calls) >= 3
     assert result.nll == pytest.approx(reference.nll, abs=1e-8)
     np.testing.assert_allclose(result.theta, reference.theta, atol=1e-4)
+
+
+def test_starts_beyond_three_come_from_the_sobol_design(monkeypatch):
+    """n_starts > 3 adds starts at the Sobol design's next-best points (it was silently capped at 3): with the
+    first three starts cut short so that they disagree, the fourth and fifth run and the fit still reaches the
+    usual optimum; n_starts < 1 is refused before any work."""
+    import sys
+
+    fit_module = sys.modules["noisecraft.ddm.fit"]
+    df = simulate(400, 1.2, 1.4, 0.5, 0.3, seed=11)
+    spec = "v=shared, a=shared, t0=shared, z=0.5"
+    reference = fit(df, spec=spec, se=False)
+    starts = []
+    real_minimize = fit_module.minimize
+
+    def first_three_cut_short(fun, x0, **kw):
+        options = dict(kw.pop("options"))
+        if len(starts) < 3:
+            options["maxiter"] = 1
+        starts.append(np.array(x0))
+        return real_minimize(fun, x0, options=options, **kw)
+
+    monkeypatch.setattr(fit_module, "minimize", first_three_cut_short)
+    result = fit(df, spec=spec, se=False, n_starts=5)
+    assert len(result.starts) >= 4
+    assert not any(np.allclose(starts[3], x) for x in starts[:3])
+    assert result.nll == pytest.approx(reference.nll, abs=1e-6)
+    monkeypatch.undo()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n_starts"):
+            fit(df, spec=spec, n_starts=bad)
