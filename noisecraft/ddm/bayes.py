@@ -30,7 +30,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noisecraft.ddm.fit import _DATA_OPTIONS, _Problem, _setup, _spec, fit, fit_defaults
+from noisecraft.ddm.fit import (
+    _DATA_OPTIONS,
+    CellLikelihood,
+    _Problem,
+    _setup,
+    _spec,
+    fit,
+    fit_defaults,
+)
 from noisecraft.ddm.spec import PARAMS, ModelSpec, _fmt
 
 __all__ = ["PRIORS", "BayesResult", "bayes"]
@@ -146,7 +154,9 @@ class _Group:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.cell = np.concatenate([p.data.cond + o for p, o in zip(problems, self.offsets)])
         self.params = [p for p in PARAMS if first.design.slices[p].stop > first.design.slices[p].start]
-        self.loglik_trials_grad = first._loglik_grad  # the spec decides basic or full: the same for everyone
+        # every participant's cells in one likelihood (the spec decides basic or full: the same for everyone)
+        self.likelihood = CellLikelihood(self.rt, self.upper, self.cell, int(self.offsets[-1]), self.lapse_c,
+                                         first.spec.s, first.basic)
 
     def loglik_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Sum over participants of log L_j(theta_j), and its gradient (J, K), in one density call.
@@ -162,12 +172,10 @@ class _Group:
             if prob.design.valid(vals) > 0:
                 return -np.inf, grad
             cells.append(vals)
-        tv = {p: np.concatenate([v[p] for v in cells])[self.cell] for p in PARAMS}
-        ll, g = self.loglik_trials_grad(tv, self.rt, self.upper, self.lapse_c)
+        ll, per_cell = self.likelihood({p: np.concatenate([v[p] for v in cells]) for p in PARAMS})
         total = float(np.sum(ll))
         if not np.isfinite(total):
             return -np.inf, grad
-        per_cell = {p: np.bincount(self.cell, weights=g[p], minlength=self.offsets[-1]) for p in self.params}
         for j, prob in enumerate(self.problems):
             lo, hi = self.offsets[j], self.offsets[j + 1]
             for p in self.params:

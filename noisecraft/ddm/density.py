@@ -19,8 +19,8 @@ time ``t0``. Responses are coded 1 = upper boundary, 0 = lower boundary.
   Blurton, Kesselmeier & Gondan 2012, J. Math. Psych. 56:470) and the large-time
   eigenfunction series; ``sv`` in the CDF by Gauss-Hermite quadrature.
 * Gradients: the basic model (v, a, z, t0, sv) in closed form (:func:`logpdf_and_grad`); the
-  full model by fixed-order Gauss-Legendre over sz and st0 with the quadrature differentiated
-  exactly (:func:`logpdf_full_and_grad`; Ratcliff & Tuerlinckx 2002, Voss & Voss 2007/2008).
+  full model's likelihood and gradient for fitting come from a grid of decision times
+  (:mod:`noisecraft.ddm.grid`).
 * Contaminants: a :class:`Lapse` mixture with an explicit probability.
 
 Units: ``s = 1`` by default. Ratcliff's convention ``s = 0.1`` is available through
@@ -626,88 +626,3 @@ def _mix_lapse(
             grads["lapse"] = np.where(np.isfinite(mix), (c - np.exp(ll)) / np.exp(mix), 0.0)
         ll = mix
     return ll, grads
-
-
-# ------------------------------------------------------------ gradient of the full model
-
-# Nodes of the fast full-model path (fit): Gauss-Legendre over the start point and over the
-# non-decision window. tests/ddm/test_ddm_full.py bounds their error against logpdf.
-N_Z_FIT, N_T_FIT = 6, 12
-
-
-def logpdf_full_and_grad(
-    rt: np.ndarray,
-    upper: np.ndarray,
-    v: np.ndarray,
-    a: np.ndarray,
-    z: np.ndarray,
-    t0: np.ndarray,
-    sv: np.ndarray,
-    sz: np.ndarray,
-    st0: np.ndarray,
-    *,
-    s: float = 1.0,
-    lapse_p: np.ndarray | float = 0.0,
-    lapse_density: np.ndarray | float = 0.0,
-    n_z: int = N_Z_FIT,
-    n_t: int = N_T_FIT,
-    eps: float = 1e-12,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """log density of the full Ratcliff model (v, a, z, t0, sv, sz, st0) and its exact partials, all trials at once.
-
-    The model averages the sv density (closed form, see :func:`logpdf_and_grad`) over the
-    start point w ~ U(z +- sz/2) and the non-decision time U(t0, t0 + st0), as in Ratcliff &
-    Tuerlinckx (2002) and fast-dm (Voss & Voss 2007, 2008). With d = rt - t0,
-
-        f = (1/st0) int_{max(0, d - st0)}^{d} (1/sz) int_{z - sz/2}^{z + sz/2} f_sv(s | w) dw ds,
-
-    both integrals by fixed-order Gauss-Legendre (n_z nodes over w, n_t over s on the part of
-    the window where the decision time is positive, so the integrand stays smooth: the
-    density vanishes with all its derivatives at s = 0). Every node is one call of the basic
-    analytic density and gradient (Navarro & Fuss 2009 series), vectorised over nodes x trials.
-    The partials are those of the quadrature itself (its nodes move with z, sz, t0 and st0:
-    d w_i / d sz = x_i / 2, d s_j / d st0 = -(1 + x_j) / 2 or the boundary term -1/st0 when
-    the window is cut at s = 0), so an optimiser sees a consistent objective; cf. Hartmann &
-    Klauer (2021) for series derivatives of the full model. Inputs are 1-D arrays of one
-    length (internal use, no validation); keys: v, a, z, t0, sv, sz, st0, lapse.
-    """
-    n = rt.size
-    # sz = 0 everywhere: one start-point node gives the same value and the same (zero) sz partial.
-    xz, wz = _gl(n_z) if np.any(sz > 0) else (np.zeros(1), np.ones(1))
-    n_z = xz.size
-    xt, wt = _gl(n_t)
-    d = rt - t0
-    full = d >= st0  # the whole window lies at positive decision times
-    hi = np.where(full, st0, np.maximum(d, 0.0))
-    frac = (1.0 + xt) / 2.0
-    shape = (n_t, n_z, n)
-    node_t = np.broadcast_to((d[None, :] - hi[None, :] * frac[:, None])[:, None, :], shape)
-    node_z = np.broadcast_to((z[None, :] + sz[None, :] / 2.0 * xz[:, None])[None, :, :], shape)
-    tile = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).ravel()
-    ll, g = logpdf_and_grad(
-        node_t.ravel(), tile(upper).astype(bool), tile(v), tile(a), node_z.ravel(), np.zeros(n * n_t * n_z),
-        tile(sv), s=s, eps=eps,
-    )
-    logw = (np.log(wt)[:, None, None] + np.log(wz)[None, :, None] + ll.reshape(shape)).reshape(-1, n)
-    L = logsumexp(logw, axis=0)
-    ok = np.isfinite(L)
-    r = np.zeros_like(logw)
-    r[:, ok] = np.exp(logw[:, ok] - L[ok])
-    mean = lambda x: np.sum(r * x.reshape(-1, n), axis=0)
-    dls = -g["t0"].reshape(shape)  # d log f_sv / d s at each node
-    fr = np.broadcast_to(frac[:, None, None], shape)
-    xw = np.broadcast_to(xz[None, :, None], shape) / 2.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cut = np.where(full, 0.0, np.log(hi) - np.log(st0))
-        grads = {
-            "v": mean(g["v"]),
-            "a": mean(g["a"]),
-            "z": mean(g["z"]),
-            "t0": np.where(full, -mean(dls), -mean(dls * (1.0 - fr)) - 1.0 / d),
-            "sv": mean(g["sv"]),
-            "sz": mean(g["z"].reshape(shape) * xw),
-            "st0": np.where(full, -mean(dls * fr), -1.0 / st0),
-        }
-    ll = np.where(ok & (d > 0), L + cut, -np.inf)
-    grads = {k: np.where(ok & (d > 0), x, 0.0) for k, x in grads.items()}
-    return _mix_lapse(ll, grads, lapse_p, lapse_density)

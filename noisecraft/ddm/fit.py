@@ -2,8 +2,8 @@
 
 * ``method="ml"``: minimise the negative log-likelihood of every trial under the exact
   density (Navarro & Fuss 2009) with L-BFGS-B and an analytic gradient (closed form when
-  sz = st0 = 0; with sz or st0 free, of a fixed-order quadrature over them, coarse for the
-  starts and finer for a final polish, the NLL then reported under the exact density),
+  sz = st0 = 0; with sz or st0 free, of the likelihood on a grid of decision times per cell
+  and response, :mod:`noisecraft.ddm.grid`, the NLL then reported under the exact density),
   from several starts: EZ-diffusion (Wagenmakers et al. 2007), a default, and the best
   point of a scrambled Sobol design over the parameter box, which doubles as a global
   check. Standard errors come from the inverse Hessian; AIC = 2k + 2 NLL,
@@ -29,27 +29,24 @@ from scipy.optimize import minimize
 from scipy.stats import qmc
 
 from noisecraft.ddm.data import RTData, prepare
-from noisecraft.ddm.density import (
-    N_T_FIT,
-    N_Z_FIT,
-    cdf,
-    logpdf,
-    logpdf_and_grad,
-    logpdf_full_and_grad,
-)
+from noisecraft.ddm.density import cdf, logpdf, logpdf_and_grad
 from noisecraft.ddm.design import Design
 from noisecraft.ddm.ez import ez_from_data
+from noisecraft.ddm.grid import DecisionGrid
 from noisecraft.ddm.spec import PARAMS, ModelSpec, _fmt
 
 __all__ = ["QUANTILES", "FitResult", "fit", "fit_participants", "negloglik"]
 
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 _PENALTY = 1e10
-# (n_z, n_t) of the full model's coarse quadrature for the starts (see _solve).
-_COARSE_NODES = (4, 6)
-# Series truncation of the full model's fitting objective (per-node density error; the reported
-# NLL uses logpdf's 1e-12): fewer terms per node, far below the quadrature's own error.
+# Series truncation at the full model's grid nodes (the reported NLL uses logpdf's 1e-12): fewer
+# terms per node, far below the grid's own error.
 _EPS_FIT = 1e-10
+# The fitting objective keeps z +- sz/2 this far inside (0, 1), twice Design.valid's margin, and penalises the
+# excess by _KAPPA * excess^2: at an optimum pressed against the range the excess (gradient / 2 kappa) stays
+# below the difference of margins, so the returned parameters are admissible.
+_Z_MARGIN = 2e-3
+_KAPPA = 1e6
 
 
 def _trial_loglik(rt: np.ndarray, response: np.ndarray, tv: dict, s: float, lapse_density: np.ndarray | float) -> np.ndarray:
@@ -149,6 +146,44 @@ def _blas_one_thread():
 # --------------------------------------------------------------------------- problem
 
 
+class CellLikelihood:
+    """Per-trial log-likelihood of trials grouped in cells, and the per-cell sums of its partials.
+
+    The basic model (sz = st0 = 0) in closed form (:func:`~noisecraft.ddm.density.logpdf_and_grad`); the full
+    model from a grid of decision times per cell and response (:class:`~noisecraft.ddm.grid.DecisionGrid`).
+    """
+
+    def __init__(self, rt: np.ndarray, upper: np.ndarray, cell: np.ndarray, n_cells: int, lapse_c: np.ndarray,
+                 s: float, basic: bool):
+        self.rt, self.upper, self.cell, self.n_cells, self.lapse_c, self.s = rt, upper, cell, n_cells, lapse_c, s
+        self.grid = None if basic else DecisionGrid(rt, upper, cell, n_cells)
+
+    def __call__(self, vals: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(per-trial log-likelihood, {parameter: per-cell sum of its partial}) at per-cell values ``vals``."""
+        lapse_p = vals["lapse"][self.cell]
+        if self.grid is not None:
+            return self.grid.loglik_grad(vals, lapse_p, self.lapse_c, s=self.s, eps=_EPS_FIT)
+        tv = {p: vals[p][self.cell] for p in ("v", "a", "z", "t0", "sv")}
+        ll, g = logpdf_and_grad(self.rt, self.upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], s=self.s,
+                                lapse_p=lapse_p, lapse_density=self.lapse_c)
+        return ll, {p: np.bincount(self.cell, weights=x, minlength=self.n_cells) for p, x in g.items()}
+
+
+def _fit_start_range(vals: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Cells whose start-point range z +- sz/2 leaves (0, 1) (with a margin) get sz shrunk to fit.
+
+    Returns the repaired values, the excess sz - room per cell (0 where it fits) and d room / d z. The fitting
+    objective adds a quadratic penalty on the excess: unlike a jump to a constant, it stays continuous, so a
+    line search that overshoots the range backs off smoothly (L-BFGS-B's box cannot hold this constraint).
+    """
+    z, sz = vals["z"], vals["sz"]
+    room = 2.0 * (np.minimum(z, 1.0 - z) - _Z_MARGIN)
+    over = np.maximum(sz - room, 0.0)
+    if not np.any(over > 0):
+        return vals, over, np.zeros_like(z)
+    return {**vals, "sz": np.minimum(sz, room)}, over, np.where(z < 0.5, 2.0, -2.0)
+
+
 class _Problem:
     """Data + design: per-trial parameters, the likelihood and its gradient."""
 
@@ -168,7 +203,7 @@ class _Problem:
         t0_cap = np.full(m, float(np.median(data.rt))) if lapse_possible else mins - 1e-4
         self.design = Design.build(spec, data, np.maximum(t0_cap, 1e-3))
         self.basic = spec.is_basic
-        self.nodes: tuple[int, int] | None = None  # (n_z, n_t) of the full model's quadrature; None: default
+        self.likelihood = CellLikelihood(data.rt, self.upper, data.cond, m, self.lapse_c, spec.s, self.basic)
 
     def trial_values(
         self, theta: np.ndarray
@@ -183,61 +218,55 @@ class _Problem:
         return _trial_loglik(self.data.rt, self.data.response, tv, self.spec.s, self.lapse_c)
 
     def nll(self, theta: np.ndarray) -> float:
-        vals = self.design.values(theta)
-        bad = self.design.valid(vals)
-        if bad > 0:
-            return _PENALTY * (1.0 + bad)
         return self.nll_grad(theta)[0]
 
     def exact_nll(self, theta: np.ndarray) -> float:
-        """NLL under :func:`logpdf` (the fitting objective of the full model is its fixed-order quadrature)."""
+        """NLL under :func:`logpdf` (the fitting objective of the full model is its likelihood on a grid)."""
         return self.nll(theta) if self.basic else -float(np.sum(self.loglik_trials(theta)))
-
-    def _loglik_grad(self, tv: dict, rt: np.ndarray, upper: np.ndarray, lapse_c: np.ndarray):
-        """Per-trial log-likelihood and partials: closed form (basic model) or the full model's quadrature."""
-        common = {"s": self.spec.s, "lapse_p": tv["lapse"], "lapse_density": lapse_c}
-        if self.basic:
-            return logpdf_and_grad(rt, upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], **common)
-        n_z, n_t = self.nodes or (N_Z_FIT, N_T_FIT)
-        return logpdf_full_and_grad(rt, upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], tv["sz"],
-                                    tv["st0"], n_z=n_z, n_t=n_t, eps=_EPS_FIT, **common)
 
     def loglik_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """log L(theta) and its gradient; -inf (gradient 0) outside the admissible region."""
-        total, grad, _ = self._checked_loglik_grad(theta)
-        return total, grad
-
-    def _checked_loglik_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray, float]:
-        """(log L, gradient, distance outside the admissible region); -inf and 0 when outside or not finite."""
         vals = self.design.values(theta)
-        bad = self.design.valid(vals)
-        if bad > 0:
-            return -np.inf, np.zeros_like(theta), bad
-        tv = {p: vals[p][self.data.cond] for p in PARAMS}
-        ll, g = self._loglik_grad(tv, self.data.rt, self.upper, self.lapse_c)
+        if self.design.valid(vals) > 0:
+            return -np.inf, np.zeros_like(theta)
+        ll, g = self.likelihood(vals)
         total = float(np.sum(ll))
         if not np.isfinite(total):
-            return -np.inf, np.zeros_like(theta), 0.0
-        m = len(self.data.levels)
-        grad = np.zeros_like(theta)
-        for p in g:
+            return -np.inf, np.zeros_like(theta)
+        return total, self._chain(g)
+
+    def _chain(self, g: dict[str, np.ndarray]) -> np.ndarray:
+        """The gradient in theta from per-cell partials."""
+        grad = np.zeros(len(self.design.names))
+        for p, g_cell in g.items():
             sl = self.design.slices[p]
             if sl.stop > sl.start:
-                grad[sl] = self.design.chain(p, np.bincount(self.data.cond, weights=g[p], minlength=m))
-        return total, grad, 0.0
+                grad[sl] = self.design.chain(p, g_cell)
+        return grad
 
     def nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The fitting objective: -log L and its gradient, a large finite penalty outside the region."""
-        total, grad, bad = self._checked_loglik_grad(theta)
+        """The fitting objective: -log L and its gradient. A start-point range z +- sz/2 outside (0, 1) is shrunk
+        to fit and its excess penalised (:func:`_fit_start_range`); other inadmissible values get a large
+        finite penalty."""
+        vals = self.design.values(theta)
+        vals, over, droom = _fit_start_range(vals)
+        bad = self.design.valid(vals)
         if bad > 0:
-            return _PENALTY * (1.0 + bad), grad
+            return _PENALTY * (1.0 + bad), np.zeros_like(theta)
+        ll, g = self.likelihood(vals)
+        total = float(np.sum(ll))
         if not np.isfinite(total):
-            return _PENALTY, grad
-        return -total, -grad
+            return _PENALTY, np.zeros_like(theta)
+        if np.any(over > 0):  # sz = room(z) where shrunk: its partial moves to z; then the penalty
+            shrunk = over > 0
+            g = {**g, "z": g["z"] + np.where(shrunk, g["sz"] * droom, 0.0) + 2.0 * _KAPPA * over * droom,
+                 "sz": np.where(shrunk, 0.0, g["sz"]) - 2.0 * _KAPPA * over}
+            total -= _KAPPA * float(np.sum(over**2))
+        return -total, -self._chain(g)
 
     def nll_many(self, thetas: np.ndarray) -> np.ndarray:
         """NLL at many parameter vectors in one vectorised density call (for the Sobol check)."""
-        if not self.basic:  # the full model's quadrature is already vectorised over nodes x trials
+        if not self.basic:  # the full model's grid already costs little per trial
             return np.array([self.nll(th) for th in thetas])
         n = self.data.n
         out = np.full(len(thetas), _PENALTY)
@@ -399,67 +428,6 @@ def _hessian(f, x: np.ndarray, grad=None) -> np.ndarray:
                     f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)
                 ) / (4 * h[i] * h[j])
     return H
-
-
-def _newton_polish(fun, x: np.ndarray, H: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                   tol: float = 1e-9, ftol: float = 1e-11, max_iter: int = 30) -> tuple[np.ndarray, float, bool]:
-    """Projected quasi-Newton steps for ``fun`` returning (f, gradient): BFGS updates (Nocedal &
-    Wright 2006, eq. 6.19) of the Hessian ``H`` of a nearby point, backtracking to the Armijo
-    condition; parameters held at a bound by their gradient stay there. Returns (x, f, done): done
-    when the Newton decrement g' H^-1 g fell below ``tol`` or a step gained less than ``ftol``
-    relative to f (L-BFGS-B's test; the quadrature's gradient has kinks at the 1e-3 level); False
-    when ``H`` is not positive definite on the free parameters or the steps stop helping (the
-    caller then falls back)."""
-    H = np.array(H, dtype=float)
-    f, g = fun(x)
-    for _ in range(max_iter):
-        free = ~(((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0)))
-        if not free.any():
-            return x, f, True
-        try:
-            chol = np.linalg.cholesky(H[np.ix_(free, free)])
-        except np.linalg.LinAlgError:
-            return x, f, False
-        step = np.zeros_like(x)
-        step[free] = -np.linalg.solve(chol.T, np.linalg.solve(chol, g[free]))
-        decrement = float(-g @ step)
-        if decrement < tol:
-            return x, f, True
-        t = 1.0
-        while t > 1e-3:
-            xn = np.clip(x + t * step, lower, upper)
-            fn, gn = fun(xn)
-            if fn <= f - 1e-4 * t * decrement:
-                break
-            t *= 0.5
-        else:
-            return x, f, False
-        if f - fn <= ftol * max(1.0, abs(f)):  # L-BFGS-B's own test (its factr) on the last step
-            return xn, fn, True
-        s_k, y_k = xn - x, gn - g
-        if s_k @ y_k > 1e-12 * np.linalg.norm(s_k) * np.linalg.norm(y_k):  # curvature condition
-            Hs = H @ s_k
-            H += np.outer(y_k, y_k) / (s_k @ y_k) - np.outer(Hs, Hs) / (s_k @ Hs)
-        x, f, g = xn, fn, gn
-    return x, f, False
-
-
-def _polish_full(prob: _Problem, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """The full model's optimum on its fitting rule, from a point near it (a coarse-rule optimum), and its NLL.
-
-    The objective is ill-conditioned there (sv, sz, st0 trade off), where L-BFGS-B, starting from a unit Hessian,
-    takes tens of small steps: quasi-Newton steps from the coarse rule's Hessian converge in a few fine evaluations.
-    """
-    prob.nodes = _COARSE_NODES
-    H = _hessian(None, x, lambda th: prob.nll_grad(th)[1])
-    prob.nodes = None
-    x, fval, done = _newton_polish(prob.nll_grad, x, H, prob.design.lower, prob.design.upper)
-    if not done:
-        bounds = list(zip(prob.design.lower, prob.design.upper))
-        pol = minimize(prob.nll_grad, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
-        x, fval = pol.x, float(pol.fun)
-    return x, fval
 
 
 def _standard_errors(H: np.ndarray) -> np.ndarray:
@@ -704,11 +672,6 @@ def _solve(
         )
 
     bounds = list(zip(prob.design.lower, prob.design.upper))
-    # Full model: starts and the Sobol check on a coarse quadrature, then one polish on the
-    # fitting quadrature (the coarse optimum is close, so the polish takes few steps).
-    staged = method == "ml" and not prob.basic
-    if staged:
-        prob.nodes = _COARSE_NODES
     if method == "ml":
         objective = prob.nll
         jac, fun = True, prob.nll_grad
@@ -727,39 +690,25 @@ def _solve(
     if method == "ml" and prob.spec.rules["lapse"].kind != "fixed":
         x_nested, nested_ok = _no_lapse_start(prob, seed)
         starts.insert(1, x_nested)
-    tight = {"maxiter": 1000, "ftol": 1e-9 if staged else 1e-11, "gtol": 1e-6}
+    tight = {"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6}
     # Starts after the first only test agreement (to 0.01 in the objective), so they stop at a looser
     # tolerance; if one of them is the best, it is polished at the tight one below.
-    check = {**tight, "ftol": max(tight["ftol"], 1e-7), "gtol": 1e-3}
-    def judged(res) -> float:
-        """What a start's end point is ranked by: its objective, or for the staged full model the fitting rule's
-        NLL there (the coarse rule can hold optima of its own, e.g. at a wide sz that its few nodes misjudge)."""
-        if not staged:
-            return float(res.fun)
-        prob.nodes = None
-        value = prob.nll(res.x)
-        prob.nodes = _COARSE_NODES
-        return value
-
+    check = {**tight, "ftol": 1e-7, "gtol": 1e-3} if prob.basic else tight
     results, finals = [], []
     for x0 in starts:
         res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=check if results else tight)
         results.append(res)
-        finals.append(judged(res))
+        finals.append(float(res.fun))
         f = sorted(finals)
         if len(f) >= 2 and f[1] - f[0] < 0.01 and len(results) >= min(2, n_starts):
             break
     i_best = int(np.argmin(finals))
-    if i_best > 0 and not staged:  # (the staged fit polishes its best start on the fitting rule below)
+    if i_best > 0:
         pol = minimize(fun, results[i_best].x, jac=jac, method="L-BFGS-B", bounds=bounds, options=tight)
         if pol.fun <= results[i_best].fun:
             results[i_best], finals[i_best] = pol, float(pol.fun)
     x, fval = results[i_best].x, finals[i_best]
     nested_best = nested_ok and len(results) > 1 and abs(finals[1] - fval) < 0.05
-    if staged:  # the starts agree on the fitting rule at their coarse optima; the polish then moves the best one
-        agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
-        x, fval = _polish_full(prob, x)
-        best_global = prob.nll(x_sobol)
     if method == "chisq":
         # The binned statistic has flat directions; a simplex polish is cheap here.
         pol = minimize(
@@ -771,8 +720,7 @@ def _solve(
         xp = np.clip(pol.x, prob.design.lower, prob.design.upper)
         if objective(xp) < fval:
             x, fval = xp, float(objective(xp))
-    if not staged:
-        agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
+    agree = nested_best or sum(abs(f - fval) < 0.05 for f in finals) >= min(2, len(finals))
     converged = bool(fval <= best_global + 1e-6 and agree)
 
     se_vec = None

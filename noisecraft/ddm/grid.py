@@ -1,0 +1,237 @@
+"""The full Ratcliff model's likelihood from a grid of decision times: its cost hardly grows with the trials.
+
+In one cell (condition) and for one response, the full model's density at a response time t is
+
+    f(t) = (1/st0) int_{max(0, d - st0)}^{d} g(s) ds,        d = t - t0,                 (1)
+
+where g(s) is the decision-time density with the drift mixed over N(v, sv^2) in closed form and the
+start point averaged over w ~ U(z +- sz/2) (Ratcliff & Tuerlinckx 2002; fast-dm, Voss & Voss 2007).
+PyDDM gets its speed by solving for the whole RT distribution once per parameter vector (Shinn, Lam &
+Murray 2020); this module does the same with the series. log g is evaluated only at the nodes of a
+grid over [s_min, s_max] (s_max the slowest RT of the cell and response), the start-point average by
+Gauss-Legendre in the log domain, and between the nodes log g is the polynomial through the
+Gauss-Lobatto nodes of each panel. Interpolating log g, not g, keeps every density positive and its
+relative error uniform: log g is nearly linear in the exponential right tail and smooth where g rises
+from 0. Integrals of g = exp(log g) over whole panels and over the part of a panel that a trial's
+window covers are Gauss-Legendre rules; (1) then costs two partial panels per trial.
+
+Everything is a fixed, smooth function of the node values of log g, so the partials of (1) with respect
+to v, a, z, sv and sz follow from the node values' partials (Navarro & Fuss 2009 series, differentiated
+term by term in :func:`~noisecraft.ddm.density.logpdf_and_grad`) by the chain rule, accumulated per
+panel (the adjoint of the interpolation): no per-trial work per parameter. The partials with respect to
+t0 and st0 are g at the window's ends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from noisecraft.ddm.density import _gl, logpdf_and_grad
+
+__all__ = ["DecisionGrid"]
+
+#: channels of the node arrays after log g: its partials with respect to these parameters
+CHANNELS = ("v", "a", "z", "sv", "sz")
+
+
+def lobatto(p: int) -> np.ndarray:
+    """The p Gauss-Lobatto points on [-1, 1]: the ends and the roots of P'_{p-1} (Abramowitz & Stegun 25.4.32)."""
+    inner = np.polynomial.legendre.Legendre.basis(p - 1).deriv().roots()
+    return np.concatenate([[-1.0], np.sort(inner.real), [1.0]])
+
+
+def _powers(x: np.ndarray, m: int) -> np.ndarray:
+    """x^0 .. x^(m - 1) stacked on a new last axis, by repeated products."""
+    out = np.empty((*x.shape, m))
+    out[..., 0] = 1.0
+    for k in range(1, m):
+        np.multiply(out[..., k - 1], x, out=out[..., k])
+    return out
+
+
+class DecisionGrid:
+    """Panels over the decision times of each (cell, response) group of a data set, and (1) on them.
+
+    Panel edges are s_min + (s_max - s_min) (j / n_panels)^power: narrow near 0, where log g bends most,
+    wide in the tail, where it is nearly linear. Each panel carries ``order`` Lobatto nodes (ends shared
+    with its neighbours) and ``n_quad`` Gauss-Legendre nodes for its integrals. ``n_z`` Gauss-Legendre
+    nodes average over the start point when sz > 0. Below s_min (10 microseconds) g is taken as 0.
+    """
+
+    def __init__(self, rt: np.ndarray, upper: np.ndarray, cond: np.ndarray, n_cells: int, *,
+                 n_panels: int = 32, order: int = 6, n_quad: int = 8, power: float = 3.0, n_z: int = 8,
+                 s_min: float = 1e-5):
+        self.rt = np.asarray(rt, dtype=float)
+        self.order, self.n_panels, self.power, self.n_z, self.s_min = order, n_panels, power, n_z, s_min
+        self.n_cells = n_cells
+        group = 2 * np.asarray(cond) + np.asarray(upper, dtype=int)
+        present = np.flatnonzero(np.bincount(group, minlength=2 * n_cells))
+        self.cell, self.upper = present // 2, (present % 2).astype(bool)
+        self.group = np.searchsorted(present, group)  # each trial's group index
+        self.trial_cell = self.cell[self.group]
+        self.s_max = np.full(present.size, 2.0 * s_min)
+        np.maximum.at(self.s_max, self.group, self.rt * (1.0 + 1e-9))
+        xi = lobatto(order)
+        x = np.arange(n_panels + 1) / n_panels
+        self.edges = s_min + (self.s_max[:, None] - s_min) * x[None, :] ** power  # (groups, panels + 1)
+        self.width = np.diff(self.edges, axis=1)
+        inner = self.edges[:, :-1, None] + self.width[:, :, None] * (xi[None, None, 1:-1] + 1.0) / 2.0
+        self.points = np.concatenate(  # the distinct nodes of each group, left to right
+            [np.concatenate([self.edges[:, :-1, None], inner], axis=2).reshape(present.size, -1),
+             self.edges[:, -1:]], axis=1)
+        self.panel_nodes = (order - 1) * np.arange(n_panels)[:, None] + np.arange(order)[None, :]
+        self.node_s = self.points[:, self.panel_nodes]  # (groups, panels, order)
+        # Lagrange basis of a panel's nodes as monomials in xi: values at xi are _powers(xi) @ inv_vander
+        self.inv_vander = np.linalg.inv(np.vander(xi, order, increasing=True))
+        self.xq, self.wq = np.polynomial.legendre.leggauss(n_quad)
+        s_q = self.edges[:, :-1, None] + self.width[:, :, None] * (self.xq + 1.0) / 2.0
+        # the interpolation weights of log g at each panel's quadrature points: (groups, panels, n_quad, order)
+        self.basis_q = (_powers(self.xq, order) @ self.inv_vander)[None, None] * (
+            self.node_s[:, :, None, :] / s_q[..., None])
+
+    def node_values(self, vals: dict[str, np.ndarray], s: float, eps: float) -> np.ndarray:
+        """log g and its partials at every node, panel by panel: (1 + len(CHANNELS), groups, panels, order).
+
+        g(s) = sum_k wz_k f_sv(s | w_k) over Gauss-Legendre nodes w_k = z + sz/2 x_k (one node when sz = 0).
+        """
+        cell = self.cell
+        use_sz = bool(np.any(vals["sz"][cell] > 0))
+        xz, wz = _gl(self.n_z) if use_sz else (np.zeros(1), np.ones(1))
+        shape = (xz.size, *self.points.shape)
+        per = lambda x: np.broadcast_to(x[None, :, None], shape).ravel()
+        w = vals["z"][cell][None, :] + vals["sz"][cell][None, :] / 2.0 * xz[:, None]
+        t = np.broadcast_to(self.points[None], shape).ravel()
+        ll, grads = logpdf_and_grad(t, per(self.upper), per(vals["v"][cell]), per(vals["a"][cell]),
+                                    np.broadcast_to(w[:, :, None], shape).ravel(), np.zeros(t.size),
+                                    per(vals["sv"][cell]), s=s, eps=eps)
+        lw = ll.reshape(shape) + np.log(wz)[:, None, None]
+        out = np.empty((1 + len(CHANNELS), *self.points.shape))
+        out[0] = logsumexp(lw, axis=0)
+        r = np.exp(lw - out[0])  # each start point's share of g
+        for i, p in enumerate(CHANNELS, start=1):
+            d = grads["z" if p == "sz" else p].reshape(shape) * r
+            out[i] = np.einsum("kgn,k->gn", d, xz / 2.0) if p == "sz" else d.sum(axis=0)
+        return out[:, :, self.panel_nodes]
+
+    def _locate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Panel index and local coordinate xi in [-1, 1] of decision times s of each trial's group."""
+        g = self.group
+        x = ((np.clip(s, self.s_min, self.s_max[g]) - self.s_min) / (self.s_max[g] - self.s_min)) ** (1.0 / self.power)
+        j = np.minimum((x * self.n_panels).astype(int), self.n_panels - 1)
+        xi = 2.0 * (s - self.edges[g, j]) / self.width[g, j] - 1.0
+        return j, np.clip(xi, -1.0, 1.0)
+
+    def _partial(self, L_nodes: np.ndarray, s_nodes: np.ndarray, left: np.ndarray, xi: np.ndarray, half: np.ndarray):
+        """P = int from the panel's left end to xi of exp(L) ds per trial (Gauss-Legendre), and its exact
+        derivatives: its weights on the panel's node values of L (the adjoint) and dP/ds at the upper end (the
+        rule differentiated, so that an optimiser sees one function where the rule is rough); then L at xi,
+        dL/ds there and L's interpolation weights at xi.
+
+        L(s) = M(s) / s with M the polynomial through s_k L_k: exact for the -c/s with which log g leaves 0.
+        """
+        scale = (xi + 1.0) / 2.0
+        y = -1.0 + (self.xq[:, None] + 1.0) * scale[None, :]  # (n_quad, n): quadrature points on [-1, xi]
+        s_y = left[None, :] + (y + 1.0) * half[None, :]
+        coef = self.inv_vander @ (s_nodes * L_nodes).T  # (order, n) monomial coefficients of M in xi
+        M_y, dM_y = np.empty_like(y), np.empty_like(y)
+        M_y[:] = coef[-1]
+        dM_y[:] = (self.order - 1) * coef[-1]
+        for k in range(self.order - 2, -1, -1):  # Horner, for M and dM/dxi
+            M_y *= y
+            M_y += coef[k]
+            if k:
+                dM_y *= y
+                dM_y += k * coef[k]
+        L_y = M_y / s_y
+        e0 = np.exp(L_y) * self.wq[:, None] * half[None, :]
+        dL_y = (dM_y - L_y * half[None, :]) / s_y  # dL/dxi at the quadrature points
+        dP_ds = (e0 * (0.5 + scale[None, :] * dL_y * (self.xq[:, None] + 1.0) / 2.0)).sum(axis=0) / half
+        e = e0 * scale[None, :]
+        q, y_k = e / s_y, np.ones_like(y)
+        moments = np.empty((self.order, y.shape[1]))  # sum_m e_m y_m^k / s_m
+        for k in range(self.order):
+            moments[k] = (q * y_k).sum(axis=0)
+            y_k *= y
+        adjoint = (self.inv_vander.T @ moments).T * s_nodes
+        coef = coef.T
+        px = _powers(xi, self.order)
+        s_x = left + (xi + 1.0) * half
+        b = (px @ self.inv_vander) * (s_nodes / s_x[:, None])
+        L = np.einsum("nk,nk->n", px, coef) / s_x
+        dM = np.einsum("nk,nk->n", px[:, :-1], coef[:, 1:] * np.arange(1, self.order)) / half
+        return e.sum(axis=0), adjoint, dP_ds, L, (dM - L) / s_x, b
+
+    def loglik_grad(self, vals: dict[str, np.ndarray], lapse_p, lapse_density, *, s: float = 1.0,
+                    eps: float = 1e-10) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Per-trial log density (1) mixed with a lapse, log((1 - p) f + p c), and the per-cell sums of its partials.
+
+        ``vals`` holds per-cell values of v, a, z, t0, sv, sz, st0; ``lapse_p`` and ``lapse_density`` (c)
+        are per trial. The partials come back summed over each cell's trials (keys v, a, z, t0, sv, sz, st0,
+        lapse).
+        """
+        nodes = self.node_values(vals, s, eps)
+        C, n_g, P, K = nodes.shape[0], nodes.shape[1], self.n_panels, self.order
+        half_w = self.width / 2.0
+        # whole panels: I_q = int exp(L) and its weights beta_q on the panel's node values of L
+        eq = np.exp(np.einsum("gpmk,gpk->gpm", self.basis_q, nodes[0])) * self.wq * half_w[..., None]
+        I = eq.sum(axis=-1)
+        beta = np.einsum("gpm,gpmk->gpk", eq, self.basis_q)
+        prefix = np.cumsum(I, axis=1) - I  # sum of I over panels before q
+        suffix = I[:, ::-1].cumsum(axis=1)[:, ::-1]  # sum over panels from q on
+        grp, cell = self.group, self.trial_cell
+        t0, st0 = vals["t0"][cell], vals["st0"][cell]
+        d = self.rt - t0
+        live = d > self.s_min
+        lo = np.maximum(d - st0, self.s_min)
+        j_hi, xi_hi = self._locate(np.maximum(d, self.s_min))
+        j_lo, xi_lo = self._locate(lo)
+        panel = lambda j: (nodes[0][grp, j], self.node_s[grp, j], self.edges[grp, j], half_w[grp, j])
+        P_hi, adj_hi, dP_hi, L_hi, dL_hi, b_hi = self._partial(*panel(j_hi)[:3], xi_hi, panel(j_hi)[3])
+        P_lo, adj_lo, dP_lo, _, _, _ = self._partial(*panel(j_lo)[:3], xi_lo, panel(j_lo)[3])
+        # panels wholly inside the window; past the median mass from the suffix sums (small there)
+        median = np.minimum((prefix > suffix).argmax(axis=1), P - 1)
+        tail = j_lo >= median[grp]
+        whole = np.where(tail, suffix[grp, j_lo] - suffix[grp, j_hi], prefix[grp, j_hi] - prefix[grp, j_lo])
+        plain = st0 <= 1e-9
+        span = np.where(plain, 1.0, st0)
+        mass = whole + P_hi - P_lo
+        live &= plain | (mass > 0)  # (a window whose mass underflows: -inf, as the likelihood at an absurd point)
+        mass = np.where(live & ~plain, mass, 1.0)
+        with np.errstate(divide="ignore"):
+            log_f = np.where(live, np.where(plain, L_hi, np.log(mass) - np.log(span)), -np.inf)
+        p = np.broadcast_to(np.asarray(lapse_p, dtype=float), d.shape)
+        c = np.broadcast_to(np.asarray(lapse_density, dtype=float), d.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ll = np.logaddexp(np.log1p(-p) + log_f, np.log(p * c))
+            r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
+        dP_lo = np.where(lo > self.s_min, dP_lo, 0.0)  # (the window's lower end is pinned at s_min)
+        dlog_t0 = np.where(plain, -dL_hi, -(dP_hi - dP_lo) / mass)
+        dlog_st0 = np.where(plain, -0.5 * dL_hi, dP_lo / mass - 1.0 / span)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            dlapse = np.where(np.isfinite(ll), np.exp(np.log(c) - ll) - np.where(live, np.exp(log_f - ll), 0.0), 0.0)
+        cell_sum = lambda x: np.bincount(cell, weights=np.where(live, x, 0.0), minlength=self.n_cells)
+        grads = {"t0": cell_sum(r * dlog_t0), "st0": cell_sum(r * dlog_st0),
+                 "lapse": np.bincount(cell, weights=dlapse, minlength=self.n_cells)}
+        # Channels: r d log f / d theta summed over trials. The partial panels' parts are gathered as weights on
+        # each panel's node values (the adjoint); the whole panels' parts J_q = int_q g dL/dtheta per trial, from
+        # prefix or suffix sums like the mass itself (weights of very unlikely trials are huge: a running sum of
+        # them over panels would swamp the others).
+        dn = nodes[1:]  # (C - 1, groups, panels, order)
+        J = np.einsum("gpk,cgpk->cgp", beta, dn)
+        J_pre = np.cumsum(J, axis=2) - J
+        J_suf = J[:, :, ::-1].cumsum(axis=2)[:, :, ::-1]
+        whole_J = np.where(tail, J_suf[:, grp, j_lo] - J_suf[:, grp, j_hi], J_pre[:, grp, j_hi] - J_pre[:, grp, j_lo])
+        omega = np.where(live & ~plain, r / mass, 0.0)  # d log f / d mass
+        per_trial = omega * whole_J  # (C - 1, n)
+        slot_hi, slot_lo = grp * P + j_hi, grp * P + j_lo
+        W = np.zeros((n_g * P, K))
+        for k in range(K):
+            W[:, k] = (np.bincount(slot_hi, weights=omega * adj_hi[:, k] + np.where(plain, r, 0.0) * b_hi[:, k],
+                                   minlength=n_g * P)
+                       - np.bincount(slot_lo, weights=omega * adj_lo[:, k], minlength=n_g * P))
+        per_group = np.einsum("cik,ik->ci", dn.reshape(C - 1, n_g * P, K), W).reshape(C - 1, n_g, P).sum(-1)
+        for i, name in enumerate(CHANNELS):
+            grads[name] = (np.bincount(self.cell, weights=per_group[i], minlength=self.n_cells)
+                           + np.bincount(cell, weights=per_trial[i], minlength=self.n_cells))
+        return ll, grads
