@@ -34,7 +34,7 @@ one-condition spec forced (one fit per instruction, drifts freed per instruction
 and a recovery study at 100, 500 and 2,000 trials per cell.
 
 Full model (issue 15): the seven-parameter Ratcliff model (v, a, z, t0, sv, sz, st0) on 500 and
-4,000 simulated trials: the fast path (quadrature over z and t0 with analytic partials) beside
+4,000 simulated trials: the fast path (the likelihood on a decision-time grid, analytic partials) beside
 the previous path (exact logpdf, numerical gradients), both scored by the exact logpdf.
 """
 
@@ -573,8 +573,8 @@ def full_section(quick: bool) -> list[str]:
     print(pd.Series(rows[-1]).to_string(), "\n", ", ".join(f"{k}={v:.4f}" for k, v in res.params.items()), flush=True)
     sz_line = ("Last row: simulated at " + ", ".join(f"{k}={v:g}" for k, v in FULL_SZ_TRUE.items())
                + " (seed 5), new path only; estimates " + ", ".join(f"{k}={v:.3f}" for k, v in res.params.items())
-               + f"; starts ended at NLL {', '.join(f'{x:.3f}' for x in res.starts)} (the fitting rule at their coarse "
-               "optima).")
+               + f"; starts ended at NLL {', '.join(f'{x:.3f}' for x in res.starts)} (the fitting objective, the "
+               "likelihood on the decision-time grid).")
     tab = pd.DataFrame(rows)
     t4 = float(tab["new s/fit (with SEs)"].iloc[1])
     try:

@@ -381,6 +381,28 @@ def _no_lapse_start(prob: _Problem, seed: int) -> tuple[np.ndarray, bool]:
     return _clip(prob, theta), inner.converged
 
 
+def _basic_starts(prob: _Problem, seed: int) -> list[np.ndarray]:
+    """Two starts for the full model from the optimum of the nested model without sz and st0 (closed form, cheap):
+    a narrow and a wide start-point range (sz at 0.2 and 0.6 of its room) and non-decision range (st0 at 0.1 and
+    0.5 of the nested t0, t0 moved down by half of it). The full optimum is near the nested one, and the two
+    straddle the trade-off of sz and st0 with the other parameters, where its local optima lie."""
+    rules = {**prob.spec.rules, "sz": 0.0, "st0": 0.0}
+    nested = _Problem(prob.data, replace(prob.spec, rules=rules), prob.lapse_range)
+    inner = _solve(nested, "ml", 1, False, "chisq", seed, time.perf_counter())
+    vals = nested.design.values(inner.theta)
+    vals["v"] = vals["v"] * nested.design.sign  # project() takes the drift towards the correct response
+    w = np.bincount(prob.data.cond, minlength=len(prob.data.levels)).astype(float)
+    room = 2.0 * np.minimum(vals["z"], 1.0 - vals["z"])
+    starts = []
+    for share_sz, share_st0 in ((0.2, 0.1), (0.6, 0.5)):
+        cell = {**vals, "sz": share_sz * room, "st0": share_st0 * vals["t0"], "t0": vals["t0"] * (1 - share_st0 / 2)}
+        theta = np.zeros(len(prob.design.names))
+        for p in PARAMS:
+            theta[prob.design.slices[p]] = prob.design.project(p, cell[p], w)
+        starts.append(_clip(prob, theta))
+    return starts
+
+
 def _clip(prob: _Problem, theta: np.ndarray) -> np.ndarray:
     lo, hi = prob.design.lower, prob.design.upper
     span = hi - lo
@@ -683,9 +705,13 @@ def _solve(
     sobol, sobol_values = _sobol_points(prob, objective, seed, max(16, n_starts),
                                         many=prob.nll_many if method == "ml" else None)
     x_sobol, best_global = sobol[0], float(sobol_values[0])
-    # Starts in order: EZ, (the nested no-lapse optimum,) the Sobol best, a default, then the next Sobol points;
-    # stop after two that agree (the a/t0 bimodality of real data shows up as disagreeing starts).
-    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob)), *sobol[1:]][:n_starts]
+    # Starts in order: (for the full model two from the nested basic model's optimum,) EZ, (the nested no-lapse
+    # optimum,) the Sobol best, a default, then the next Sobol points; stop after two that agree (the a/t0
+    # bimodality of real data shows up as disagreeing starts).
+    starts = [_clip(prob, _ez_theta(prob)[0]), x_sobol, _clip(prob, _default_theta(prob)), *sobol[1:]]
+    if method == "ml" and not prob.basic:  # the full model: first from the nested basic model's optimum
+        starts = _basic_starts(prob, seed) + starts
+    starts = starts[:n_starts]
     nested_ok = False  # a start from a converged fit of the nested model counts as two agreeing starts
     if method == "ml" and prob.spec.rules["lapse"].kind != "fixed":
         x_nested, nested_ok = _no_lapse_start(prob, seed)

@@ -252,9 +252,8 @@ class StartSensitivity:
 
 def _single_start(prob, x0: np.ndarray):
     """One L-BFGS-B run from x0 on the ML objective, with fit's bounds and tolerances."""
-    fun = prob.nll_grad if prob.basic else prob.nll
     bounds = list(zip(prob.design.lower, prob.design.upper))
-    return minimize(fun, x0, jac=prob.basic, method="L-BFGS-B", bounds=bounds,
+    return minimize(prob.nll_grad, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                     options={"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6})
 
 
