@@ -268,7 +268,8 @@ class DecisionGrid:
         per_trial = omega * whole_J  # (C - 1, n)
         sign = np.concatenate([omega, -omega])  # d log f / d P at each end
         scatter = lambda rows, w: np.bincount((rows[:, None] * w.shape[1] + np.arange(w.shape[1])).ravel(),
-                                              weights=w.ravel(), minlength=n_g * P * w.shape[1]).reshape(n_g * P, -1)
+                                              weights=w.ravel(), minlength=n_g * P * w.shape[1]
+                                              ).astype(float).reshape(n_g * P, -1)  # (float also when rows is empty)
         W = scatter(slot[i_gl], sign[i_gl, None] * adj_gl)  # weights on L's node values
         if i_plain.size:
             W += scatter(slot[i_plain], r[i_plain, None] * b_plain)
