@@ -234,7 +234,7 @@ class DecisionGrid:
         plain = st0 <= 1e-9
         span = np.where(plain, 1.0, st0)
         mass = whole + P_hi - P_lo
-        live &= plain | (mass > 0)  # (a window whose mass underflows: -inf, as the likelihood at an absurd point)
+        live &= plain | (mass > 1e-300)  # (a window whose mass underflows: -inf, the likelihood at an absurd point)
         mass = np.where(live & ~plain, mass, 1.0)
         i_plain = np.flatnonzero(plain)
         L_hi, dL_hi = np.zeros(n), np.zeros(n)
