@@ -45,12 +45,12 @@ def lobatto(p: int) -> np.ndarray:
 
 
 def _powers(x: np.ndarray, m: int) -> np.ndarray:
-    """x^0 .. x^(m - 1) stacked on a new last axis, by repeated products."""
-    out = np.empty((*x.shape, m))
-    out[..., 0] = 1.0
+    """x^0 .. x^(m - 1) stacked on a new last axis, by repeated products (built power-major: contiguous rows)."""
+    out = np.empty((m, *x.shape))
+    out[0] = 1.0
     for k in range(1, m):
-        np.multiply(out[..., k - 1], x, out=out[..., k])
-    return out
+        np.multiply(out[k - 1], x, out=out[k])
+    return np.moveaxis(out, 0, -1)
 
 
 class DecisionGrid:
