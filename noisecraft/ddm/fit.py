@@ -158,11 +158,12 @@ class CellLikelihood:
         self.rt, self.upper, self.cell, self.n_cells, self.lapse_c, self.s = rt, upper, cell, n_cells, lapse_c, s
         self.grid = None if basic else DecisionGrid(rt, upper, cell, n_cells)
 
-    def __call__(self, vals: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(per-trial log-likelihood, {parameter: per-cell sum of its partial}) at per-cell values ``vals``."""
+    def __call__(self, vals: dict[str, np.ndarray], grad: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(per-trial log-likelihood, {parameter: per-cell sum of its partial}) at per-cell values ``vals``; the
+        grid skips the partials when ``grad`` is False."""
         lapse_p = vals["lapse"][self.cell]
         if self.grid is not None:
-            return self.grid.loglik_grad(vals, lapse_p, self.lapse_c, s=self.s, eps=_EPS_FIT)
+            return self.grid.loglik_grad(vals, lapse_p, self.lapse_c, s=self.s, eps=_EPS_FIT, grad=grad)
         tv = {p: vals[p][self.cell] for p in ("v", "a", "z", "t0", "sv")}
         ll, g = logpdf_and_grad(self.rt, self.upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], s=self.s,
                                 lapse_p=lapse_p, lapse_density=self.lapse_c)
@@ -218,7 +219,7 @@ class _Problem:
         return _trial_loglik(self.data.rt, self.data.response, tv, self.spec.s, self.lapse_c)
 
     def nll(self, theta: np.ndarray) -> float:
-        return self.nll_grad(theta)[0]
+        return self.nll_grad(theta, grad=False)[0]
 
     def exact_nll(self, theta: np.ndarray) -> float:
         """NLL under :func:`logpdf` (the fitting objective of the full model is its likelihood on a grid)."""
@@ -244,24 +245,25 @@ class _Problem:
                 grad[sl] = self.design.chain(p, g_cell)
         return grad
 
-    def nll_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """The fitting objective: -log L and its gradient. A start-point range z +- sz/2 outside (0, 1) is shrunk
-        to fit and its excess penalised (:func:`_fit_start_range`); other inadmissible values get a large
-        finite penalty."""
+    def nll_grad(self, theta: np.ndarray, grad: bool = True) -> tuple[float, np.ndarray]:
+        """The fitting objective: -log L and its gradient (None when ``grad`` is False). A start-point range
+        z +- sz/2 outside (0, 1) is shrunk to fit and its excess penalised (:func:`_fit_start_range`); other
+        inadmissible values get a large finite penalty."""
         vals = self.design.values(theta)
         vals, over, droom = _fit_start_range(vals)
         bad = self.design.valid(vals)
         if bad > 0:
             return _PENALTY * (1.0 + bad), np.zeros_like(theta)
-        ll, g = self.likelihood(vals)
-        total = float(np.sum(ll))
+        ll, g = self.likelihood(vals, grad)
+        total = float(np.sum(ll)) - _KAPPA * float(np.sum(over**2))
         if not np.isfinite(total):
             return _PENALTY, np.zeros_like(theta)
+        if not grad:
+            return -total, None
         if np.any(over > 0):  # sz = room(z) where shrunk: its partial moves to z; then the penalty
             shrunk = over > 0
             g = {**g, "z": g["z"] + np.where(shrunk, g["sz"] * droom, 0.0) + 2.0 * _KAPPA * over * droom,
                  "sz": np.where(shrunk, 0.0, g["sz"]) - 2.0 * _KAPPA * over}
-            total -= _KAPPA * float(np.sum(over**2))
         return -total, -self._chain(g)
 
     def nll_many(self, thetas: np.ndarray) -> np.ndarray:

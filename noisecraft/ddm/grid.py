@@ -187,12 +187,12 @@ class DecisionGrid:
         return np.einsum("nm,nm->n", psi, E), psi, np.einsum("nm,nm->n", pw[:, :-1] @ self.inv_vander_q, E)
 
     def loglik_grad(self, vals: dict[str, np.ndarray], lapse_p, lapse_density, *, s: float = 1.0,
-                    eps: float = 1e-10) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                    eps: float = 1e-10, grad: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Per-trial log density (1) mixed with a lapse, log((1 - p) f + p c), and the per-cell sums of its partials.
 
         ``vals`` holds per-cell values of v, a, z, t0, sv, sz, st0; ``lapse_p`` and ``lapse_density`` (c)
         are per trial. The partials come back summed over each cell's trials (keys v, a, z, t0, sv, sz, st0,
-        lapse).
+        lapse); with ``grad=False`` none are formed (an empty dict).
         """
         nodes = self.node_values(vals, s, eps)
         C, n_g, P, K, M = nodes.shape[0], nodes.shape[1], self.n_panels, self.order, self.n_quad
@@ -246,6 +246,8 @@ class DecisionGrid:
         with np.errstate(divide="ignore", invalid="ignore"):
             ll = np.logaddexp(np.log1p(-p) + log_f, np.log(p * c))
             r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
+        if not grad:
+            return ll, {}
         dP_lo = np.where(lo > self.s_min, dP_lo, 0.0)  # (the window's lower end is pinned at s_min)
         dlog_t0 = np.where(plain, -dL_hi, -(dP_hi - dP_lo) / mass)
         dlog_st0 = np.where(plain, -0.5 * dL_hi, dP_lo / mass - 1.0 / span)
