@@ -577,13 +577,8 @@ def full_section(quick: bool) -> list[str]:
                "likelihood on the decision-time grid).")
     tab = pd.DataFrame(rows)
     t4 = float(tab["new s/fit (with SEs)"].iloc[1])
-    try:
-        import pyddm  # noqa: F401
-
-        pyddm_line = ("PyDDM is installed but not run here: its full model (sv, sz, st0) needs custom "
-                      "components that this benchmark does not build yet.")
-    except ImportError:
-        pyddm_line = "PyDDM is not installed: skipped."
+    pyddm_line = ("PyDDM has no across-trial drift variability, so this 7-parameter model cannot be run there; the "
+                  "nearest model both fit (without sv) is compared in `--section pyddm-full` (ddm_full_pyddm.md).")
     return [
         "## Full model: v, a, z, t0, sv, sz, st0 free",
         "",
