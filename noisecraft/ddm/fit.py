@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 from scipy.stats import qmc
 
 from noisecraft.ddm.data import RTData, prepare
@@ -454,6 +454,33 @@ def _hessian(f, x: np.ndarray, grad=None) -> np.ndarray:
     return H
 
 
+class _Agrees(Exception):
+    """Raised inside an objective to stop a checking start: it has come within reach of the best start."""
+
+    def __init__(self, x: np.ndarray, fun: float):
+        super().__init__()
+        self.x, self.fun = x, fun
+
+
+def _run_until_agreement(fun, x0: np.ndarray, bounds, options: dict, target: float) -> OptimizeResult:
+    """L-BFGS-B on ``fun`` (value, gradient) from ``x0``, stopped once the objective falls below ``target``.
+
+    A start after the first only tests agreement with the best one so far: once it is within ``target`` it agrees,
+    and the steps that would polish it further are spent for nothing (if it goes below the best, it is polished
+    as the best below).
+    """
+    def watched(theta: np.ndarray):
+        value, grad = fun(theta)
+        if value < target:
+            raise _Agrees(theta.copy(), float(value))
+        return value, grad
+
+    try:
+        return minimize(watched, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+    except _Agrees as stop:
+        return OptimizeResult(x=stop.x, fun=stop.fun, success=True, message="within reach of the best start")
+
+
 def _standard_errors(H: np.ndarray) -> np.ndarray:
     try:
         cov = np.linalg.inv(H)
@@ -568,8 +595,9 @@ def fit(
     ``coding="stimulus"`` with ``stimulus=<column>`` fits stimulus-coded responses (see
     :func:`~noisecraft.ddm.data.prepare` for ``upper`` and ``stimulus_upper``).
     At most ``n_starts`` local fits run: from the EZ estimate, the best point of a Sobol design, a default, then
-    the design's next-best points; they stop once two agree (``converged`` needs that). When ``converged`` is
-    False because the starts disagree, more starts may settle it.
+    the design's next-best points; they stop once two agree (``converged`` needs that). With sz or st0 free the first
+    two start from the nested model's optimum (sz = st0 = 0), and a start after the first stops once it comes within
+    0.005 of the best one's NLL. When ``converged`` is False because the starts disagree, more starts may settle it.
     """
     with _blas_one_thread():
         t_start = time.perf_counter()
@@ -724,7 +752,10 @@ def _solve(
     check = {**tight, "ftol": 1e-7, "gtol": 1e-3} if prob.basic else tight
     results, finals = [], []
     for x0 in starts:
-        res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=check if results else tight)
+        if results and method == "ml" and not prob.basic:  # (its evaluations cost the most)
+            res = _run_until_agreement(fun, x0, bounds, check, min(finals) + 0.005)
+        else:
+            res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=check if results else tight)
         results.append(res)
         finals.append(float(res.fun))
         f = sorted(finals)

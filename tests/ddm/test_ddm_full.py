@@ -213,3 +213,23 @@ def test_fitting_objective_is_continuous_where_the_start_point_range_leaves_0_1(
             fd = (prob.nll_grad(th + e)[0] - prob.nll_grad(th - e)[0]) / 2e-7
             assert abs(g[i] - fd) < 1e-4 * max(1.0, abs(fd)), (sz, i, g[i], fd)
     assert at(edge + 0.05)[0] > at(edge + 0.01)[0] > at(edge)[0]
+
+
+def test_a_checking_start_stops_once_it_agrees_with_the_best():
+    """A full-model start after the first only tests agreement: it stops at the first point below the best start's
+    NLL plus a margin (fewer evaluations, value below the target); a target it cannot reach lets it run to the
+    minimum as usual."""
+    from noisecraft.ddm.fit import _run_until_agreement
+
+    A = np.diag([1.0, 30.0, 300.0])
+    calls = []
+    fun = lambda x: (calls.append(1), (0.5 * x @ A @ x + 1.0, A @ x))[1]
+    opts = {"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6}
+    bounds = [(-5, 5)] * 3
+    full = _run_until_agreement(fun, np.array([3.0, -2.0, 1.0]), bounds, opts, target=0.0)
+    n_full = len(calls)
+    assert full.fun == pytest.approx(1.0, abs=1e-9)
+    calls.clear()
+    early = _run_until_agreement(fun, np.array([3.0, -2.0, 1.0]), bounds, opts, target=1.5)
+    assert early.fun < 1.5 and len(calls) < n_full
+    assert fun(early.x)[0] == pytest.approx(early.fun)
