@@ -9,17 +9,20 @@ start point averaged over w ~ U(z +- sz/2) (Ratcliff & Tuerlinckx 2002; fast-dm,
 PyDDM gets its speed by solving for the whole RT distribution once per parameter vector (Shinn, Lam &
 Murray 2020); this module does the same with the series. log g is evaluated only at the nodes of a
 grid over [s_min, s_max] (s_max the slowest RT of the cell and response), the start-point average by
-Gauss-Legendre in the log domain, and between the nodes log g is the polynomial through the
-Gauss-Lobatto nodes of each panel. Interpolating log g, not g, keeps every density positive and its
-relative error uniform: log g is nearly linear in the exponential right tail and smooth where g rises
-from 0. Integrals of g = exp(log g) over whole panels and over the part of a panel that a trial's
-window covers are Gauss-Legendre rules; (1) then costs two partial panels per trial.
+Gauss-Legendre in the log domain. Between the nodes of a panel (Gauss-Lobatto) log g is M(s)/s with M the
+polynomial through s log g: exact for the -c/s with which log g leaves 0, nearly exact for the straight
+line of the exponential tail. Interpolating log g, not g, keeps every density positive and its relative
+error small far below the mode. exp(log g) is integrated over whole panels by Gauss-Legendre; over the
+part of a panel that a window covers by the exact integral of the polynomial through exp(log g) at the
+same points where log g bends little, else by Gauss-Legendre on that part. (1) then costs two partial
+panels per trial.
 
 Everything is a fixed, smooth function of the node values of log g, so the partials of (1) with respect
 to v, a, z, sv and sz follow from the node values' partials (Navarro & Fuss 2009 series, differentiated
 term by term in :func:`~noisecraft.ddm.density.logpdf_and_grad`) by the chain rule, accumulated per
 panel (the adjoint of the interpolation): no per-trial work per parameter. The partials with respect to
-t0 and st0 are g at the window's ends.
+t0 and st0 are the rules differentiated at the window's ends, so an optimiser sees the exact gradient of
+the function it minimises.
 """
 
 from __future__ import annotations
@@ -186,6 +189,39 @@ class DecisionGrid:
         psi = (pw @ self.anti_q) * half[:, None]
         return np.einsum("nm,nm->n", psi, E), psi, np.einsum("nm,nm->n", pw[:, :-1] @ self.inv_vander_q, E)
 
+    def _whole_panels(self, L_nodes: np.ndarray):
+        """Per panel: exp(L) at its quadrature points E, its integral I_q (Gauss-Legendre), I_q's weights on L's node
+        values (beta), whether one polynomial through E integrates it (log g varies by less than _GENTLE), and the
+        sums of I over the panels before q and from q on."""
+        Lq = np.einsum("gpmk,gpk->gpm", self.basis_q, L_nodes)
+        E = np.exp(Lq)
+        eq = E * self.wq * (self.width / 2.0)[..., None]
+        I = eq.sum(axis=-1)
+        beta = np.einsum("gpm,gpmk->gpk", eq, self.basis_q)
+        gentle = (Lq.max(axis=-1) - Lq.min(axis=-1) < _GENTLE).ravel()
+        return E, beta, gentle, np.cumsum(I, axis=1) - I, I[:, ::-1].cumsum(axis=1)[:, ::-1]
+
+    def _ends(self, L_nodes: np.ndarray, E: np.ndarray, gentle: np.ndarray, slot: np.ndarray, xi: np.ndarray,
+              skip: np.ndarray):
+        """The partial panels from their left ends to window ends (panel slot, coordinate xi): P, dP/ds, and the
+        rows taking each rule with their adjoint weights (on E for the polynomial rule, on L's nodes for
+        Gauss-Legendre). Ends marked ``skip`` (pinned at s_min) keep P = 0."""
+        M = self.n_quad
+        half = (self.width / 2.0).ravel()[slot]
+        part, dpart = np.zeros(slot.size), np.zeros(slot.size)
+        poly = gentle[slot]
+        i_poly, i_gl = np.flatnonzero(poly & ~skip), np.flatnonzero(~poly & ~skip)
+        part[i_poly], psi, dpart[i_poly] = self._partial_poly(E.reshape(-1, M)[slot[i_poly]], xi[i_poly], half[i_poly])
+        at = self._panel_rows(L_nodes, slot, xi, half)
+        part[i_gl], adj_gl, dpart[i_gl] = self._partial_gl(*at(i_gl))
+        return part, dpart, (i_poly, psi), (i_gl, adj_gl), at
+
+    def _panel_rows(self, L_nodes: np.ndarray, slot: np.ndarray, xi: np.ndarray, half: np.ndarray):
+        """A function of row indices giving (L's node values, node positions, left edge, xi, half-width) per row."""
+        L_flat, s_flat = L_nodes.reshape(-1, self.order), self.node_s.reshape(-1, self.order)
+        left = self.edges[:, :-1].ravel()
+        return lambda idx: (L_flat[slot[idx]], s_flat[slot[idx]], left[slot[idx]], xi[idx], half[idx])
+
     def loglik_grad(self, vals: dict[str, np.ndarray], lapse_p, lapse_density, *, s: float = 1.0,
                     eps: float = 1e-10, grad: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Per-trial log density (1) mixed with a lapse, log((1 - p) f + p c), and the per-cell sums of its partials.
@@ -195,17 +231,8 @@ class DecisionGrid:
         lapse); with ``grad=False`` none are formed (an empty dict).
         """
         nodes = self.node_values(vals, s, eps)
-        C, n_g, P, K, M = nodes.shape[0], nodes.shape[1], self.n_panels, self.order, self.n_quad
-        half_w = self.width / 2.0
-        # whole panels: exp(L) at their quadrature points, I_q = int exp(L) and its weights beta_q on L's node values
-        Lq = np.einsum("gpmk,gpk->gpm", self.basis_q, nodes[0])
-        E = np.exp(Lq)
-        eq = E * self.wq * half_w[..., None]
-        I = eq.sum(axis=-1)
-        beta = np.einsum("gpm,gpmk->gpk", eq, self.basis_q)
-        gentle = (Lq.max(axis=-1) - Lq.min(axis=-1) < _GENTLE).ravel()  # one polynomial through exp(L) suffices
-        prefix = np.cumsum(I, axis=1) - I  # sum of I over panels before q
-        suffix = I[:, ::-1].cumsum(axis=1)[:, ::-1]  # sum over panels from q on
+        P = self.n_panels
+        E, beta, gentle, prefix, suffix = self._whole_panels(nodes[0])
         grp, cell = self.group, self.trial_cell
         n = grp.size
         t0, st0 = vals["t0"][cell], vals["st0"][cell]
@@ -214,29 +241,21 @@ class DecisionGrid:
         lo = np.maximum(d - st0, self.s_min)
         j_hi, xi_hi = self._locate(np.maximum(d, self.s_min))
         j_lo, xi_lo = self._locate(lo)
-        # both ends of every window at once: the partial panel from its left end to the window's end
+        # both ends of every window at once (a window cut at s_min has nothing below its lower end)
         slot = np.concatenate([grp * P + j_hi, grp * P + j_lo])
-        xi = np.concatenate([xi_hi, xi_lo])
-        half = half_w.ravel()[slot]
-        poly = gentle[slot]
-        pinned = np.concatenate([np.zeros(n, bool), lo <= self.s_min])  # a window cut at s_min: P = 0 there
-        part, dpart = np.zeros(2 * n), np.zeros(2 * n)
-        i_poly, i_gl = np.flatnonzero(poly & ~pinned), np.flatnonzero(~poly & ~pinned)
-        part[i_poly], psi, dpart[i_poly] = self._partial_poly(E.reshape(-1, M)[slot[i_poly]], xi[i_poly], half[i_poly])
-        L_flat, s_flat, left_flat = nodes[0].reshape(-1, K), self.node_s.reshape(-1, K), self.edges[:, :-1].ravel()
-        at = lambda idx: (L_flat[slot[idx]], s_flat[slot[idx]], left_flat[slot[idx]], xi[idx], half[idx])
-        part[i_gl], adj_gl, dpart[i_gl] = self._partial_gl(*at(i_gl))
-        P_hi, P_lo, dP_hi, dP_lo = part[:n], part[n:], dpart[:n], dpart[n:]
-        # panels wholly inside the window; past the median mass from the suffix sums (small there)
+        part, dpart, by_poly, by_gl, at = self._ends(nodes[0], E, gentle, slot, np.concatenate([xi_hi, xi_lo]),
+                                                     np.concatenate([np.zeros(n, bool), lo <= self.s_min]))
+        # (1): the panels wholly inside the window, past the median mass from the suffix sums (small there), and
+        # the partial panels at both ends
         median = np.minimum((prefix > suffix).argmax(axis=1), P - 1)
         tail = j_lo >= median[grp]
         whole = np.where(tail, suffix[grp, j_lo] - suffix[grp, j_hi], prefix[grp, j_hi] - prefix[grp, j_lo])
         plain = st0 <= 1e-9
         span = np.where(plain, 1.0, st0)
-        mass = whole + P_hi - P_lo
+        mass = whole + part[:n] - part[n:]
         live &= plain | (mass > 1e-300)  # (a window whose mass underflows: -inf, the likelihood at an absurd point)
         mass = np.where(live & ~plain, mass, 1.0)
-        i_plain = np.flatnonzero(plain)
+        i_plain = np.flatnonzero(plain)  # st0 = 0: f = g(d), log g interpolated at d
         L_hi, dL_hi = np.zeros(n), np.zeros(n)
         L_hi[i_plain], dL_hi[i_plain], b_plain = self._log_g_at(*at(i_plain))
         with np.errstate(divide="ignore"):
@@ -248,37 +267,44 @@ class DecisionGrid:
             r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
         if not grad:
             return ll, {}
-        dP_lo = np.where(lo > self.s_min, dP_lo, 0.0)  # (the window's lower end is pinned at s_min)
-        dlog_t0 = np.where(plain, -dL_hi, -(dP_hi - dP_lo) / mass)
-        dlog_st0 = np.where(plain, -0.5 * dL_hi, dP_lo / mass - 1.0 / span)
+        dP_hi, dP_lo = dpart[:n], np.where(lo > self.s_min, dpart[n:], 0.0)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             dlapse = np.where(np.isfinite(ll), np.exp(np.log(c) - ll) - np.where(live, np.exp(log_f - ll), 0.0), 0.0)
         cell_sum = lambda x: np.bincount(cell, weights=np.where(live, x, 0.0), minlength=self.n_cells)
-        grads = {"t0": cell_sum(r * dlog_t0), "st0": cell_sum(r * dlog_st0),
+        grads = {"t0": cell_sum(r * np.where(plain, -dL_hi, -(dP_hi - dP_lo) / mass)),
+                 "st0": cell_sum(r * np.where(plain, -0.5 * dL_hi, dP_lo / mass - 1.0 / span)),
                  "lapse": np.bincount(cell, weights=dlapse, minlength=self.n_cells)}
-        # Channels: r d log f / d theta summed over trials. The partial panels' parts are gathered as weights on
-        # each panel's node values of L (the adjoint); the whole panels' parts J_q = int_q g dL/dtheta per trial,
-        # from prefix or suffix sums like the mass itself (weights of very unlikely trials are huge: a running sum
-        # of them over panels would swamp the others).
+        omega = np.where(live & ~plain, r / mass, 0.0)  # d ll / d mass
+        plain_rows = (i_plain, r[i_plain, None] * b_plain)
+        return ll, {**grads, **self._channel_sums(nodes, E, beta, slot, tail, omega, by_poly, by_gl, plain_rows)}
+
+    def _channel_sums(self, nodes: np.ndarray, E: np.ndarray, beta: np.ndarray, slot: np.ndarray, tail: np.ndarray,
+                      omega: np.ndarray, by_poly, by_gl, plain_rows) -> dict[str, np.ndarray]:
+        """Per cell, the sum over its trials of d ll / d theta for theta in CHANNELS (the chain rule through L's node
+        values, whose partials are nodes[1:]).
+
+        The partial panels' parts are gathered as weights on each panel's node values of L (the adjoint); the whole
+        panels' parts J_q = int_q g dL/dtheta per trial, from prefix or suffix sums like the mass itself (the weights
+        of very unlikely trials are huge: a running sum of them over panels would swamp the others).
+        """
+        C, n_g, P, K, M = nodes.shape[0], nodes.shape[1], self.n_panels, self.order, self.n_quad
+        n = omega.size
         dn = nodes[1:]  # (C - 1, groups, panels, order)
         J = np.einsum("gpk,cgpk->cgp", beta, dn)
         J_pre = (np.cumsum(J, axis=2) - J).reshape(C - 1, -1)
         J_suf = J[:, :, ::-1].cumsum(axis=2)[:, :, ::-1].reshape(C - 1, -1)
         at_hi, at_lo = slot[:n], slot[n:]
         whole_J = np.where(tail, J_suf[:, at_lo] - J_suf[:, at_hi], J_pre[:, at_hi] - J_pre[:, at_lo])
-        omega = np.where(live & ~plain, r / mass, 0.0)  # d log f / d mass
-        per_trial = omega * whole_J  # (C - 1, n)
-        sign = np.concatenate([omega, -omega])  # d log f / d P at each end
+        sign = np.concatenate([omega, -omega])  # d ll / d P at each end
         scatter = lambda rows, w: np.bincount((rows[:, None] * w.shape[1] + np.arange(w.shape[1])).ravel(),
                                               weights=w.ravel(), minlength=n_g * P * w.shape[1]
                                               ).astype(float).reshape(n_g * P, -1)  # (float also when rows is empty)
-        W = scatter(slot[i_gl], sign[i_gl, None] * adj_gl)  # weights on L's node values
-        if i_plain.size:
-            W += scatter(slot[i_plain], r[i_plain, None] * b_plain)
-        W_E = scatter(slot[i_poly], sign[i_poly, None] * psi)  # weights on exp(L) at the quadrature points
+        (i_poly, psi), (i_gl, adj_gl), (i_plain, w_plain) = by_poly, by_gl, plain_rows
+        W = scatter(slot[i_gl], sign[i_gl, None] * adj_gl) + scatter(slot[i_plain], w_plain)  # on L's node values
+        W_E = scatter(slot[i_poly], sign[i_poly, None] * psi)  # on exp(L) at the quadrature points
         W += np.einsum("im,im,imk->ik", W_E, E.reshape(-1, M), self.basis_q.reshape(-1, M, K))
         per_group = np.einsum("cik,ik->ci", dn.reshape(C - 1, n_g * P, K), W).reshape(C - 1, n_g, P).sum(-1)
-        for i, name in enumerate(CHANNELS):
-            grads[name] = (np.bincount(self.cell, weights=per_group[i], minlength=self.n_cells)
-                           + np.bincount(cell, weights=per_trial[i], minlength=self.n_cells))
-        return ll, grads
+        per_trial = omega * whole_J  # (C - 1, n)
+        cell = self.trial_cell
+        return {name: np.bincount(self.cell, weights=per_group[i], minlength=self.n_cells)
+                + np.bincount(cell, weights=per_trial[i], minlength=self.n_cells) for i, name in enumerate(CHANNELS)}
