@@ -9,12 +9,7 @@ from pathlib import Path
 import typer
 
 from noisecraft.cli._common import user_errors
-from noisecraft.runs.pipeline import (
-    DENOISE_METHODS,
-    INPAINT_METHODS,
-    RESTORE_METHODS,
-    UPSCALE_METHODS,
-)
+from noisecraft.runs.tasks import DENOISE_METHODS, INPAINT_METHODS, RESTORE_METHODS, UPSCALE_METHODS
 
 app = typer.Typer()
 

@@ -29,12 +29,9 @@ from noisecraft.nets.batching import FixedBatch
 from noisecraft.runs import distributed, memory, steer
 from noisecraft.runs.checkpoint import check_weights, newest_intact, weights_digest
 from noisecraft.runs.config import RunConfig, load_config
+from noisecraft.runs.tasks import DENOISE_METHODS, INPAINT_METHODS, RESTORE_METHODS, UPSCALE_METHODS
 from noisecraft.solvers.config import SolverConfig
 
-INPAINT_METHODS = ("repaint", "replacement", "dps", "mmps")
-UPSCALE_METHODS = ("ddnm", "dps", "mmps")
-DENOISE_METHODS = ("posterior", "mmps", "ddnm")
-RESTORE_METHODS = ("ddnm", "dps", "mmps")
 #: the default method of the tasks whose default depends on the run, on a pixel run; a latent run denoises and
 #: restores by DDNM through its decoder instead (it has no `posterior` method, and on digits32 x2 super-resolution
 #: its DDNM gave 34.7 dB at 3 CPU s per image against moment matching's 29.3 dB at 43 s: docs/benchmarks/latent.md)
