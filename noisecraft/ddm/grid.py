@@ -101,6 +101,7 @@ class DecisionGrid:
         self.anti_q[0] = -((-1.0) ** (k + 1) / (k + 1)) @ self.inv_vander_q
         s_q = self.edges[:, :-1, None] + self.width[:, :, None] * (self.xq + 1.0) / 2.0
         # the interpolation weights of log g at each panel's quadrature points: (groups, panels, n_quad, order)
+        self._panel_weights = self.wq * (self.width / 2.0)[..., None]  # Gauss-Legendre weights in s, per panel
         self.basis_q = (_powers(self.xq, order) @ self.inv_vander)[None, None] * (
             self.node_s[:, :, None, :] / s_q[..., None])
 
@@ -190,16 +191,14 @@ class DecisionGrid:
         return np.einsum("nm,nm->n", psi, E), psi, np.einsum("nm,nm->n", pw[:, :-1] @ self.inv_vander_q, E)
 
     def _whole_panels(self, L_nodes: np.ndarray):
-        """Per panel: exp(L) at its quadrature points E, its integral I_q (Gauss-Legendre), I_q's weights on L's node
-        values (beta), whether one polynomial through E integrates it (log g varies by less than _GENTLE), and the
-        sums of I over the panels before q and from q on."""
+        """Per panel: exp(L) at its quadrature points E, whether one polynomial through E integrates it (log g varies
+        by less than _GENTLE), and the sums of its integral I_q (Gauss-Legendre) over the panels before q and from q
+        on."""
         Lq = np.einsum("gpmk,gpk->gpm", self.basis_q, L_nodes)
         E = np.exp(Lq)
-        eq = E * self.wq * (self.width / 2.0)[..., None]
-        I = eq.sum(axis=-1)
-        beta = np.einsum("gpm,gpmk->gpk", eq, self.basis_q)
+        I = (E * self._panel_weights).sum(axis=-1)
         gentle = (Lq.max(axis=-1) - Lq.min(axis=-1) < _GENTLE).ravel()
-        return E, beta, gentle, np.cumsum(I, axis=1) - I, I[:, ::-1].cumsum(axis=1)[:, ::-1]
+        return E, gentle, np.cumsum(I, axis=1) - I, I[:, ::-1].cumsum(axis=1)[:, ::-1]
 
     def _ends(self, L_nodes: np.ndarray, E: np.ndarray, gentle: np.ndarray, slot: np.ndarray, xi: np.ndarray,
               skip: np.ndarray):
@@ -232,7 +231,7 @@ class DecisionGrid:
         """
         nodes = self.node_values(vals, s, eps)
         P = self.n_panels
-        E, beta, gentle, prefix, suffix = self._whole_panels(nodes[0])
+        E, gentle, prefix, suffix = self._whole_panels(nodes[0])
         grp, cell = self.group, self.trial_cell
         n = grp.size
         t0, st0 = vals["t0"][cell], vals["st0"][cell]
@@ -276,9 +275,9 @@ class DecisionGrid:
                  "lapse": np.bincount(cell, weights=dlapse, minlength=self.n_cells)}
         omega = np.where(live & ~plain, r / mass, 0.0)  # d ll / d mass
         plain_rows = (i_plain, r[i_plain, None] * b_plain)
-        return ll, {**grads, **self._channel_sums(nodes, E, beta, slot, tail, omega, by_poly, by_gl, plain_rows)}
+        return ll, {**grads, **self._channel_sums(nodes, E, slot, tail, omega, by_poly, by_gl, plain_rows)}
 
-    def _channel_sums(self, nodes: np.ndarray, E: np.ndarray, beta: np.ndarray, slot: np.ndarray, tail: np.ndarray,
+    def _channel_sums(self, nodes: np.ndarray, E: np.ndarray, slot: np.ndarray, tail: np.ndarray,
                       omega: np.ndarray, by_poly, by_gl, plain_rows) -> dict[str, np.ndarray]:
         """Per cell, the sum over its trials of d ll / d theta for theta in CHANNELS (the chain rule through L's node
         values, whose partials are nodes[1:]).
@@ -290,6 +289,7 @@ class DecisionGrid:
         C, n_g, P, K, M = nodes.shape[0], nodes.shape[1], self.n_panels, self.order, self.n_quad
         n = omega.size
         dn = nodes[1:]  # (C - 1, groups, panels, order)
+        beta = np.einsum("gpm,gpmk->gpk", E * self._panel_weights, self.basis_q)  # I_q's weights on L's nodes
         J = np.einsum("gpk,cgpk->cgp", beta, dn)
         J_pre = (np.cumsum(J, axis=2) - J).reshape(C - 1, -1)
         J_suf = J[:, :, ::-1].cumsum(axis=2)[:, :, ::-1].reshape(C - 1, -1)
