@@ -28,7 +28,6 @@ the function it minimises.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
 from noisecraft.ddm.density import _gl, logpdf_and_grad
 
@@ -122,8 +121,13 @@ class DecisionGrid:
                                     per(vals["sv"][cell]), s=s, eps=eps)
         lw = ll.reshape(shape) + np.log(wz)[:, None, None]
         out = np.empty((1 + len(CHANNELS), *self.points.shape))
-        out[0] = logsumexp(lw, axis=0)
-        r = np.exp(lw - out[0])  # each start point's share of g
+        top = lw.max(axis=0)
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            r = np.exp(lw - top)
+            total = r.sum(axis=0)
+            out[0] = np.log(total) + top  # log sum_k exp(lw_k)
+        r /= np.where(total > 0, total, 1.0)  # each start point's share of g
         for i, p in enumerate(CHANNELS, start=1):
             d = grads["z" if p == "sz" else p].reshape(shape) * r
             out[i] = np.einsum("kgn,k->gn", d, xz / 2.0) if p == "sz" else d.sum(axis=0)
@@ -205,12 +209,12 @@ class DecisionGrid:
         """The partial panels from their left ends to window ends (panel slot, coordinate xi): P, dP/ds, and the
         rows taking each rule with their adjoint weights (on E for the polynomial rule, on L's nodes for
         Gauss-Legendre). Ends marked ``skip`` (pinned at s_min) keep P = 0."""
-        M = self.n_quad
         half = (self.width / 2.0).ravel()[slot]
         part, dpart = np.zeros(slot.size), np.zeros(slot.size)
         poly = gentle[slot]
         i_poly, i_gl = np.flatnonzero(poly & ~skip), np.flatnonzero(~poly & ~skip)
-        part[i_poly], psi, dpart[i_poly] = self._partial_poly(E.reshape(-1, M)[slot[i_poly]], xi[i_poly], half[i_poly])
+        part[i_poly], psi, dpart[i_poly] = self._partial_poly(E.reshape(-1, self.n_quad)[slot[i_poly]], xi[i_poly],
+                                                              half[i_poly])
         at = self._panel_rows(L_nodes, slot, xi, half)
         part[i_gl], adj_gl, dpart[i_gl] = self._partial_gl(*at(i_gl))
         return part, dpart, (i_poly, psi), (i_gl, adj_gl), at
@@ -248,7 +252,12 @@ class DecisionGrid:
         # the partial panels at both ends
         median = np.minimum((prefix > suffix).argmax(axis=1), P - 1)
         tail = j_lo >= median[grp]
-        whole = np.where(tail, suffix[grp, j_lo] - suffix[grp, j_hi], prefix[grp, j_hi] - prefix[grp, j_lo])
+        # whole = sums[plus] - sums[minus] over [prefix sums, suffix sums]: suffix[lo] - suffix[hi] in the tail
+        n_slots = prefix.size
+        plus = np.where(tail, n_slots + slot[n:], slot[:n])
+        minus = np.where(tail, n_slots + slot[:n], slot[n:])
+        sums = np.concatenate([prefix.ravel(), suffix.ravel()])
+        whole = sums[plus] - sums[minus]
         plain = st0 <= 1e-9
         span = np.where(plain, 1.0, st0)
         mass = whole + part[:n] - part[n:]
@@ -275,9 +284,9 @@ class DecisionGrid:
                  "lapse": np.bincount(cell, weights=dlapse, minlength=self.n_cells)}
         omega = np.where(live & ~plain, r / mass, 0.0)  # d ll / d mass
         plain_rows = (i_plain, r[i_plain, None] * b_plain)
-        return ll, {**grads, **self._channel_sums(nodes, E, slot, tail, omega, by_poly, by_gl, plain_rows)}
+        return ll, {**grads, **self._channel_sums(nodes, E, slot, (plus, minus), omega, by_poly, by_gl, plain_rows)}
 
-    def _channel_sums(self, nodes: np.ndarray, E: np.ndarray, slot: np.ndarray, tail: np.ndarray,
+    def _channel_sums(self, nodes: np.ndarray, E: np.ndarray, slot: np.ndarray, whole_at: tuple[np.ndarray, np.ndarray],
                       omega: np.ndarray, by_poly, by_gl, plain_rows) -> dict[str, np.ndarray]:
         """Per cell, the sum over its trials of d ll / d theta for theta in CHANNELS (the chain rule through L's node
         values, whose partials are nodes[1:]).
@@ -287,14 +296,13 @@ class DecisionGrid:
         of very unlikely trials are huge: a running sum of them over panels would swamp the others).
         """
         C, n_g, P, K, M = nodes.shape[0], nodes.shape[1], self.n_panels, self.order, self.n_quad
-        n = omega.size
         dn = nodes[1:]  # (C - 1, groups, panels, order)
         beta = np.einsum("gpm,gpmk->gpk", E * self._panel_weights, self.basis_q)  # I_q's weights on L's nodes
         J = np.einsum("gpk,cgpk->cgp", beta, dn)
-        J_pre = (np.cumsum(J, axis=2) - J).reshape(C - 1, -1)
-        J_suf = J[:, :, ::-1].cumsum(axis=2)[:, :, ::-1].reshape(C - 1, -1)
-        at_hi, at_lo = slot[:n], slot[n:]
-        whole_J = np.where(tail, J_suf[:, at_lo] - J_suf[:, at_hi], J_pre[:, at_hi] - J_pre[:, at_lo])
+        J_sums = np.concatenate([(np.cumsum(J, axis=2) - J).reshape(C - 1, -1),
+                                 J[:, :, ::-1].cumsum(axis=2)[:, :, ::-1].reshape(C - 1, -1)], axis=1)
+        plus, minus = whole_at  # as the mass: prefix sums, or suffix sums in the tail
+        whole_J = J_sums[:, plus] - J_sums[:, minus]
         sign = np.concatenate([omega, -omega])  # d ll / d P at each end
         scatter = lambda rows, w: np.bincount((rows[:, None] * w.shape[1] + np.arange(w.shape[1])).ravel(),
                                               weights=w.ravel(), minlength=n_g * P * w.shape[1]

@@ -233,3 +233,36 @@ def test_a_checking_start_stops_once_it_agrees_with_the_best():
     early = _run_until_agreement(fun, np.array([3.0, -2.0, 1.0]), bounds, opts, target=1.5)
     assert early.fun < 1.5 and len(calls) < n_full
     assert fun(early.x)[0] == pytest.approx(early.fun)
+
+
+def test_full_fit_checks_itself_against_the_nested_model_not_a_design(monkeypatch):
+    """The full model's global check is the nested model's optimum (sz = st0 = 0), a point of the full model: two
+    agreeing starts that end above it are not converged. The Sobol design, costly on the grid, is evaluated only
+    when a start needs it (more than three starts)."""
+    import sys
+
+    from scipy.optimize import OptimizeResult
+
+    FIT = sys.modules["noisecraft.ddm.fit"]
+    df = simulate(400, 1.5, 1.2, 0.45, 0.3, sv=0.0, sz=0.3, st0=0.15, seed=2)
+    spec = "v=shared, z=shared, sz=shared, st0=shared"
+    designs = []
+    real_sobol = FIT._sobol_points
+    monkeypatch.setattr(FIT, "_sobol_points", lambda prob, *a, **k: (designs.append(prob.basic), real_sobol(prob, *a, **k))[1])
+    res = fit(df, spec=spec, se=False)
+    assert res.converged and not any(basic is False for basic in designs)
+    designs.clear()
+    fit(df, spec=spec, se=False, n_starts=4)
+    assert False in designs
+    # both starts stay where they begin, at the wide start (far above the nested optimum): they agree, but the check
+    # refuses them
+    prob = _Problem(prepare(df), ModelSpec.parse(spec), (0.0, float(df.rt.max())))
+    starts, nested = FIT._basic_starts(prob, 0)
+    assert prob.nll(starts[1]) > prob.nll(nested) + 1.0
+    stay = lambda fun, x0, *a, **k: OptimizeResult(x=x0, fun=float(fun(x0)[0]), success=True)
+    monkeypatch.setattr(FIT, "_basic_starts", lambda prob, seed: ([starts[1], starts[1].copy()], nested))
+    monkeypatch.setattr(FIT, "minimize", lambda fun, x0, **k: stay(fun, x0))
+    monkeypatch.setattr(FIT, "_run_until_agreement", stay)
+    stuck = fit(df, spec=spec, se=False)
+    assert stuck.starts[0] == pytest.approx(stuck.starts[1]) and stuck.nll > res.nll + 1.0
+    assert not stuck.converged
