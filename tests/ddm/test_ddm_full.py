@@ -63,6 +63,17 @@ def test_grid_density_matches_brute_force_integration(case):
         assert np.max(np.abs(ll - brute)) < 1e-7
 
 
+@pytest.mark.parametrize("case", [(1.0, 0.77, 0.69, 0.25, 0.8, 0.49, 0.3), (2.0, 0.6, 0.3, 0.2, 1.0, 0.5, 0.4)])
+def test_logpdf_window_with_sv_resolves_a_start_point_near_a_boundary(case):
+    """With sv and st0, logpdf integrates the st0 window over decision times. Where a start point lies within 0.05 of
+    a boundary, g rises to a sharp peak near s = 0 that one Gauss-Legendre rule over the window missed (1.5e-2 in
+    log density); the graded composite rule stays within 1e-6 of adaptive quadrature."""
+    rts = case[3] + np.array([0.01, 0.03, 0.07, 0.15, 0.3, 0.45, 0.75, 1.25])
+    for resp in (0, 1):
+        brute = np.log([_brute(t, resp, *case) for t in rts])
+        assert np.max(np.abs(logpdf(rts, resp, *case) - brute)) < 1e-6, resp
+
+
 def test_grid_matches_logpdf_over_random_models_and_converges():
     """Without sv, logpdf is exact (CDF differences); the grid matches it on random models and data sets, at
     plausible t0 and with t0 just below the fastest RT; a finer grid moves nothing measurable."""
