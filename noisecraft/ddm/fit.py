@@ -155,19 +155,28 @@ class CellLikelihood:
 
     def __init__(self, rt: np.ndarray, upper: np.ndarray, cell: np.ndarray, n_cells: int, lapse_c: np.ndarray,
                  s: float, basic: bool):
-        self.rt, self.upper, self.cell, self.n_cells, self.lapse_c, self.s = rt, upper, cell, n_cells, lapse_c, s
-        self.grid = None if basic else DecisionGrid(rt, upper, cell, n_cells)
+        # Trials with the same cell, response and RT have the same likelihood: recorded RTs are discrete (Roitman's
+        # 6,149 trials hold 1,065 distinct RTs, Cavanagh's 3,988 hold 772), so each distinct row is evaluated once
+        # and its partials weighted by its count.
+        _, first, self.inverse, count = np.unique(np.stack([cell, upper, rt]).astype(float), axis=1,
+                                                     return_index=True, return_inverse=True, return_counts=True)
+        self.inverse = self.inverse.ravel()
+        self.rt, self.upper, self.cell, self.lapse_c = rt[first], upper[first], cell[first], lapse_c[first]
+        self.count, self.n_cells, self.s = count.astype(float), n_cells, s
+        self.grid = None if basic else DecisionGrid(self.rt, self.upper, self.cell, n_cells, count=self.count)
 
     def __call__(self, vals: dict[str, np.ndarray], grad: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(per-trial log-likelihood, {parameter: per-cell sum of its partial}) at per-cell values ``vals``; the
         grid skips the partials when ``grad`` is False."""
         lapse_p = vals["lapse"][self.cell]
         if self.grid is not None:
-            return self.grid.loglik_grad(vals, lapse_p, self.lapse_c, s=self.s, eps=_EPS_FIT, grad=grad)
+            ll, g = self.grid.loglik_grad(vals, lapse_p, self.lapse_c, s=self.s, eps=_EPS_FIT, grad=grad)
+            return ll[self.inverse], g
         tv = {p: vals[p][self.cell] for p in ("v", "a", "z", "t0", "sv")}
         ll, g = logpdf_and_grad(self.rt, self.upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"], s=self.s,
                                 lapse_p=lapse_p, lapse_density=self.lapse_c)
-        return ll, {p: np.bincount(self.cell, weights=x, minlength=self.n_cells) for p, x in g.items()}
+        return ll[self.inverse], {p: np.bincount(self.cell, weights=x * self.count, minlength=self.n_cells)
+                                  for p, x in g.items()}
 
 
 def _fit_start_range(vals: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

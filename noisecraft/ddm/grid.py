@@ -66,8 +66,9 @@ class DecisionGrid:
 
     def __init__(self, rt: np.ndarray, upper: np.ndarray, cond: np.ndarray, n_cells: int, *,
                  n_panels: int = 32, order: int = 6, n_quad: int = 8, power: float = 3.0, n_z: int = 8,
-                 s_min: float = 1e-5):
+                 s_min: float = 1e-5, count: np.ndarray | None = None):
         self.rt = np.asarray(rt, dtype=float)
+        self.count = np.ones(self.rt.size) if count is None else np.asarray(count, dtype=float)  # trials per row
         self.order, self.n_panels, self.power, self.n_z, self.s_min = order, n_panels, power, n_z, s_min
         self.n_quad = n_quad
         self.n_cells = n_cells
@@ -227,7 +228,8 @@ class DecisionGrid:
 
     def loglik_grad(self, vals: dict[str, np.ndarray], lapse_p, lapse_density, *, s: float = 1.0,
                     eps: float = 1e-10, grad: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Per-trial log density (1) mixed with a lapse, log((1 - p) f + p c), and the per-cell sums of its partials.
+        """Per-row log density (1) mixed with a lapse, log((1 - p) f + p c), and the per-cell sums of its partials
+        (each row weighted by its ``count``).
 
         ``vals`` holds per-cell values of v, a, z, t0, sv, sz, st0; ``lapse_p`` and ``lapse_density`` (c)
         are per trial. The partials come back summed over each cell's trials (keys v, a, z, t0, sv, sz, st0,
@@ -275,9 +277,11 @@ class DecisionGrid:
             r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
         if not grad:
             return ll, {}
+        r = r * self.count  # each row stands for count trials in the sums below
         dP_hi, dP_lo = dpart[:n], np.where(lo > self.s_min, dpart[n:], 0.0)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             dlapse = np.where(np.isfinite(ll), np.exp(np.log(c) - ll) - np.where(live, np.exp(log_f - ll), 0.0), 0.0)
+        dlapse *= self.count
         cell_sum = lambda x: np.bincount(cell, weights=np.where(live, x, 0.0), minlength=self.n_cells)
         grads = {"t0": cell_sum(r * np.where(plain, -dL_hi, -(dP_hi - dP_lo) / mass)),
                  "st0": cell_sum(r * np.where(plain, -0.5 * dL_hi, dP_lo / mass - 1.0 / span)),

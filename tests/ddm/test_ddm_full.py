@@ -8,6 +8,7 @@ from scipy.integrate import quad
 from scipy.optimize import minimize
 
 from noisecraft.ddm import fit, logpdf, negloglik, prepare, simulate, wiener_logpdf
+from noisecraft.ddm.density import logpdf_and_grad
 from noisecraft.ddm.fit import _Problem
 from noisecraft.ddm.grid import DecisionGrid
 from noisecraft.ddm.spec import ModelSpec
@@ -277,3 +278,33 @@ def test_full_fit_checks_itself_against_the_nested_model_not_a_design(monkeypatc
     stuck = fit(df, spec=spec, se=False)
     assert stuck.starts[0] == pytest.approx(stuck.starts[1]) and stuck.nll > res.nll + 1.0
     assert not stuck.converged
+
+
+@pytest.mark.parametrize("basic", [True, False])
+def test_trials_with_equal_rts_are_evaluated_once_and_counted(basic):
+    """Recorded RTs repeat (to the ms): the likelihood forms each distinct (cell, response, RT) row once and weights its
+    partials by its count. Per-trial values and per-cell partial sums equal those of every trial evaluated apart."""
+    from noisecraft.ddm.fit import CellLikelihood
+
+    df = simulate(600, 1.2, 1.1, 0.45, 0.25, sv=0.5, sz=0.0 if basic else 0.3, st0=0.0 if basic else 0.1, seed=4)
+    rt = np.round(df.rt.to_numpy(), 2)  # recorded to 10 ms, as Cavanagh's data
+    upper = df.response.to_numpy() == 1
+    cell = (np.arange(rt.size) % 2).astype(int)
+    lapse_c = np.full(rt.size, 0.2)
+    vals = {"v": np.array([1.2, 0.8]), "a": np.array([1.1, 1.3]), "z": np.array([0.45, 0.5]),
+            "t0": np.array([0.2, 0.22]), "sv": np.array([0.5, 0.3]), "sz": np.array([0.0, 0.0] if basic else [0.3, 0.2]),
+            "st0": np.array([0.0, 0.0] if basic else [0.08, 0.12]), "lapse": np.array([0.02, 0.05])}
+    lik = CellLikelihood(rt, upper, cell, 2, lapse_c, 1.0, basic)
+    assert lik.rt.size < rt.size / 2  # the duplicates were merged
+    ll, g = lik(vals)
+    if basic:
+        tv = {p: vals[p][cell] for p in ("v", "a", "z", "t0", "sv")}
+        ll_ref, g_ref = logpdf_and_grad(rt, upper, tv["v"], tv["a"], tv["z"], tv["t0"], tv["sv"],
+                                        lapse_p=vals["lapse"][cell], lapse_density=lapse_c)
+        g_ref = {p: np.bincount(cell, weights=x, minlength=2) for p, x in g_ref.items()}
+    else:
+        ll_ref, g_ref = DecisionGrid(rt, upper, cell, 2).loglik_grad(vals, vals["lapse"][cell], lapse_c)
+    np.testing.assert_allclose(ll, ll_ref, rtol=1e-12, atol=1e-12)
+    assert set(g) == set(g_ref)
+    for p in g:
+        np.testing.assert_allclose(g[p], g_ref[p], rtol=1e-9, atol=1e-9, err_msg=p)
