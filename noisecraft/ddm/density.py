@@ -14,7 +14,8 @@ time ``t0``. Responses are coded 1 = upper boundary, 0 = lower boundary.
   76:7); starting-point variability ``sz`` (uniform, width ``sz`` in units of ``a``) and
   non-decision-time variability ``st0`` (uniform on ``[t0, t0 + st0]``) by Gauss
   quadrature. Without ``sv`` the ``st0`` density is the exact difference quotient of the
-  CDF, so it stays normalised; with ``sv`` it is Gauss-Legendre over the ``st0`` range.
+  CDF, so it stays normalised; with ``sv`` it is a composite Gauss-Legendre rule over the
+  window of decision times, graded towards 0 (:func:`_window_rule`).
 * CDF: small-time series in normal CDFs (the image series integrated term by term;
   Blurton, Kesselmeier & Gondan 2012, J. Math. Psych. 56:470) and the large-time
   eigenfunction series; ``sv`` in the CDF by Gauss-Hermite quadrature.

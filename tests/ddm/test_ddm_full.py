@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.integrate import quad
 from scipy.optimize import minimize
 
-from noisecraft.ddm import fit, logpdf, negloglik, prepare, simulate, wiener_logpdf
+from noisecraft.ddm import fit, logpdf, negloglik, prepare, simulate
 from noisecraft.ddm.density import logpdf_and_grad
 from noisecraft.ddm.fit import _Problem
 from noisecraft.ddm.grid import DecisionGrid
+from noisecraft.ddm.reference import logpdf_quadrature
 from noisecraft.ddm.spec import ModelSpec
 
 # v, a, z, t0, sv, sz, st0
@@ -24,16 +24,7 @@ RTS = np.array([0.12, 0.35, 0.5, 2.0])
 
 def _brute(rt: float, resp: int, v, a, z, t0, sv, sz, st0) -> float:
     """Density by adaptive quadrature of the sv density over w ~ U(z +- sz/2) and tau ~ U(0, st0)."""
-    d = rt - t0
-    if d <= 0:
-        return 0.0
-    opts = {"epsabs": 1e-15, "epsrel": 1e-11, "limit": 200}
-
-    def over_tau(w: float) -> float:
-        g = lambda tau: float(np.exp(wiener_logpdf(d - tau, resp, v, a, w, sv)))
-        return quad(g, 0.0, min(st0, d), **opts)[0] / st0
-
-    return quad(over_tau, z - sz / 2, z + sz / 2, **opts)[0] / sz
+    return float(np.exp(logpdf_quadrature(rt, resp, v, a, z, t0, sv, sz, st0)))
 
 
 def _grid(rt, resp, cells, lapse_p=0.0, lapse_density=0.0, s=1.0, **kw):
@@ -308,3 +299,13 @@ def test_trials_with_equal_rts_are_evaluated_once_and_counted(basic):
     assert set(g) == set(g_ref)
     for p in g:
         np.testing.assert_allclose(g[p], g_ref[p], rtol=1e-9, atol=1e-9, err_msg=p)
+
+
+def test_quadrature_reference_reduces_to_the_closed_form_without_sz_and_st0():
+    """The reference density's branches without sz or st0 are the series itself (no integral left to take)."""
+    rts = np.array([0.25, 0.4, 0.9, 1.6])
+    for resp in (0, 1):
+        ref = logpdf_quadrature(rts, resp, 1.2, 1.4, 0.4, 0.2, sv=0.7)
+        np.testing.assert_allclose(ref, logpdf(rts, resp, 1.2, 1.4, 0.4, 0.2, 0.7), atol=1e-12)
+        ref = logpdf_quadrature(rts, resp, 0.12, 0.14, 0.4, 0.2, sv=0.07, st0=0.1, s=0.1)  # Ratcliff's s = 0.1
+        np.testing.assert_allclose(ref, logpdf(rts, resp, 1.2, 1.4, 0.4, 0.2, 0.7, 0.0, 0.1), atol=1e-6)
