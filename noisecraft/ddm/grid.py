@@ -267,14 +267,19 @@ class DecisionGrid:
         mass = np.where(live & ~plain, mass, 1.0)
         i_plain = np.flatnonzero(plain)  # st0 = 0: f = g(d), log g interpolated at d
         L_hi, dL_hi = np.zeros(n), np.zeros(n)
-        L_hi[i_plain], dL_hi[i_plain], b_plain = self._log_g_at(*at(i_plain))
+        b_plain = np.zeros((0, self.order))
+        if i_plain.size:
+            L_hi[i_plain], dL_hi[i_plain], b_plain = self._log_g_at(*at(i_plain))
         with np.errstate(divide="ignore"):
             log_f = np.where(live, np.where(plain, L_hi, np.log(mass) - np.log(span)), -np.inf)
         p = np.broadcast_to(np.asarray(lapse_p, dtype=float), d.shape)
         c = np.broadcast_to(np.asarray(lapse_density, dtype=float), d.shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ll = np.logaddexp(np.log1p(-p) + log_f, np.log(p * c))
-            r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
+        if np.any(p > 0):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ll = np.logaddexp(np.log1p(-p) + log_f, np.log(p * c))
+                r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
+        else:  # no lapse: the same values, without the mixing's passes
+            ll, r = log_f, live.astype(float)
         if not grad:
             return ll, {}
         r = r * self.count  # each row stands for count trials in the sums below
