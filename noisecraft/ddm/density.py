@@ -305,6 +305,7 @@ def wiener_cdf(
 # with sv: _ST_PANELS panels of _ST_NODES Gauss-Legendre nodes, uniform in s^(1/_ST_POWER)
 # (within 5e-7 of adaptive quadrature where a start point lies within 0.03 of a boundary).
 _N_SV, _N_SZ = 24, 8
+_SZ_SPREAD, _SZ_PANELS = 10.0, 4
 _ST_PANELS, _ST_NODES, _ST_POWER = 7, 7, 4.0
 _N_SV_PROB = 128
 _N_ST_CDF, _N_ST_CDF_SV = 32, 16
@@ -366,15 +367,35 @@ def _log_lower_density_var(
     sz: np.ndarray,
     eps: float,
 ) -> np.ndarray:
-    """log lower density with sv in closed form and sz by Gauss-Legendre over the start point."""
+    """log lower density with sv in closed form and sz by Gauss-Legendre over the start point.
+
+    At small decision times g changes by orders of magnitude across the start-point range (log g ~ -(a w)^2 / 2t):
+    where log g spans more than _SZ_SPREAD over the nodes, the points are taken again by _SZ_PANELS panels of the
+    same rule (an edge of the range within 0.01 of a boundary and t of a few ms: 1.4e-3 in log density with one
+    rule, 1e-7 with four panels).
+    """
     if not np.any(sz > 0):
         return _log_lower_density(t, v, a, w, sv, eps)
-    xz, wz = _gl(_N_SZ)
+    lp, wz = _start_point_nodes(t, v, a, w, sv, sz, eps, 1)
+    with np.errstate(invalid="ignore"):
+        spread = lp.max(axis=0) - lp.min(axis=0)
+    out = logsumexp(lp + np.log(wz)[:, None], axis=0)
+    steep = np.flatnonzero(~(spread <= _SZ_SPREAD) & np.isfinite(out))
+    if steep.size:
+        lp, wz = _start_point_nodes(t[steep], v[steep], a[steep], w[steep], sv[steep], sz[steep], eps, _SZ_PANELS)
+        out[steep] = logsumexp(lp + np.log(wz)[:, None], axis=0)
+    return out
+
+
+def _start_point_nodes(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray,
+                       eps: float, panels: int) -> tuple[np.ndarray, np.ndarray]:
+    """log g at the nodes of `panels` Gauss-Legendre panels over w +- sz/2, (nodes, n), and the nodes' weights."""
+    xq, wq = _gl(_N_SZ)
+    xz = (-1.0 + (np.arange(panels)[:, None] + (xq[None, :] + 1.0) / 2.0) * (2.0 / panels)).ravel()
     m = xz.size
-    wq = (w[None, :] + sz[None, :] / 2.0 * xz[:, None]).ravel()
+    wn = (w[None, :] + sz[None, :] / 2.0 * xz[:, None]).ravel()
     rep = lambda x: np.tile(x, m)
-    lp = _log_lower_density(rep(t), rep(v), rep(a), wq, rep(sv), eps).reshape(m, -1)
-    return logsumexp(lp + np.log(wz)[:, None], axis=0)
+    return _log_lower_density(rep(t), rep(v), rep(a), wn, rep(sv), eps).reshape(m, -1), np.tile(wq / panels, panels)
 
 
 def _window_rule(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -309,3 +309,16 @@ def test_quadrature_reference_reduces_to_the_closed_form_without_sz_and_st0():
         np.testing.assert_allclose(ref, logpdf(rts, resp, 1.2, 1.4, 0.4, 0.2, 0.7), atol=1e-12)
         ref = logpdf_quadrature(rts, resp, 0.12, 0.14, 0.4, 0.2, sv=0.07, st0=0.1, s=0.1)  # Ratcliff's s = 0.1
         np.testing.assert_allclose(ref, logpdf(rts, resp, 1.2, 1.4, 0.4, 0.2, 0.7, 0.0, 0.1), atol=1e-6)
+
+
+@pytest.mark.parametrize("case, resp, d", [
+    ((2.7745, 0.7373, 0.5, 0.3232, 0.4304, 0.966, 0.147), 0, [0.1482, 0.15, 0.16]),  # a window starting near s = 0
+    ((1.0, 0.7, 0.5, 0.2, 0.0, 0.96, 0.0), 0, [0.005, 0.01, 0.02, 0.04]),  # sz alone, small decision times
+    ((1.0, 0.7, 0.5, 0.2, 0.6, 0.96, 0.0), 1, [0.005, 0.01, 0.02, 0.04]),
+])
+def test_logpdf_start_point_rule_follows_g_where_it_is_steep_across_the_range(case, resp, d):
+    """With an edge of the start-point range within 0.02 of a boundary and decision times of a few ms, g changes by
+    orders of magnitude across the range: one 8-node rule was off by 5e-4 to 1.4e-3 in log density; the points where
+    log g spans more than 10 over its nodes are taken again by 4 panels, within 2e-6 of adaptive quadrature."""
+    rt = case[3] + np.array(d)
+    assert np.max(np.abs(logpdf(rt, resp, *case) - logpdf_quadrature(rt, resp, *case))) < 2e-6
