@@ -222,10 +222,13 @@ class _Problem:
         return vals, {p: vals[p][self.data.cond] for p in PARAMS}
 
     def loglik_trials(self, theta: np.ndarray) -> np.ndarray:
-        vals, tv = self.trial_values(theta)
+        """Per-trial log-likelihood under :func:`logpdf`, formed once per distinct (cell, response, RT) row."""
+        vals = self.design.values(theta)
         if self.design.valid(vals) > 0:
             return np.full(self.data.n, -np.inf)
-        return _trial_loglik(self.data.rt, self.data.response, tv, self.spec.s, self.lapse_c)
+        rows = self.likelihood
+        tv = {p: vals[p][rows.cell] for p in PARAMS}
+        return _trial_loglik(rows.rt, rows.upper.astype(int), tv, self.spec.s, rows.lapse_c)[rows.inverse]
 
     def nll(self, theta: np.ndarray) -> float:
         return self.nll_grad(theta, grad=False)[0]

@@ -322,3 +322,21 @@ def test_logpdf_start_point_rule_follows_g_where_it_is_steep_across_the_range(ca
     log g spans more than 10 over its nodes are taken again by 4 panels, within 2e-6 of adaptive quadrature."""
     rt = case[3] + np.array(d)
     assert np.max(np.abs(logpdf(rt, resp, *case) - logpdf_quadrature(rt, resp, *case))) < 2e-6
+
+
+def test_exact_loglik_of_a_fit_is_formed_once_per_distinct_rt_and_equals_every_trial_apart():
+    """The reported NLL (`logpdf` per trial) is evaluated once per distinct (cell, response, RT) row: the same values
+    as every trial evaluated apart."""
+    from noisecraft.ddm.fit import _trial_loglik
+
+    df = simulate(500, 1.2, 1.1, 0.45, 0.25, sv=0.5, sz=0.3, st0=0.1, seed=6)
+    df["rt"] = df["rt"].round(2)
+    spec = ModelSpec.parse("v=shared, z=shared, sv=shared, sz=shared, st0=shared, lapse=shared")
+    prob = _Problem(prepare(df), spec, (0.0, 3.0))
+    assert prob.likelihood.rt.size < prob.data.n / 2
+    theta = np.array([{"v": 1.1, "a": 1.2, "z": 0.47, "t0": 0.22, "sv": 0.4, "sz": 0.25, "st0": 0.12,
+                       "lapse": 0.03}[name] for name in prob.design.names])
+    vals = prob.design.values(theta)
+    tv = {p: vals[p][prob.data.cond] for p in vals}
+    apart = _trial_loglik(prob.data.rt, prob.data.response, tv, 1.0, prob.lapse_c)
+    np.testing.assert_allclose(prob.loglik_trials(theta), apart, rtol=1e-13, atol=1e-13)
