@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import time
 from dataclasses import dataclass, field, replace
@@ -137,10 +138,18 @@ class FitResult:
 def _blas_one_thread():
     """L-BFGS-B's small BLAS calls slow down ~10x when OpenBLAS threads contend for cores."""
     try:
-        from threadpoolctl import threadpool_limits
+        controller = _blas_controller()
     except ImportError:  # optional: scikit-learn brings it
         return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return controller.limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _blas_controller():
+    """The BLAS libraries loaded in this process, found once (finding them cost 1.5 ms per fit)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 # --------------------------------------------------------------------------- problem
@@ -610,9 +619,9 @@ def fit(
     ``coding="stimulus"`` with ``stimulus=<column>`` fits stimulus-coded responses (see
     :func:`~noisecraft.ddm.data.prepare` for ``upper`` and ``stimulus_upper``).
     At most ``n_starts`` local fits run: from the EZ estimate, the best point of a Sobol design, a default, then
-    the design's next-best points; they stop once two agree (``converged`` needs that). With sz or st0 free the first
-    two start from the nested model's optimum (sz = st0 = 0), a start after the first stops once it comes within
-    0.005 of the best one's NLL, and the global check is that nested optimum (no design unless a fourth start needs
+    the design's next-best points; they stop once two agree (``converged`` needs that), and a start after the first
+    stops once it comes within 0.005 of the best one's NLL. With sz or st0 free the first two start from the nested
+    model's optimum (sz = st0 = 0), and the global check is that nested optimum (no design unless a fourth start needs
     it). When ``converged`` is False because the starts disagree, more starts may settle it.
     """
     with _blas_one_thread():
@@ -775,12 +784,13 @@ def _solve(
         x_nested, nested_ok = _no_lapse_start(prob, seed)
         starts.insert(1, x_nested)
     tight = {"maxiter": 1000, "ftol": 1e-11, "gtol": 1e-6}
-    # Starts after the first only test agreement (to 0.01 in the objective), so they stop at a looser
-    # tolerance; if one of them is the best, it is polished at the tight one below.
+    # Starts after the first only test agreement (to 0.01 in the objective): with ML they stop once within 0.005 of
+    # the best (else at a looser tolerance for the closed form); if one of them is the best, it is polished at the
+    # tight one below.
     check = {**tight, "ftol": 1e-7, "gtol": 1e-3} if prob.basic else tight
     results, finals = [], []
     for x0 in starts:
-        if results and method == "ml" and not prob.basic:  # (its evaluations cost the most)
+        if results and method == "ml":  # a checking start: stops once it agrees with the best
             res = _run_until_agreement(fun, x0, bounds, check, min(finals) + 0.005)
         else:
             res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=check if results else tight)
