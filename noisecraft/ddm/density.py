@@ -312,6 +312,7 @@ _N_ST_CDF, _N_ST_CDF_SV = 32, 16
 
 
 def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays made read-only (cached nodes and weights are shared by every caller)."""
     for x in arrays:
         x.flags.writeable = False
     return arrays
