@@ -57,7 +57,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import pandas as pd
 
-from noisecraft.ddm import ModelSpec, fit, load_cavanagh, load_roitman, negloglik, prepare, simulate
+from noisecraft.ddm import (
+    ModelSpec,
+    cdf,
+    fit,
+    load_cavanagh,
+    load_roitman,
+    logpdf,
+    negloglik,
+    prepare,
+    simulate,
+)
 from noisecraft.ddm.recovery import run_recovery, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -658,8 +668,6 @@ def _accuracy_sets(free: tuple, near_edge: bool, n_sets: int, rng) -> list[dict]
 
 
 def _density_at(t: float, resp: int, args: tuple) -> float:
-    from noisecraft.ddm import logpdf
-
     return float(np.exp(logpdf(t, resp, *args)))
 
 
@@ -668,7 +676,6 @@ def accuracy_section(quick: bool) -> list[str]:
     precision of rtdists / fast-dm."""
     from scipy.integrate import quad
 
-    from noisecraft.ddm import cdf, logpdf
     from noisecraft.ddm.reference import logpdf_quadrature
 
     rng = np.random.default_rng(0)

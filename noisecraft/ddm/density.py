@@ -332,6 +332,14 @@ def _gl(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _frozen(x, w / 2.0)
 
 
+@cache
+def _composite_gl(panels: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the mean over [-1, 1] of `panels` equal panels, each with n Gauss-Legendre nodes."""
+    xq, wq = _gl(n)
+    x = (-1.0 + (np.arange(panels)[:, None] + (xq[None, :] + 1.0) / 2.0) * (2.0 / panels)).ravel()
+    return _frozen(x, np.tile(wq / panels, panels))
+
+
 def _cdf_surv_var(
     t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -391,12 +399,11 @@ def _log_lower_density_var(
 def _start_point_nodes(t: np.ndarray, v: np.ndarray, a: np.ndarray, w: np.ndarray, sv: np.ndarray, sz: np.ndarray,
                        eps: float, panels: int) -> tuple[np.ndarray, np.ndarray]:
     """log g at the nodes of `panels` Gauss-Legendre panels over w +- sz/2, (nodes, n), and the nodes' weights."""
-    xq, wq = _gl(_N_SZ)
-    xz = (-1.0 + (np.arange(panels)[:, None] + (xq[None, :] + 1.0) / 2.0) * (2.0 / panels)).ravel()
+    xz, wz = _composite_gl(panels, _N_SZ)
     m = xz.size
     wn = (w[None, :] + sz[None, :] / 2.0 * xz[:, None]).ravel()
     rep = lambda x: np.tile(x, m)
-    return _log_lower_density(rep(t), rep(v), rep(a), wn, rep(sv), eps).reshape(m, -1), np.tile(wq / panels, panels)
+    return _log_lower_density(rep(t), rep(v), rep(a), wn, rep(sv), eps).reshape(m, -1), wz
 
 
 def _window_rule(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,14 +414,12 @@ def _window_rule(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray
     rule over the window does not (Gauss-Legendre with 24 nodes was off by 1.5e-2 in log density there).
     """
     p = _ST_POWER
-    xq, wq = _gl(_ST_NODES)
+    x, wx = _composite_gl(_ST_PANELS, _ST_NODES)
     y_lo, y_hi = lo ** (1.0 / p), hi ** (1.0 / p)
-    width = (y_hi - y_lo) / _ST_PANELS
-    left = y_lo[None, :] + width[None, :] * np.arange(_ST_PANELS)[:, None]  # (panels, n)
-    y = left[:, None, :] + width[None, None, :] * (xq[None, :, None] + 1.0) / 2.0  # (panels, nodes, n)
+    y = y_lo[None, :] + (y_hi - y_lo)[None, :] * (x[:, None] + 1.0) / 2.0  # (nodes, n)
     with np.errstate(divide="ignore"):
-        log_w = np.log(wq)[None, :, None] + np.log(width)[None, None, :] + np.log(p) + (p - 1.0) * np.log(y)
-    return (y**p).reshape(-1, lo.size), log_w.reshape(-1, lo.size)
+        log_w = np.log(wx)[:, None] + np.log(y_hi - y_lo)[None, :] + np.log(p) + (p - 1.0) * np.log(y)
+    return y**p, log_w
 
 
 # ------------------------------------------------------------------------ full model
