@@ -23,11 +23,19 @@ term by term in :func:`~noisecraft.ddm.density.logpdf_and_grad`) by the chain ru
 panel (the adjoint of the interpolation): no per-trial work per parameter. The partials with respect to
 t0 and st0 are the rules differentiated at the window's ends, so an optimiser sees the exact gradient of
 the function it minimises.
+
+That still costs two partial panels per trial and evaluation. In a group with many trials, f itself is
+evaluated by (1) only at the nodes of fixed panels over the group's response times, and log f at a trial is
+interpolated from them with weights fixed by the data (:class:`_RTLayer`, equation (2)): a sparse product per
+evaluation. Only trials near t0 or t0 + st0, where f is not smooth enough for the polynomial, take (1) directly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from noisecraft.ddm.density import _gl, logpdf_and_grad
 
@@ -62,11 +70,16 @@ class DecisionGrid:
     wide in the tail, where it is nearly linear. Each panel carries ``order`` Lobatto nodes (ends shared
     with its neighbours) and ``n_quad`` Gauss-Legendre nodes for its integrals. ``n_z`` Gauss-Legendre
     nodes average over the start point when sz > 0. Below s_min (10 microseconds) g is taken as 0.
+
+    Groups with at least ``layer_min`` distinct rows (default: twice the nodes of ``rt_panels`` panels) also get
+    panels over their response times (:class:`_RTLayer`): most of their trials then take f from (1) at those
+    panels' nodes, so the cost per evaluation stops growing with the trials.
     """
 
     def __init__(self, rt: np.ndarray, upper: np.ndarray, cond: np.ndarray, n_cells: int, *,
                  n_panels: int = 32, order: int = 6, n_quad: int = 8, power: float = 3.0, n_z: int = 8,
-                 s_min: float = 1e-5, count: np.ndarray | None = None):
+                 s_min: float = 1e-5, count: np.ndarray | None = None, rt_panels: int = 48,
+                 gaps: tuple[float, float] = (4.0, 2.0), layer_min: int | None = None):
         self.rt = np.asarray(rt, dtype=float)
         self.count = np.ones(self.rt.size) if count is None else np.asarray(count, dtype=float)  # trials per row
         self.order, self.n_panels, self.power, self.n_z, self.s_min = order, n_panels, power, n_z, s_min
@@ -104,6 +117,12 @@ class DecisionGrid:
         self._panel_weights = self.wq * (self.width / 2.0)[..., None]  # Gauss-Legendre weights in s, per panel
         self.basis_q = (_powers(self.xq, order) @ self.inv_vander)[None, None] * (
             self.node_s[:, :, None, :] / s_q[..., None])
+        # groups with at least twice as many distinct rows as an RT grid has nodes take (2) (:class:`_RTLayer`)
+        size = np.bincount(self.group, minlength=present.size)
+        big = np.flatnonzero(size >= (2 * (rt_panels * (order - 1) + 1) if layer_min is None else layer_min))
+        layered, edges = _rt_edges(self.rt, self.group, big, rt_panels)
+        self.layer = None if layered.size == 0 else _RTLayer(self.rt, self.group, self.cell, layered, edges, order,
+                                                             gaps, 2.0 * s_min)
 
     def node_values(self, vals: dict[str, np.ndarray], s: float, eps: float) -> np.ndarray:
         """log g and its partials at every node, panel by panel: (1 + len(CHANNELS), groups, panels, order).
@@ -134,12 +153,11 @@ class DecisionGrid:
             out[i] = np.einsum("kgn,k->gn", d, xz / 2.0) if p == "sz" else d.sum(axis=0)
         return out[:, :, self.panel_nodes]
 
-    def _locate(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Panel index and local coordinate xi in [-1, 1] of decision times s of each trial's group."""
-        g = self.group
-        x = ((np.clip(s, self.s_min, self.s_max[g]) - self.s_min) / (self.s_max[g] - self.s_min)) ** (1.0 / self.power)
+    def _locate(self, s: np.ndarray, grp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Panel index and local coordinate xi in [-1, 1] of decision times s of rows in groups grp."""
+        x = ((np.clip(s, self.s_min, self.s_max[grp]) - self.s_min) / (self.s_max[grp] - self.s_min)) ** (1.0 / self.power)
         j = np.minimum((x * self.n_panels).astype(int), self.n_panels - 1)
-        xi = 2.0 * (s - self.edges[g, j]) / self.width[g, j] - 1.0
+        xi = 2.0 * (s - self.edges[grp, j]) / self.width[grp, j] - 1.0
         return j, np.clip(xi, -1.0, 1.0)
 
     def _log_g_at(self, L_nodes: np.ndarray, s_nodes: np.ndarray, left: np.ndarray, xi: np.ndarray,
@@ -236,16 +254,53 @@ class DecisionGrid:
         lapse); with ``grad=False`` none are formed (an empty dict).
         """
         nodes = self.node_values(vals, s, eps)
-        P = self.n_panels
-        E, gentle, prefix, suffix = self._whole_panels(nodes[0])
-        grp, cell = self.group, self.trial_cell
-        n = grp.size
+        panels = self._whole_panels(nodes[0])
+        n, cell = self.rt.size, self.trial_cell
+        layer = self.layer
+        if layer is None:  # every row by its own window
+            rows = self._forward(vals, nodes, panels, self.rt, self.group)
+            log_f, live = rows.log_f, rows.live
+        else:  # trials in panels of the RT grid away from t0 and t0 + st0 by (2), the others by their windows
+            t0_layer = vals["t0"][layer.cell]
+            far, far_nodes = layer.far(t0_layer, vals["st0"][layer.cell])
+            near = np.flatnonzero(~far)
+            at_rt = np.concatenate([self.rt[near], layer.tau[far_nodes]])
+            rows = self._forward(vals, nodes, panels, at_rt, np.concatenate([self.group[near], layer.group[far_nodes]]))
+            log_f, live, state = layer.interpolate(rows, near, far_nodes, far, t0_layer, vals["t0"][cell])
+        p = np.broadcast_to(np.asarray(lapse_p, dtype=float), (n,))
+        c = np.broadcast_to(np.asarray(lapse_density, dtype=float), (n,))
+        if np.any(p > 0):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ll = np.logaddexp(np.log1p(-p) + log_f, np.log(p * c))
+                r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
+        else:  # no lapse: the same values, without the mixing's passes
+            ll, r = log_f, live.astype(float)
+        if not grad:
+            return ll, {}
+        r = r * self.count  # each row stands for count trials in the sums below
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            dlapse = np.where(np.isfinite(ll), np.exp(np.log(c) - ll) - np.where(live, np.exp(log_f - ll), 0.0), 0.0)
+        dlapse *= self.count
+        lapse = {"lapse": np.bincount(cell, weights=dlapse, minlength=self.n_cells)}
+        if layer is None:
+            return ll, {**self._backward(nodes, panels[0], rows, r), **lapse}
+        node_w, dt0 = layer.adjoint(r, state, far_nodes)
+        grads = self._backward(nodes, panels[0], rows, np.concatenate([r[near], node_w]))
+        grads["t0"] = grads["t0"] + np.bincount(cell, weights=dt0, minlength=self.n_cells)
+        return ll, {**grads, **lapse}
+
+    def _forward(self, vals: dict[str, np.ndarray], nodes: np.ndarray, panels, rt: np.ndarray, grp: np.ndarray
+                 ) -> _Rows:
+        """log f (1) at response times rt of rows in groups grp, and what the adjoint needs (:meth:`_backward`)."""
+        E, gentle, prefix, suffix = panels
+        P, n = self.n_panels, rt.size
+        cell = self.cell[grp]
         t0, st0 = vals["t0"][cell], vals["st0"][cell]
-        d = self.rt - t0
+        d = rt - t0
         live = d > self.s_min
         lo = np.maximum(d - st0, self.s_min)
-        j_hi, xi_hi = self._locate(np.maximum(d, self.s_min))
-        j_lo, xi_lo = self._locate(lo)
+        j_hi, xi_hi = self._locate(np.maximum(d, self.s_min), grp)
+        j_lo, xi_lo = self._locate(lo, grp)
         # both ends of every window at once (a window cut at s_min has nothing below its lower end)
         slot = np.concatenate([grp * P + j_hi, grp * P + j_lo])
         part, dpart, by_poly, by_gl, at = self._ends(nodes[0], E, gentle, slot, np.concatenate([xi_hi, xi_lo]),
@@ -272,31 +327,24 @@ class DecisionGrid:
             L_hi[i_plain], dL_hi[i_plain], b_plain = self._log_g_at(*at(i_plain))
         with np.errstate(divide="ignore"):
             log_f = np.where(live, np.where(plain, L_hi, np.log(mass) - np.log(span)), -np.inf)
-        p = np.broadcast_to(np.asarray(lapse_p, dtype=float), d.shape)
-        c = np.broadcast_to(np.asarray(lapse_density, dtype=float), d.shape)
-        if np.any(p > 0):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ll = np.logaddexp(np.log1p(-p) + log_f, np.log(p * c))
-                r = np.where(live, np.exp(np.log1p(-p) + log_f - ll), 0.0)  # d ll / d log f
-        else:  # no lapse: the same values, without the mixing's passes
-            ll, r = log_f, live.astype(float)
-        if not grad:
-            return ll, {}
-        r = r * self.count  # each row stands for count trials in the sums below
         dP_hi, dP_lo = dpart[:n], np.where(lo > self.s_min, dpart[n:], 0.0)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            dlapse = np.where(np.isfinite(ll), np.exp(np.log(c) - ll) - np.where(live, np.exp(log_f - ll), 0.0), 0.0)
-        dlapse *= self.count
-        cell_sum = lambda x: np.bincount(cell, weights=np.where(live, x, 0.0), minlength=self.n_cells)
-        grads = {"t0": cell_sum(r * np.where(plain, -dL_hi, -(dP_hi - dP_lo) / mass)),
-                 "st0": cell_sum(r * np.where(plain, -0.5 * dL_hi, dP_lo / mass - 1.0 / span)),
-                 "lapse": np.bincount(cell, weights=dlapse, minlength=self.n_cells)}
+        return _Rows(log_f, live, cell, slot, (plus, minus), mass, plain, span, dL_hi, dP_hi, dP_lo, by_poly, by_gl,
+                     (i_plain, b_plain))
+
+    def _backward(self, nodes: np.ndarray, E: np.ndarray, rows: _Rows, r: np.ndarray) -> dict[str, np.ndarray]:
+        """Per cell, sum over rows of r * d log f / d theta (theta: v, a, z, t0, sv, sz, st0): the adjoint of
+        :meth:`_forward` with row weights r (d ll / d log f, counts included; 0 where a row is not live)."""
+        live, plain, mass, span, dL_hi = rows.live, rows.plain, rows.mass, rows.span, rows.dL_hi
+        cell_sum = lambda x: np.bincount(rows.cell, weights=np.where(live, x, 0.0), minlength=self.n_cells)
+        grads = {"t0": cell_sum(r * np.where(plain, -dL_hi, -(rows.dP_hi - rows.dP_lo) / mass)),
+                 "st0": cell_sum(r * np.where(plain, -0.5 * dL_hi, rows.dP_lo / mass - 1.0 / span))}
         omega = np.where(live & ~plain, r / mass, 0.0)  # d ll / d mass
-        plain_rows = (i_plain, r[i_plain, None] * b_plain)
-        return ll, {**grads, **self._channel_sums(nodes, E, slot, (plus, minus), omega, by_poly, by_gl, plain_rows)}
+        i_plain, b_plain = rows.plain_rows
+        return {**grads, **self._channel_sums(nodes, E, rows.slot, rows.whole_at, omega, rows.by_poly, rows.by_gl,
+                                              (i_plain, r[i_plain, None] * b_plain), rows.cell)}
 
     def _channel_sums(self, nodes: np.ndarray, E: np.ndarray, slot: np.ndarray, whole_at: tuple[np.ndarray, np.ndarray],
-                      omega: np.ndarray, by_poly, by_gl, plain_rows) -> dict[str, np.ndarray]:
+                      omega: np.ndarray, by_poly, by_gl, plain_rows, cell: np.ndarray) -> dict[str, np.ndarray]:
         """Per cell, the sum over its trials of d ll / d theta for theta in CHANNELS (the chain rule through L's node
         values, whose partials are nodes[1:]).
 
@@ -322,6 +370,128 @@ class DecisionGrid:
         W += np.einsum("im,im,imk->ik", W_E, E.reshape(-1, M), self.basis_q.reshape(-1, M, K))
         per_group = np.einsum("cik,ik->ci", dn.reshape(C - 1, n_g * P, K), W).reshape(C - 1, n_g, P).sum(-1)
         per_trial = omega * whole_J  # (C - 1, n)
-        cell = self.trial_cell
         return {name: np.bincount(self.cell, weights=per_group[i], minlength=self.n_cells)
                 + np.bincount(cell, weights=per_trial[i], minlength=self.n_cells) for i, name in enumerate(CHANNELS)}
+
+
+def _rt_edges(rt: np.ndarray, group: np.ndarray, candidates: np.ndarray, n_panels: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Panel edges at the quantiles of each candidate group's RTs, for the groups where no panel is empty (distinct
+    RTs): (those groups, edges (groups, n_panels + 1))."""
+    x = np.arange(n_panels + 1) / n_panels
+    edges = np.array([np.quantile(rt[group == g], x) for g in candidates]).reshape(-1, n_panels + 1)
+    ok = np.all(np.diff(edges, axis=1) > 1e-9 * np.maximum(1.0, np.abs(edges[:, 1:])), axis=1)
+    return candidates[ok], edges[ok]
+
+
+@dataclass
+class _Rows:
+    """One forward pass of (1) over rows (:meth:`DecisionGrid._forward`): log f and what its adjoint needs."""
+
+    log_f: np.ndarray
+    live: np.ndarray
+    cell: np.ndarray
+    slot: np.ndarray
+    whole_at: tuple
+    mass: np.ndarray
+    plain: np.ndarray
+    span: np.ndarray
+    dL_hi: np.ndarray
+    dP_hi: np.ndarray
+    dP_lo: np.ndarray
+    by_poly: tuple
+    by_gl: tuple
+    plain_rows: tuple
+
+
+class _RTLayer:
+    """Panels over the response times of each large (cell, response) group, and log f interpolated from their nodes.
+
+    In a group, the density f(t) of (1) is smooth in the response time t except near t = t0, where log f leaves
+    -inf as -c / (t - t0), and near t = t0 + st0, where the window's lower end leaves 0. Its values at the Lobatto
+    nodes t_k of fixed panels over the group's RTs (edges at quantiles of the RTs: narrow where trials are dense)
+    give it at every trial i in a panel away from both points by the polynomial through (t_k - t0) log f(t_k):
+
+        log f(t_i) = sum_k W_ik (t_k - t0) log f(t_k) / (t_i - t0),                                   (2)
+
+    exact for -c / (t - t0). W (Lagrange weights) depends on the data alone, so a trial costs one row of a sparse
+    product per evaluation, and its partials one row of the transposed product. Trials in panels closer to t0 than
+    ``gaps[0]`` panel widths, or to t0 + st0 than ``gaps[1]``, take (1) directly.
+    """
+
+    def __init__(self, rt: np.ndarray, group: np.ndarray, cell: np.ndarray, layered: np.ndarray, edges: np.ndarray,
+                 order: int, gaps: tuple[float, float], s_floor: float):
+        P = edges.shape[1] - 1
+        self.cell = cell[layered]  # each layered group's cell
+        width = np.diff(edges, axis=1)
+        xi = lobatto(order)
+        inner = edges[:, :-1, None] + width[:, :, None] * (xi[None, None, 1:-1] + 1.0) / 2.0
+        points = np.concatenate([np.concatenate([edges[:, :-1, None], inner], axis=2).reshape(layered.size, -1),
+                                 edges[:, -1:]], axis=1)
+        n_nodes = points.shape[1]
+        self.tau = points.ravel()  # the nodes t_k of every layered group, group after group
+        self.group = np.repeat(layered, n_nodes)  # their group (of the decision-time grid)
+        self.node_layer = np.repeat(np.arange(layered.size), n_nodes)
+        self.left, self.width = edges[:, :-1], width
+        self.panel_nodes = (np.arange(layered.size)[:, None, None] * n_nodes
+                            + (order - 1) * np.arange(P)[None, :, None] + np.arange(order)[None, None, :])
+        rank = np.full(cell.size, -1)
+        rank[layered] = np.arange(layered.size)
+        rows = np.flatnonzero(rank[group] >= 0)
+        k = rank[group[rows]]
+        j = np.empty(rows.size, dtype=int)
+        for i in range(layered.size):
+            at = k == i
+            j[at] = np.clip(np.searchsorted(edges[i], rt[rows[at]], side="right") - 1, 0, P - 1)
+        xi_r = np.clip(2.0 * (rt[rows] - edges[k, j]) / width[k, j] - 1.0, -1.0, 1.0)
+        weights = _powers(xi_r, order) @ np.linalg.inv(np.vander(xi, order, increasing=True))
+        indptr = np.zeros(rt.size + 1, dtype=np.int64)
+        indptr[rows + 1] = order
+        columns = k[:, None] * n_nodes + (order - 1) * j[:, None] + np.arange(order)[None, :]
+        self.W = csr_matrix((weights.ravel(), columns.ravel(), np.cumsum(indptr)), shape=(rt.size, self.tau.size))
+        self.WT = self.W.T.tocsr()
+        self.trial_panel = np.full(rt.size, -1)
+        self.trial_panel[rows] = k * P + j
+        self.rt, self.gaps, self.s_floor = rt, gaps, s_floor
+
+    def far(self, t0: np.ndarray, st0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Trials that take (2) at per-layered-group t0 and st0, and the nodes t_k they need (indices into tau)."""
+        s_left, st0 = self.left - t0[:, None], st0[:, None]
+        gap_st0 = np.maximum(s_left - st0, st0 - s_left - self.width)  # from the panel to t0 + st0
+        ok = ((s_left >= self.gaps[0] * self.width) & (s_left > self.s_floor)
+              & ((st0 <= 1e-9) | (gap_st0 >= self.gaps[1] * self.width)))
+        need = np.zeros(self.tau.size, dtype=bool)
+        need[self.panel_nodes[ok].ravel()] = True
+        far = (self.trial_panel >= 0) & ok.ravel()[np.maximum(self.trial_panel, 0)]
+        return far, np.flatnonzero(need)
+
+    def interpolate(self, rows: _Rows, near: np.ndarray, far_nodes: np.ndarray, far: np.ndarray,
+                    t0_layer: np.ndarray, t0: np.ndarray):
+        """Per trial log f and live from the forward pass over [near trials, far_nodes]: near ones as computed, far
+        ones by (2) (-inf where a node of their panel underflows); and what :meth:`adjoint` needs."""
+        m, n = near.size, far.size
+        log_f, live = np.full(n, -np.inf), np.zeros(n, dtype=bool)
+        log_f[near], live[near] = rows.log_f[:m], rows.live[:m]
+        s_node = self.tau - t0_layer[self.node_layer]
+        L, bad = np.zeros(self.tau.size), np.zeros(self.tau.size)
+        finite = np.isfinite(rows.log_f[m:])
+        L[far_nodes] = np.where(finite, rows.log_f[m:], 0.0)
+        bad[far_nodes] = ~finite
+        i_far = np.flatnonzero(far)
+        s_far = self.rt[i_far] - t0[i_far]
+        L_far = (self.W @ (s_node * L))[i_far] / s_far
+        ok = (self.W @ bad)[i_far] == 0.0
+        log_f[i_far] = np.where(ok, L_far, -np.inf)
+        live[i_far] = ok
+        return log_f, live, (L, s_node, i_far[ok], s_far[ok], L_far[ok])
+
+    def adjoint(self, r: np.ndarray, state, far_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The adjoint of (2): weights on the far nodes' log f (d ll / d log f(t_k)) from per-trial weights r, and
+        per trial r times the partial of (2) with respect to t0 at fixed node values."""
+        L, s_node, i_far, s_far, L_far = state
+        q = np.zeros(r.size)
+        q[i_far] = r[i_far] / s_far
+        node_w = (self.WT @ q) * s_node
+        dt0 = np.zeros(r.size)
+        dt0[i_far] = q[i_far] * (L_far - (self.W @ L)[i_far])
+        return node_w[far_nodes], dt0
