@@ -38,8 +38,13 @@ def _grid(rt, resp, cells, lapse_p=0.0, lapse_density=0.0, s=1.0, **kw):
     return grid.loglik_grad(vals, np.full(n, lapse_p), np.broadcast_to(lapse_density, (n,)), s=s)
 
 
+# the RT layer (equation (2) of noisecraft.ddm.grid) forced on for every group, and off
+LAYER = pytest.mark.parametrize("layer_min", [0, 10**9], ids=["rt-layer", "windows"])
+
+
+@LAYER
 @pytest.mark.parametrize("case", CASES)
-def test_grid_density_matches_brute_force_integration(case):
+def test_grid_density_matches_brute_force_integration(case, layer_min):
     """The grid's densities agree with adaptive quadrature of the model to 2e-5, as the reference logpdf does: both
     average over the start point by 8-node Gauss-Legendre, the error left where a wide sz meets decision times near 0.
     With 32 start-point nodes what is left of the grid's own error (log g interpolated over decision time, Gauss-
@@ -49,9 +54,9 @@ def test_grid_density_matches_brute_force_integration(case):
     for resp in (0, 1):
         brute = np.log([_brute(t, resp, *case) for t in rts])
         assert np.max(np.abs(logpdf(rts, resp, *case) - brute)) < 2e-5
-        ll = _grid(data, np.full(data.size, resp), case)[0][:-1]
+        ll = _grid(data, np.full(data.size, resp), case, layer_min=layer_min)[0][:-1]
         assert np.max(np.abs(ll - brute)) < 2e-5
-        ll = _grid(data, np.full(data.size, resp), case, n_z=32)[0][:-1]
+        ll = _grid(data, np.full(data.size, resp), case, n_z=32, layer_min=layer_min)[0][:-1]
         assert np.max(np.abs(ll - brute)) < 1e-7
 
 
@@ -66,7 +71,8 @@ def test_logpdf_window_with_sv_resolves_a_start_point_near_a_boundary(case):
         assert np.max(np.abs(logpdf(rts, resp, *case) - brute)) < 1e-6, resp
 
 
-def test_grid_matches_logpdf_over_random_models_and_converges():
+@LAYER
+def test_grid_matches_logpdf_over_random_models_and_converges(layer_min):
     """Without sv, logpdf is exact (CDF differences); the grid matches it on random models and data sets, at
     plausible t0 and with t0 just below the fastest RT; a finer grid moves nothing measurable."""
     rng = np.random.default_rng(0)
@@ -78,20 +84,21 @@ def test_grid_matches_logpdf_over_random_models_and_converges():
         rt, resp = df.rt.to_numpy(), df.response.to_numpy()
         for t0 in (case[3] * 0.95, rt.min() - 0.02):
             model = [*case[:3], t0, *case[4:]]
-            ll = _grid(rt, resp, model)[0]
+            ll = _grid(rt, resp, model, layer_min=layer_min)[0]
             assert np.max(np.abs(ll - logpdf(rt, resp, *model))) < 2e-5, (model, i)
-            fine = _grid(rt, resp, model, n_panels=96, order=8, n_quad=16)[0]
+            fine = _grid(rt, resp, model, n_panels=96, order=8, n_quad=16, layer_min=layer_min)[0]
             assert np.max(np.abs(ll - fine)) < 2e-5
 
 
-def test_grid_keeps_relative_precision_far_below_the_mode():
+@LAYER
+def test_grid_keeps_relative_precision_far_below_the_mode(layer_min):
     """Trials where the density is e^-10 to e^-50 and below (t0 just below the fastest RT at a poor start) keep finite log
     densities close to the exact ones: log g, not g, is interpolated."""
     case = [1.3, 1.2, 0.5, 0.0, 0.0, 0.1, 0.05]
     df = simulate(300, 1.3, 1.2, 0.5, 0.3, sv=0.0, sz=0.1, st0=0.05, seed=3)
     rt, resp = df.rt.to_numpy(), df.response.to_numpy()
     case[3] = rt.min() - 0.0005
-    ll = _grid(rt, resp, case)[0]
+    ll = _grid(rt, resp, case, layer_min=layer_min)[0]
     exact = logpdf(rt, resp, *case)
     assert exact.min() < -50  # the fastest trials are very unlikely at this t0
     assert np.all(np.isfinite(ll))
@@ -100,8 +107,9 @@ def test_grid_keeps_relative_precision_far_below_the_mode():
     assert np.max(np.abs(ll - exact)[~far]) < 1e-5
 
 
+@LAYER
 @pytest.mark.parametrize("s", [1.0, 0.1])
-def test_grid_gradient_matches_finite_differences(s):
+def test_grid_gradient_matches_finite_differences(s, layer_min):
     """Two cells, one with a window (st0 > 0) and one without, lapse mixed in: every per-cell partial of the summed
     log-likelihood against central differences of the same grid objective."""
     cells = np.array([[1.5, 1.2, 0.45, 0.3, 0.8, 0.2, 0.15], [-0.5, 2.0, 0.6, 0.2, 1.5, 0.5, 0.0]])
@@ -110,7 +118,7 @@ def test_grid_gradient_matches_finite_differences(s):
     rt = np.concatenate([p.rt for p in parts])
     resp = np.concatenate([p.response for p in parts])
     cond = np.repeat([0, 1], 150)
-    lapse = {"lapse_p": 0.03, "lapse_density": 0.25, "s": s, "cond": cond}
+    lapse = {"lapse_p": 0.03, "lapse_density": 0.25, "s": s, "cond": cond, "layer_min": layer_min}
     total = lambda c, **kw: float(np.sum(_grid(rt, resp, c, **{**lapse, **kw})[0]))
     _, g = _grid(rt, resp, cells, **lapse)
     for i, k in enumerate(("v", "a", "z", "t0", "sv", "sz", "st0")):
@@ -125,6 +133,52 @@ def test_grid_gradient_matches_finite_differences(s):
             assert abs(g[k][cell] - fd) < 1e-5 * max(1.0, abs(fd)), (k, cell, g[k][cell], fd)
     fd = (total(cells, lapse_p=0.03 + 1e-7) - total(cells, lapse_p=0.03 - 1e-7)) / 2e-7
     assert abs(g["lapse"].sum() - fd) < 1e-5 * max(1.0, abs(fd))
+
+
+def test_rt_layer_carries_most_trials_of_a_large_data_set_and_agrees_with_their_windows():
+    """With the defaults a group of 2,000 trials gets panels over its RTs (equation (2) of noisecraft.ddm.grid); on
+    random full models (with and without sv, st0 from 0 to wide, t0 plausible or just below the fastest RT) most
+    trials take f from them, and the log densities and every partial agree with each trial's own window."""
+    rng = np.random.default_rng(4)
+    shares = []
+    for i in range(8):
+        z = rng.uniform(0.3, 0.7)
+        case = [rng.uniform(-3, 3), rng.uniform(0.6, 2.5), z, rng.uniform(0.1, 0.4), [0.0, 1.0][i % 2],
+                rng.uniform(0, min(0.5, 2 * min(z, 1 - z) - 0.02)), [0.0, 0.02, 0.15, 0.35][i % 4]]
+        df = simulate(2000, *case[:4], sv=case[4], sz=case[5], st0=case[6], seed=10 + i)
+        rt, resp, cond = df.rt.to_numpy(), df.response.to_numpy(), np.zeros(len(df), int)
+        layered = DecisionGrid(rt, resp == 1, cond, 1)
+        windows = DecisionGrid(rt, resp == 1, cond, 1, layer_min=10**9)
+        assert layered.layer is not None and windows.layer is None
+        for t0 in (case[3] * 0.95, rt.min() - 0.01):
+            vals = {k: np.array([x]) for k, x in zip(("v", "a", "z", "t0", "sv", "sz", "st0"), [*case[:3], t0, *case[4:]])}
+            args = (vals, np.full(rt.size, 0.02), np.full(rt.size, 0.3))
+            (ll, g), (ll_w, g_w) = layered.loglik_grad(*args), windows.loglik_grad(*args)
+            assert np.max(np.abs(ll - ll_w)) < 1e-6, (i, t0)
+            for k in g:
+                assert abs(g[k][0] - g_w[k][0]) < 1e-6 * max(1.0, abs(g_w[k][0])), (i, t0, k)
+            layer = layered.layer
+            shares.append(layer.far(vals["t0"][layer.cell], vals["st0"][layer.cell])[0].mean())
+    assert np.median(shares) > 0.8 and min(shares) > 0.5, shares
+
+
+def test_rt_layer_small_groups_keep_their_windows_and_underflow_gives_the_lapse():
+    """A group with fewer distinct rows than twice the RT panels' nodes is not layered. At an absurd point where f
+    underflows at slow RTs, a layered trial is as unlikely as by its own window: with a lapse its log-likelihood is
+    the lapse's log(p c), finite, as the windows give."""
+    df = simulate(3000, 2.5, 1.5, 0.5, 0.3, sz=0.2, st0=0.1, seed=5)
+    rt, resp, cond = df.rt.to_numpy(), df.response.to_numpy(), np.zeros(len(df), int)
+    grid = DecisionGrid(rt, resp == 1, cond, 1)
+    small = np.bincount(grid.group) < 2 * (48 * 5 + 1)
+    assert grid.layer is not None and small.any() and not small.all()
+    assert not np.isin(np.flatnonzero(small), grid.layer.group).any()
+    vals = {k: np.array([x]) for k, x in zip(("v", "a", "z", "t0", "sv", "sz", "st0"), [60.0, 3.0, 0.5, 0.25, 0.0, 0.2, 0.1])}
+    args = (vals, np.full(rt.size, 0.05), np.full(rt.size, 0.4))
+    ll, _ = grid.loglik_grad(*args)
+    ll_w, _ = DecisionGrid(rt, resp == 1, cond, 1, layer_min=10**9).loglik_grad(*args)
+    lapse_only = np.log(0.05 * 0.4)
+    assert np.all(np.isfinite(ll)) and np.sum(np.isclose(ll_w, lapse_only)) > 100
+    np.testing.assert_allclose(ll, ll_w, atol=1e-6)
 
 
 def test_grid_sz_zero_uses_one_start_point_with_a_zero_sz_partial():
