@@ -486,23 +486,57 @@ class _Agrees(Exception):
         self.x, self.fun = x, fun
 
 
-def _run_until_agreement(fun, x0: np.ndarray, bounds, options: dict, target: float) -> OptimizeResult:
+def _run_until_agreement(fun, x0: np.ndarray, bounds, options: dict, target: float,
+                         scale: np.ndarray | None = None) -> OptimizeResult:
     """L-BFGS-B on ``fun`` (value, gradient) from ``x0``, stopped once the objective falls below ``target``.
 
     A start after the first only tests agreement with the best one so far: once it is within ``target`` it agrees,
     and the steps that would polish it further are spent for nothing (if it goes below the best, it is polished
-    as the best below).
+    as the best below). With ``scale`` D the search runs in u = theta / D (Nocedal & Wright 2006, sec. 2.2:
+    scaling): with D from the curvature at the best start, a unit step means about one standard error in every
+    parameter, where L-BFGS-B's first steps otherwise treat a boundary and a non-decision time alike.
     """
-    def watched(theta: np.ndarray):
+    D = np.ones(x0.size) if scale is None else scale
+
+    def watched(u: np.ndarray):
+        theta = u * D
         value, grad = fun(theta)
         if value < target:
             raise _Agrees(theta.copy(), float(value))
-        return value, grad
+        return value, grad * D
 
     try:
-        return minimize(watched, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        res = minimize(watched, x0 / D, jac=True, method="L-BFGS-B", bounds=[(lo / d, hi / d) for (lo, hi), d
+                                                                               in zip(bounds, D)], options=options)
+        res.x = res.x * D
+        return res
     except _Agrees as stop:
         return OptimizeResult(x=stop.x, fun=stop.fun, success=True, message="within reach of the best start")
+
+
+def _inner_hessian(prob: _Problem, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ML objective's Hessian (central differences of its gradient) over the parameters not on a bound: (their
+    indices, H). Parameters on a bound (e.g. a lapse probability at 0) are left out: the likelihood is not locally
+    quadratic there, and difference steps would leave the box."""
+    h = 1e-4 * np.maximum(1.0, np.abs(x))
+    inner = np.flatnonzero((x - 2 * h > prob.design.lower) & (x + 2 * h < prob.design.upper))
+    if not inner.size:
+        return inner, np.zeros((0, 0))
+
+    def full(sub: np.ndarray) -> np.ndarray:
+        th = x.copy()
+        th[inner] = sub
+        return th
+
+    return inner, _hessian(lambda sub: prob.nll(full(sub)), x[inner], lambda sub: prob.nll_grad(full(sub))[1][inner])
+
+
+def _curvature_scale(k: int, inner: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Per parameter 1 / sqrt(H_ii) (the standard error were the others fixed); 1 where H_ii is not positive."""
+    d = np.ones(k)
+    diag = np.diag(H) if inner.size else np.zeros(0)
+    d[inner] = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
+    return d
 
 
 def _standard_errors(H: np.ndarray) -> np.ndarray:
@@ -789,9 +823,13 @@ def _solve(
     # tight one below.
     check = {**tight, "ftol": 1e-7, "gtol": 1e-3} if prob.basic else tight
     results, finals = [], []
+    hess, scale = None, None  # the Hessian at the first start's end (x, inner, H), when the SEs will need one
     for x0 in starts:
         if results and method == "ml":  # a checking start: stops once it agrees with the best
-            res = _run_until_agreement(fun, x0, bounds, check, min(finals) + 0.005)
+            if se and hess is None:  # its diagonal scales the checking starts; it gives the SEs if that end stays best
+                hess = (results[0].x.copy(), *_inner_hessian(prob, results[0].x))
+                scale = _curvature_scale(x0.size, *hess[1:])
+            res = _run_until_agreement(fun, x0, bounds, check, min(finals) + 0.005, scale)
         else:
             res = minimize(fun, x0, jac=jac, method="L-BFGS-B", bounds=bounds, options=check if results else tight)
         results.append(res)
@@ -822,20 +860,9 @@ def _solve(
 
     se_vec = None
     if se and method == "ml":
-        # Parameters on a bound (e.g. a lapse probability at 0) get no SE: the likelihood
-        # is not locally quadratic there, and difference steps would leave the box.
-        h = 1e-4 * np.maximum(1.0, np.abs(x))
-        inner = np.flatnonzero((x - 2 * h > prob.design.lower) & (x + 2 * h < prob.design.upper))
+        inner, H = hess[1:] if hess is not None and np.array_equal(hess[0], x) else _inner_hessian(prob, x)
         se_vec = np.full(x.size, np.nan)
         if inner.size:
-
-            def full(sub: np.ndarray) -> np.ndarray:
-                th = x.copy()
-                th[inner] = sub
-                return th
-
-            grad = (lambda sub: prob.nll_grad(full(sub))[1][inner]) if method == "ml" else None
-            H = _hessian(lambda sub: prob.nll(full(sub)), x[inner], grad)
             se_vec[inner] = _standard_errors(H)
     nll = prob.exact_nll(x) if method == "ml" else -float(np.sum(prob.loglik_trials(x)))
     return FitResult(

@@ -260,6 +260,70 @@ def test_a_checking_start_that_wins_is_polished_to_the_tight_optimum(monkeypatch
     assert polish[0]["ftol"] == tight["ftol"] and polish[0]["gtol"] == tight["gtol"] and len(calls) >= 3
     assert result.nll == pytest.approx(reference.nll, abs=1e-8)
     np.testing.assert_allclose(result.theta, reference.theta, atol=1e-4)
+    # the Hessian formed at the first start's (cut short) end scaled the checking start; the SEs come from the end
+    np.testing.assert_allclose(result.se, reference.se, rtol=1e-3)
+
+
+def test_checking_starts_run_scaled_by_the_curvature_whose_hessian_gives_the_ses(monkeypatch):
+    """After the first start, the Hessian at its end (which the SEs need) scales the checking starts: they search
+    u = theta / D, D = 1 / sqrt(diag H). When that end stays best the same Hessian gives the SEs (formed once); a
+    fit without SEs forms none and runs its checks unscaled. Scaled or not, the fit ends at the same optimum."""
+    import sys
+
+    fit_module = sys.modules["noisecraft.ddm.fit"]
+    df = simulate(500, 1.5, 1.2, 0.5, 0.3, seed=5)
+    spec = "v=shared, a=shared, t0=shared, z=0.5, lapse=0.02, lapse_range=0:3"
+    real_hessian, real_run = fit_module._inner_hessian, fit_module._run_until_agreement
+    at, scales = [], []
+
+    def watched_hessian(prob, x):
+        at.append(x.copy())
+        return real_hessian(prob, x)
+
+    def watched_run(fun, x0, bounds, options, target, scale=None):
+        scales.append(scale)
+        return real_run(fun, x0, bounds, options, target, scale)
+
+    monkeypatch.setattr(fit_module, "_inner_hessian", watched_hessian)
+    monkeypatch.setattr(fit_module, "_run_until_agreement", watched_run)
+    res = fit(df, spec=spec)
+    assert res.converged and len(at) == 1 and np.array_equal(at[0], res.theta)
+    prob = fit_module._setup(prepare(df), ModelSpec.parse(spec), "ml", {})
+    inner, H = real_hessian(prob, res.theta)
+    assert inner.size == 3 and scales[0] is not None
+    np.testing.assert_allclose(scales[0], 1.0 / np.sqrt(np.diag(H)))
+    np.testing.assert_allclose(res.se, np.sqrt(np.diag(np.linalg.inv(H))))
+    at.clear(), scales.clear()
+    bare = fit(df, spec=spec, se=False)
+    assert not at and scales and all(s is None for s in scales)
+    assert bare.nll == pytest.approx(res.nll, abs=1e-8)
+
+
+def test_run_until_agreement_in_scaled_coordinates_returns_points_in_the_parameters(monkeypatch):
+    """The search runs in u = x / D (L-BFGS-B sees the scaled start and box); on a quadratic with known minimum m
+    it ends at m whatever D; stopped by the target it returns a point in x whose value is below the target."""
+    import sys
+
+    fit_module = sys.modules["noisecraft.ddm.fit"]
+    _run_until_agreement, real_minimize, seen = fit_module._run_until_agreement, fit_module.minimize, []
+
+    def watched(fun, x0, **kw):
+        seen.append((np.array(x0), kw["bounds"]))
+        return real_minimize(fun, x0, **kw)
+
+    monkeypatch.setattr(fit_module, "minimize", watched)
+    m, c = np.array([0.5, -2.0, 0.01]), np.array([1.0, 400.0, 4e4])
+    fun = lambda x: (float(np.sum(c * (x - m) ** 2)), 2.0 * c * (x - m))
+    bounds = [(-5.0, 5.0)] * 3
+    options = {"maxiter": 1000, "ftol": 1e-14, "gtol": 1e-10}
+    for scale in (None, 1.0 / np.sqrt(c), np.array([3.0, 0.1, 7.0])):
+        res = _run_until_agreement(fun, np.array([2.0, 1.0, 1.0]), bounds, options, -1.0, scale)
+        np.testing.assert_allclose(res.x, m, atol=1e-6)
+        d = np.ones(3) if scale is None else scale
+        np.testing.assert_allclose(seen[-1][0], np.array([2.0, 1.0, 1.0]) / d)
+        np.testing.assert_allclose(np.array(seen[-1][1])[:, 1], 5.0 / d)
+        stop = _run_until_agreement(fun, np.array([2.0, 1.0, 1.0]), bounds, options, 1.0, scale)
+        assert stop.fun < 1.0 and fun(stop.x)[0] == pytest.approx(stop.fun)
 
 
 def test_starts_beyond_three_come_from_the_sobol_design(monkeypatch):
