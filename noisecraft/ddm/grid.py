@@ -63,6 +63,20 @@ def _powers(x: np.ndarray, m: int) -> np.ndarray:
     return np.moveaxis(out, 0, -1)
 
 
+def lobatto_nodes(edges: np.ndarray, order: int) -> np.ndarray:
+    """The distinct nodes of panels with these edges (one row of edges per group), ``order`` Gauss-Lobatto points
+    each with the ends shared by neighbours, left to right: (groups, panels (order - 1) + 1)."""
+    xi = lobatto(order)
+    inner = edges[:, :-1, None] + np.diff(edges, axis=1)[:, :, None] * (xi[None, None, 1:-1] + 1.0) / 2.0
+    return np.concatenate([np.concatenate([edges[:, :-1, None], inner], axis=2).reshape(edges.shape[0], -1),
+                           edges[:, -1:]], axis=1)
+
+
+def panel_node_index(n_panels: int, order: int) -> np.ndarray:
+    """Where each panel's ``order`` nodes sit among the distinct nodes of :func:`lobatto_nodes`: (panels, order)."""
+    return (order - 1) * np.arange(n_panels)[:, None] + np.arange(order)[None, :]
+
+
 class DecisionGrid:
     """Panels over the decision times of each (cell, response) group of a data set, and (1) on them.
 
@@ -96,11 +110,8 @@ class DecisionGrid:
         x = np.arange(n_panels + 1) / n_panels
         self.edges = s_min + (self.s_max[:, None] - s_min) * x[None, :] ** power  # (groups, panels + 1)
         self.width = np.diff(self.edges, axis=1)
-        inner = self.edges[:, :-1, None] + self.width[:, :, None] * (xi[None, None, 1:-1] + 1.0) / 2.0
-        self.points = np.concatenate(  # the distinct nodes of each group, left to right
-            [np.concatenate([self.edges[:, :-1, None], inner], axis=2).reshape(present.size, -1),
-             self.edges[:, -1:]], axis=1)
-        self.panel_nodes = (order - 1) * np.arange(n_panels)[:, None] + np.arange(order)[None, :]
+        self.points = lobatto_nodes(self.edges, order)  # the distinct nodes of each group, left to right
+        self.panel_nodes = panel_node_index(n_panels, order)
         self.node_s = self.points[:, self.panel_nodes]  # (groups, panels, order)
         # Lagrange basis of a panel's nodes as monomials in xi: values at xi are _powers(xi) @ inv_vander
         self.inv_vander = np.linalg.inv(np.vander(xi, order, increasing=True))
@@ -423,30 +434,21 @@ class _RTLayer:
         P = edges.shape[1] - 1
         self.cell = cell[layered]  # each layered group's cell
         width = np.diff(edges, axis=1)
-        xi = lobatto(order)
-        inner = edges[:, :-1, None] + width[:, :, None] * (xi[None, None, 1:-1] + 1.0) / 2.0
-        points = np.concatenate([np.concatenate([edges[:, :-1, None], inner], axis=2).reshape(layered.size, -1),
-                                 edges[:, -1:]], axis=1)
+        points = lobatto_nodes(edges, order)
         n_nodes = points.shape[1]
         self.tau = points.ravel()  # the nodes t_k of every layered group, group after group
         self.group = np.repeat(layered, n_nodes)  # their group (of the decision-time grid)
         self.left, self.width = edges[:, :-1], width
-        self.panel_nodes = (np.arange(layered.size)[:, None, None] * n_nodes
-                            + (order - 1) * np.arange(P)[None, :, None] + np.arange(order)[None, None, :])
+        self.panel_nodes = np.arange(layered.size)[:, None, None] * n_nodes + panel_node_index(P, order)[None]
         rank = np.full(cell.size, -1)
         rank[layered] = np.arange(layered.size)
         rows = np.flatnonzero(rank[group] >= 0)
-        k = rank[group[rows]]
-        j = np.empty(rows.size, dtype=int)
+        k = rank[group[rows]]  # each layered trial's layered group
+        j = np.empty(rows.size, dtype=int)  # and its panel there
         for i in range(layered.size):
             at = k == i
             j[at] = np.clip(np.searchsorted(edges[i], rt[rows[at]], side="right") - 1, 0, P - 1)
-        xi_r = np.clip(2.0 * (rt[rows] - edges[k, j]) / width[k, j] - 1.0, -1.0, 1.0)
-        weights = _powers(xi_r, order) @ np.linalg.inv(np.vander(xi, order, increasing=True))
-        indptr = np.zeros(rt.size + 1, dtype=np.int64)
-        indptr[rows + 1] = order
-        columns = k[:, None] * n_nodes + (order - 1) * j[:, None] + np.arange(order)[None, :]
-        self.W = csr_matrix((weights.ravel(), columns.ravel(), np.cumsum(indptr)), shape=(rt.size, self.tau.size))
+        self.W = _interpolation_matrix(rt, rows, edges[k, j], width[k, j], self.panel_nodes[k, j], self.tau.size)
         self.WT = self.W.T.tocsr()
         self.trial_panel = np.full(rt.size, -1)
         self.trial_panel[rows] = k * P + j
@@ -482,3 +484,15 @@ class _RTLayer:
         """The adjoint of (2): d ll / d log f(t_k) at the far nodes from per-trial r = d ll / d log f (0 where a
         trial is not live or is near)."""
         return (self.WT @ r)[far_nodes]
+
+
+def _interpolation_matrix(rt: np.ndarray, rows: np.ndarray, left: np.ndarray, width: np.ndarray,
+                          columns: np.ndarray, n_nodes: int) -> csr_matrix:
+    """W of (2): row i (for i in ``rows``, panel [left, left + width] with its nodes at ``columns``) holds the Lagrange
+    weights of those Gauss-Lobatto nodes at rt[i]; other rows are empty. (len(rt), n_nodes), CSR."""
+    order = columns.shape[1]
+    xi = np.clip(2.0 * (rt[rows] - left) / width - 1.0, -1.0, 1.0)
+    weights = _powers(xi, order) @ np.linalg.inv(np.vander(lobatto(order), order, increasing=True))
+    indptr = np.zeros(rt.size + 1, dtype=np.int64)
+    indptr[rows + 1] = order
+    return csr_matrix((weights.ravel(), columns.ravel(), np.cumsum(indptr)), shape=(rt.size, n_nodes))
