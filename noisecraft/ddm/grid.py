@@ -32,6 +32,7 @@ evaluation. Only trials near t0 or t0 + st0, where f is not smooth enough for th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,15 @@ def _powers(x: np.ndarray, m: int) -> np.ndarray:
     for k in range(1, m):
         np.multiply(out[k - 1], x, out=out[k])
     return np.moveaxis(out, 0, -1)
+
+
+@functools.cache
+def lagrange_monomials(order: int) -> np.ndarray:
+    """The Lagrange basis of the ``order`` Gauss-Lobatto points as monomials in xi: its values at xi are
+    _powers(xi, order) @ lagrange_monomials(order) (the inverse Vandermonde matrix; read-only, shared)."""
+    inv = np.linalg.inv(np.vander(lobatto(order), order, increasing=True))
+    inv.flags.writeable = False
+    return inv
 
 
 def lobatto_nodes(edges: np.ndarray, order: int) -> np.ndarray:
@@ -106,7 +116,6 @@ class DecisionGrid:
         self.trial_cell = self.cell[self.group]
         self.s_max = np.full(present.size, 2.0 * s_min)
         np.maximum.at(self.s_max, self.group, self.rt * (1.0 + 1e-9))
-        xi = lobatto(order)
         x = np.arange(n_panels + 1) / n_panels
         self.edges = s_min + (self.s_max[:, None] - s_min) * x[None, :] ** power  # (groups, panels + 1)
         self.width = np.diff(self.edges, axis=1)
@@ -114,7 +123,7 @@ class DecisionGrid:
         self.panel_nodes = panel_node_index(n_panels, order)
         self.node_s = self.points[:, self.panel_nodes]  # (groups, panels, order)
         # Lagrange basis of a panel's nodes as monomials in xi: values at xi are _powers(xi) @ inv_vander
-        self.inv_vander = np.linalg.inv(np.vander(xi, order, increasing=True))
+        self.inv_vander = lagrange_monomials(order)
         self.xq, self.wq = np.polynomial.legendre.leggauss(n_quad)
         # Lagrange basis of the quadrature points (values at xi: _powers(xi) @ inv_vander_q) and its integrals from
         # -1 (values: _powers(xi, n_quad + 1) @ anti_q): exp(L) between them, where log g bends little
@@ -476,7 +485,7 @@ class _RTLayer:
         finite = np.isfinite(rows.log_f[m:])
         L[far_nodes] = np.where(finite, rows.log_f[m:], 0.0)
         bad[far_nodes] = ~finite
-        ok = far & ((self.W @ bad) == 0.0)
+        ok = far if finite.all() else far & ((self.W @ bad) == 0.0)
         log_f[ok], live[ok] = (self.W @ L)[ok], True
         return log_f, live
 
@@ -492,7 +501,7 @@ def _interpolation_matrix(rt: np.ndarray, rows: np.ndarray, left: np.ndarray, wi
     weights of those Gauss-Lobatto nodes at rt[i]; other rows are empty. (len(rt), n_nodes), CSR."""
     order = columns.shape[1]
     xi = np.clip(2.0 * (rt[rows] - left) / width - 1.0, -1.0, 1.0)
-    weights = _powers(xi, order) @ np.linalg.inv(np.vander(lobatto(order), order, increasing=True))
+    weights = _powers(xi, order) @ lagrange_monomials(order)
     indptr = np.zeros(rt.size + 1, dtype=np.int64)
     indptr[rows + 1] = order
     return csr_matrix((weights.ravel(), columns.ravel(), np.cumsum(indptr)), shape=(rt.size, n_nodes))
