@@ -2,8 +2,10 @@
 
 Issue 17, part 5. For each CPU thread count (each in a fresh subprocess that calls torch.set_num_threads first,
 OMP_NUM_THREADS set to match) and each batch size (1 and 16), every row draws `n` samples `repeats` times after
-one untimed warm-up call; the table gives the median milliseconds per call and images per second. The calls of all rows are interleaved
-(each repeat times every row in turn), so load that changes during the run reaches every row alike.
+one untimed warm-up call; the table gives the median milliseconds per call and images per second. The calls of
+all rows are interleaved (each repeat times every row in turn), so load that changes during the run reaches every
+row alike. Each turn times two calls of its row in a row: the second is the steady state the table reports, the
+first (right after another row's network ran) is reported beside the ratios.
 
 Rows, all on the one torch module of the run (its EMA network, CPU, float32):
 - `noisecraft` at NFE 1, 2, 4: `nc.load_run(RUN).sample(n, steps=s, seed=...)`, the public call a user makes,
@@ -165,26 +167,29 @@ class CallCounter:
 
 
 def time_draws(nets: list[torch.nn.Module], draws: list[Draw], batches, repeats: int) -> list[dict]:
-    """Per draw and batch size n: median wall milliseconds of draw(n) over `repeats` calls after one warm-up, and
-    the network calls per draw. The calls are interleaved (repeat r times every draw in turn), so a change in the
-    machine's load during the run reaches every row alike and the ratios stay fair."""
+    """Per draw and batch size n: median wall milliseconds of draw(n) over `repeats` calls, and the network calls
+    per draw. The calls are interleaved (repeat r times every draw in turn), so a change in the machine's load
+    during the run reaches every row alike and the ratios stay fair. Each turn times two calls in a row: `cold_ms`,
+    the first, right after another row ran (another network's weights in the CPU caches), and `ms`, the second,
+    the steady state of a caller who samples one model again and again (a service, a preview loop)."""
     keys = [(i, n) for i in range(len(draws)) for n in batches]
     for i, n in keys:
         draws[i](n, 0)
-    seconds = {key: [] for key in keys}
+    seconds = {key: ([], []) for key in keys}
     calls = {key: [] for key in keys}
     for r in range(repeats):
         for i, n in keys:
-            with CallCounter(nets) as counter:
-                start = time.perf_counter()
-                draws[i](n, r + 1)
-                seconds[i, n].append(time.perf_counter() - start)
-            calls[i, n].append(counter.calls)
+            for times in seconds[i, n]:
+                with CallCounter(nets) as counter:
+                    start = time.perf_counter()
+                    draws[i](n, r + 1)
+                    times.append(time.perf_counter() - start)
+                calls[i, n].append(counter.calls)
     out = [{} for _ in draws]
     for i, n in keys:
-        ms = 1e3 * statistics.median(seconds[i, n])
+        cold, warm = (1e3 * statistics.median(times) for times in seconds[i, n])
         nfe = calls[i, n][0] if len(set(calls[i, n])) == 1 else calls[i, n]
-        out[i][str(n)] = {"ms": ms, "images_per_s": 1e3 * n / ms, "nfe": nfe}
+        out[i][str(n)] = {"ms": warm, "cold_ms": cold, "images_per_s": 1e3 * n / warm, "nfe": nfe}
     return out
 
 
@@ -240,8 +245,10 @@ def ratio_lines(per_threads: list[dict], batch: str, nfe: int = 2) -> list[str]:
         if fast is None or batch not in ref["batches"]:
             continue
         ratio = ref["batches"][batch]["ms"] / fast["batches"][batch]["ms"]
+        cold = ref["batches"][batch]["cold_ms"] / fast["batches"][batch]["cold_ms"]
         lines.append(f"- {result['threads']} thread(s), batch {batch}: {ref['name']} {ref['nfe']} steps / "
-                     f"{fast['name']} NFE {nfe} = **{ratio:.1f}x** (target >= 10x)")
+                     f"{fast['name']} NFE {nfe} = **{ratio:.1f}x** (target >= 10x); first call after another "
+                     f"row: {cold:.1f}x")
     return lines
 
 
@@ -269,8 +276,11 @@ def report(per_threads: list[dict], args: argparse.Namespace) -> str:
            (f"`python benchmarks/latency.py {' '.join(sys.argv[1:])}` on {machine()}, {date.today()}, torch "
             f"{torch.__version__}, diffusers {diffusers.__version__}; run `{args.run}`{student}. Median of "
             f"{args.repeats} calls after one warm-up, the rows' calls interleaved; each thread count in a fresh "
-            "process. The machine may be shared: read the ratios, measured side by side, rather than the absolute "
-            "times."), "",
+            "process. Each turn of a row times two calls in a row; the table gives the second (a caller sampling "
+            "one model again and again), the ratios also the first (right after another row, whose network pushed "
+            "this one's weights out of the CPU caches, a cost that a 2-call draw carries ten times more of than a "
+            "20-step loop). The machine may be shared: read the ratios, measured side by side, rather than the "
+            "absolute times."), "",
            table(per_threads), "", "Ratios (diffusers' loop time over noisecraft's few-step time, same network):"]
     for batch in map(str, args.batch):
         out += ratio_lines(per_threads, batch)

@@ -72,7 +72,7 @@ def test_latency_core_rows_and_measured_nfe(tiny_run):
     for row in rows:
         for batch in ("1", "3"):
             assert row["batches"][batch]["nfe"] == row["nfe"]  # counted network calls, not the nominal count
-            assert row["batches"][batch]["ms"] > 0
+            assert row["batches"][batch]["ms"] > 0 and row["batches"][batch]["cold_ms"] > 0
     text = latency.table([result])
     assert text.count("\n") == 1 + len(rows)
     assert "diffusers DPM++2M" in text and f"{result['threads']} thr, batch 3" in text

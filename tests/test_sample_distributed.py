@@ -60,3 +60,20 @@ def test_two_processes_sample_what_one_process_samples(tmp_path: Path) -> None:
     two = json.loads((run / "eval.json").read_text())
     one = evaluate_run(run, 20, None, 3, 5, eval_batch=4)
     assert two["digits_fd"] == one["digits_fd"] and two["class_histogram"] == one["class_histogram"]
+
+
+def test_a_stream_fills_a_small_first_block_then_whole_blocks() -> None:
+    """Row i's k-th draw is the k-th block of its own stream whatever the buffering: two draws (x_T and one step)
+    take FIRST_BLOCK draws from the generator, not sixteen, and later draws continue the same stream."""
+    from noisecraft.core.noise import FIRST_BLOCK, SampleNoise, stream_generator
+
+    noise = SampleNoise(3, 2, block=4)
+    draws = [noise.randn((5,), torch.float64, "cpu") for _ in range(FIRST_BLOCK)]
+    used = stream_generator(3, 1)
+    torch.randn((FIRST_BLOCK, 5), generator=used, dtype=torch.float64)
+    assert torch.equal(noise._streams()[1].get_state(), used.get_state())  # no draw beyond the first block
+    draws += [noise.randn((5,), torch.float64, "cpu") for _ in range(6)]
+    for row in range(2):
+        gen = stream_generator(3, row)
+        want = torch.cat([torch.randn((size, 5), generator=gen, dtype=torch.float64) for size in (FIRST_BLOCK, 4, 4)])
+        assert torch.equal(torch.stack([d[row] for d in draws]), want[: len(draws)])

@@ -2,7 +2,8 @@
 
 `SampleNoise` gives each sample of a batch its own torch.Generator seeded from (seed, i), so sample i
 depends only on (seed, i) and the same seed gives the same samples at any batch size. Draws are
-buffered in blocks so a long chain costs a few generator calls per sample, not one per step.
+buffered in blocks so a long chain costs a few generator calls per sample, not one per step; the first block
+holds only FIRST_BLOCK draws (the prior and one step), so a one- or two-step sampler does not fill sixteen.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 SEED_STRIDE = 1_000_003  # a prime, so (seed, i) pairs map to distinct generator seeds
+FIRST_BLOCK = 2  # draws in a stream's first block: x_T and one step's noise
 
 
 def stream_seed(seed: int, index: int) -> int:
@@ -70,10 +72,11 @@ class SampleNoise:
 
     def randn(self, sample_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
         key = tuple(sample_shape)
-        buffer, used = self._buffers.get(key, (None, self.block))
-        if buffer is None or used >= self.block:
+        buffer, used = self._buffers.get(key, (None, 0))
+        if buffer is None or used >= len(buffer):
+            size = min(FIRST_BLOCK, self.block) if buffer is None else self.block
             buffer = torch.stack(
-                [torch.randn((self.block, *key), generator=g, dtype=torch.float64) for g in self._streams()],
+                [torch.randn((size, *key), generator=g, dtype=torch.float64) for g in self._streams()],
                 dim=1,
             )
             used = 0

@@ -266,7 +266,9 @@ class Pipeline:
         cfg = cfg.model_copy(update={"clip": None, "threshold": None})
         rank, size = distributed.world()
         rows = distributed.shard(n, size, rank)
-        streams = streams or [(base_seed(_generator(seed)), i) for i in range(n)]
+        if streams is None:
+            base = base_seed(_generator(seed))  # one base seed, split into the rows' streams
+            streams = [(base, i) for i in range(n)]
         x = torch.zeros((0, *self.sample_shape), device=self.device)
         if len(rows):
             noise = SampleNoise.of_streams(streams[rows.start:rows.stop])
