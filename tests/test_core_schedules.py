@@ -35,6 +35,17 @@ def test_f_and_g2_match_finite_differences(schedule):
     assert torch.allclose(schedule.g2(T), g2_fd, rtol=1e-5, atol=1e-6)
 
 
+def test_derivatives_by_autograd_work_inside_a_samplers_inference_mode(schedule):
+    """f, g^2 and d lambda/dt are autograd derivatives; the pipeline samples under torch.inference_mode, where
+    tensors take no gradient, and its SDE solvers call them there with times made in that mode."""
+    want = (schedule.f(T), schedule.g2(T), schedule.dlog_snr_dt(T))
+    with torch.inference_mode():
+        t = T.clone()
+        got = (schedule.f(t), schedule.g2(t), schedule.dlog_snr_dt(t))
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_vp_linear_closed_form():
     s = S.VPLinear(beta_min=0.1, beta_max=20.0)
     beta = 0.1 + T * (20.0 - 0.1)

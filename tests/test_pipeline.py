@@ -172,3 +172,29 @@ def test_the_free_memory_is_read_only_for_draws_that_could_not_fit(monkeypatch) 
     with pytest.raises(ValueError, match="`n` = 4 samples need about"):
         memory.check_fits_on(4, memory.ALWAYS_FITS + 1)
     assert reads == ["cpu"]
+
+
+def test_sampling_runs_in_inference_mode_unless_the_denoiser_takes_gradients(runs: Path) -> None:
+    """A plain or class-guided draw runs the network under torch.inference_mode and returns ordinary tensors
+    (changed in place by a caller without error); an SDE solver's autograd schedule derivatives work there;
+    classifier-free guidance too. Inverse problems, whose guidance differentiates the denoiser, keep autograd."""
+    plain, cond = nc.load_run(runs / "plain"), nc.load_run(runs / "cond")
+    modes: list[bool] = []
+    for run in (plain, cond):
+        run.sample(1, steps=0, label=None if run is plain else 0)  # the first draw's memory probe runs outside
+        run.net.register_forward_pre_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    for x in (plain.sample(2, steps=2), plain.sample(2, solver="euler_maruyama", steps=3),
+              cond.sample(2, steps=2, label=3, guidance=2.0)):
+        assert not x.is_inference() and torch.isfinite(x).all()
+        x.add_(1.0)  # an inference tensor would refuse this outside inference mode
+    assert modes and all(modes)
+    modes.clear()
+    restored = plain.inpaint(runs / "x.png", runs / "m.png", method="dps", n=1, steps=2)
+    assert torch.isfinite(restored).all() and modes and not any(modes)
+    from noisecraft.guide.classifier import train_classifier
+
+    images, labels = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
+    folder = train_classifier(images, labels, plain.schedule, steps=2, batch_size=16, width=8).save(runs / "clf")
+    modes.clear()
+    guided = plain.sample(2, steps=2, label=3, classifier=str(folder))  # the classifier's gradient needs autograd
+    assert torch.isfinite(guided).all() and modes and not any(modes)

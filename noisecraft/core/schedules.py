@@ -106,9 +106,10 @@ class Schedule(BaseModel):
         return self.t_from_log_snr(-2.0 * torch.log(torch.as_tensor(sigma_tilde, dtype=FLOAT64)))
 
     def _log_alpha_and_sigma2_grads(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """d log alpha/dt, sigma^2 and d sigma^2/dt by autograd (elementwise functions of t)."""
-        t = as_time(t).detach().clone().requires_grad_(True)
-        with torch.enable_grad():
+        """d log alpha/dt, sigma^2 and d sigma^2/dt by autograd (elementwise functions of t); also inside a
+        sampler's torch.inference_mode, whose tensors take no gradient (t is copied out of it first)."""
+        with torch.inference_mode(False), torch.enable_grad():
+            t = as_time(t).clone().requires_grad_(True)
             log_alpha = self.log_alpha(t)
             sigma2 = torch.exp(2.0 * self.log_sigma(t))
             (dlog_alpha,) = torch.autograd.grad(log_alpha.sum(), t, retain_graph=True)
@@ -125,9 +126,9 @@ class Schedule(BaseModel):
         return dsigma2 - 2.0 * f * sigma2
 
     def dlog_snr_dt(self, t: float | Tensor) -> Tensor:
-        """d lambda / dt by autograd in float64 (negative: lambda decreases in t)."""
-        t = as_time(t).detach().clone().requires_grad_(True)
-        with torch.enable_grad():
+        """d lambda / dt by autograd in float64 (negative: lambda decreases in t), inside inference mode too."""
+        with torch.inference_mode(False), torch.enable_grad():
+            t = as_time(t).clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.log_snr(t).sum(), t)
         return grad
 
