@@ -11,6 +11,7 @@ before any work.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,31 @@ def test_the_sampler_grid_is_the_grid_the_student_learned(students):
     assert (stored.t_max, stored.t_min) == pytest.approx((float(consistency[0]), float(consistency[1])))
 
 
+def test_a_consistency_student_asked_for_another_count_samples_on_that_counts_times(students, tmp_path):
+    """K evaluations of a consistency student take the times distillation would give K (consistency_times on
+    the recorded base grid): its last jump starts at the K-interval grid's t_{K-1}, not the distilled count's. A
+    caller's grid, an optimised grid and a run without the record (made before it) keep theirs."""
+    run = load_run(students["cd2"])
+    info = run.config.distill
+    assert (info.grid, info.t_min, info.t_max) == ("karras", None, None)
+    base = nc.SolverConfig(grid="karras")
+    for k in (1, 3, 4):
+        want = consistency_times(SCHEDULE, k, base)
+        cfg = run.solver(steps=k - 1)
+        got = nc.timesteps.make_grid(SCHEDULE, cfg.steps, cfg.grid, cfg.t_min, cfg.t_max)
+        assert cfg.nfe() == k and torch.allclose(got, want, rtol=0, atol=1e-12)
+        assert "times for" in run.grid_source(steps=k - 1)
+    assert run.solver(steps=1) == run.config.sample  # the distilled count: the stored sampler
+    assert run.solver(steps=3, grid="log_snr").t_min == run.config.sample.t_min  # the caller's grid keeps the range
+    old = tmp_path / "old"
+    shutil.copytree(students["cd2"], old)
+    raw = yaml.safe_load((old / "config.yaml").read_text())
+    raw["distill"] = {k: raw["distill"][k] for k in ("teacher", "method", "steps")}
+    (old / "config.yaml").write_text(yaml.safe_dump(raw))
+    kept = load_run(old).solver(steps=3)
+    assert (kept.t_min, kept.t_max) == (run.config.sample.t_min, run.config.sample.t_max)
+
+
 @pytest.mark.parametrize("schedule", [S.EDM(), S.DiscreteVP(), S.RectifiedFlow()], ids=["edm", "ddpm", "flow"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_a_consistency_student_starts_at_the_step_aware_start(schedule, k):
@@ -207,7 +233,8 @@ def cli_student(base) -> Path:
 
 def test_cli_distill_then_sample(cli_student, base, tmp_path):
     raw = yaml.safe_load((cli_student / "config.yaml").read_text())
-    assert raw["distill"] == {"teacher": str(base["init"]), "method": "progressive", "steps": 1}
+    assert raw["distill"] == {"teacher": str(base["init"]), "method": "progressive", "steps": 1, "grid": None,
+                              "t_min": None, "t_max": None}  # the base grid is recorded for consistency students
     assert raw["sample"]["steps"] == 0 and raw["train"]["max_steps"] == 10
     res = runner.invoke(app, ["sample", str(cli_student), "--n", "16", "--out", str(tmp_path / "s.npy")])
     assert res.exit_code == 0, res.output

@@ -74,6 +74,10 @@ class DistillConfig(BaseModel):
     teacher: str = Field(description="the teacher's run directory, or a description of a teacher given as a function")
     method: Literal["consistency", "progressive", "reflow"]
     steps: int = Field(ge=1, description="network evaluations per sample of the student")
+    grid: str | None = Field(None, description="consistency: the named grid the student's times were cut from "
+                                               "(None in runs made before it was recorded)")
+    t_min: float | None = Field(None, description="consistency: that grid's t_min (None: the schedule's)")
+    t_max: float | None = Field(None, description="consistency: that grid's t_max (None: open, step-aware start)")
 
 
 class LatentConfig(BaseModel):

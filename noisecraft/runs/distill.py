@@ -169,12 +169,26 @@ def consistency_times(schedule: Schedule, steps: int, base: SolverConfig) -> Ten
 def student_solver(method: str, times: Tensor, base: SolverConfig) -> SolverConfig:
     """The student's sampler: multistep consistency sampling or DDIM, K = len(times) evaluations, on the base's
     named grid between times[0] and times[-1] (K - 1 intervals, which are exactly `times`: the grids nest), the
-    final clean estimate at times[-1]; the base's bounds kept. Another step count keeps that range."""
+    final clean estimate at times[-1]; the base's bounds kept. Another step count keeps that range, except a
+    consistency student's (consistency_sampler)."""
     solver = "consistency" if method == "consistency" else "ddim"
     grid = base.grid if isinstance(base.grid, str) else "log_snr"
     t_min = float(times[-1]) if len(times) > 1 else None
     return SolverConfig(solver=solver, steps=len(times) - 1, grid=grid, t_min=t_min, t_max=float(times[0]),
                         clip=base.clip, threshold=base.threshold)
+
+
+def consistency_sampler(schedule: Schedule, evaluations: int, info: DistillConfig, sample: SolverConfig) -> SolverConfig:
+    """A consistency student's sampler at `evaluations` network calls: the times distillation would have chosen
+    for that count (consistency_times on the recorded base grid), so that K evaluations end their last jump at
+    the K-interval grid's t_{K-1}, not at the distilled count's (on digits, 3 and 4 calls: FD 14.1 and 16.2 on
+    the 2-call range, 12.1 and 14.1 on their own times; docs/few_steps.md, section 3). `sample` is the run's own
+    sampler (its bounds are kept); a run without the record keeps it, whatever the count."""
+    if info.grid is None:
+        return sample.override(steps=evaluations - 1)
+    base = SolverConfig(solver=sample.solver, grid=info.grid, t_min=info.t_min, t_max=info.t_max, clip=sample.clip,
+                        threshold=sample.threshold)
+    return student_solver("consistency", consistency_times(schedule, evaluations, base), base)
 
 
 def consistency_levels(schedule: Schedule, n_levels: int, base: SolverConfig) -> Tensor:
@@ -373,11 +387,14 @@ def _check_out(out_dir: Path) -> None:
 
 
 def _student_config(teacher: Teacher, method: str, steps: int, sample: SolverConfig, minutes: float | None,
-                    max_steps: int | None, train: dict[str, Any]) -> RunConfig:
+                    max_steps: int | None, train: dict[str, Any], base: SolverConfig | None = None) -> RunConfig:
     """The teacher's config with the distillation's budget (the teacher's own when neither `minutes` nor
-    `max_steps` is given) and train options, the student's sampler and the `distill` record."""
+    `max_steps` is given) and train options, the student's sampler and the `distill` record (with `base`, the grid
+    a consistency student's times come from)."""
     train_cfg = teacher.config.train.derived(minutes, max_steps, **train)
     info = DistillConfig(teacher=teacher.source, method=method, steps=steps)
+    if method == "consistency" and base is not None:  # so other step counts get their own times (consistency_sampler)
+        info = info.model_copy(update={"grid": sample.grid, "t_min": base.t_min, "t_max": base.t_max})
     return teacher.config.model_copy(update={"train": train_cfg, "sample": sample, "distill": info})
 
 
@@ -414,7 +431,7 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     base = teacher.config.sample.override(grid=grid)
     times = (consistency_times if method == "consistency" else student_times)(teacher.schedule, steps, base)
     config = _student_config(teacher, method, steps, student_solver(method, times, base), minutes,
-                             max_steps, train)
+                             max_steps, train, base)
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.train.mixed_precision),
@@ -514,5 +531,5 @@ class _Fit:
         return clipped(self.config.loss.denoiser(net), self.config.sample.clip, self.config.sample.threshold)
 
 
-__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "consistency_times", "distill",
+__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "consistency_sampler", "consistency_times", "distill",
            "student_times"]

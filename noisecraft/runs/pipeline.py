@@ -140,7 +140,20 @@ class Pipeline:
             return self.grids[grid](base)[0]
         cfg = self.config.sample.override(solver=solver, steps=steps, grid=grid, options=options or None)
         stored = self._stored_grid(cfg, grid)
-        return cfg if stored is None else cfg.override(grid=stored.times)
+        if stored is not None:
+            return cfg.override(grid=stored.times)
+        return self._consistency_count(cfg, steps, grid) or cfg
+
+    def _consistency_count(self, cfg: SolverConfig, steps: int | None, grid: Any) -> SolverConfig | None:
+        """A consistency student asked for another step count, on no grid of the caller's: its own times for that
+        count (noisecraft.runs.distill.consistency_sampler); None otherwise."""
+        info = self.config.distill
+        if (info is None or info.method != "consistency" or cfg.solver != "consistency" or grid is not None
+                or steps is None or steps + 1 == info.steps):
+            return None
+        from noisecraft.runs.distill import consistency_sampler
+
+        return consistency_sampler(self.schedule, steps + 1, info, cfg)
 
     def _stored_grid(self, cfg: SolverConfig, grid: str | list[float] | None) -> Any:
         if grid is not None or not isinstance(self.config.sample.grid, str):
@@ -157,6 +170,8 @@ class Pipeline:
         stored = self._stored_grid(cfg, grid)
         if stored is not None:
             return stored.note
+        if self._consistency_count(cfg, steps, grid) is not None and self.config.distill.grid is not None:
+            return f"the consistency student's times for {steps + 1} evaluation{'s' if steps else ''} ({cfg.grid} grid)"
         return f"{cfg.grid} grid" if isinstance(cfg.grid, str) else f"the given grid of {len(cfg.grid) - 1} steps"
 
     def with_threshold(self, threshold: float | None) -> Pipeline:
