@@ -531,5 +531,5 @@ class _Fit:
         return clipped(self.config.loss.denoiser(net), self.config.sample.clip, self.config.sample.threshold)
 
 
-__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "consistency_sampler", "consistency_times", "distill",
-           "student_times"]
+__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "consistency_sampler",
+           "consistency_times", "distill", "student_times"]
