@@ -269,8 +269,8 @@ def test_without_a_budget_the_student_gets_the_teachers():
     config = preset_config("moons", "v", max_steps=123)
     teacher = Teacher(lambda x, t: x, config.loss.schedule, config)
     sample = teacher.config.sample
-    assert _student_config(teacher, "consistency", 2, sample, None, None, {}).train.max_steps == 123
-    given = _student_config(teacher, "consistency", 2, sample, 1.5, None, {}).train
+    assert _student_config(teacher, "consistency", 2, sample, None, None, {}, sample).train.max_steps == 123
+    given = _student_config(teacher, "consistency", 2, sample, 1.5, None, {}, sample).train
     assert given.minutes == 1.5 and given.max_steps is None
 
 

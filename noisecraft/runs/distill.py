@@ -182,10 +182,8 @@ def consistency_sampler(schedule: Schedule, evaluations: int, info: DistillConfi
     """A consistency student's sampler at `evaluations` network calls: the times distillation would have chosen
     for that count (consistency_times on the recorded base grid), so that K evaluations end their last jump at
     the K-interval grid's t_{K-1}, not at the distilled count's (on digits, 3 and 4 calls: FD 14.1 and 16.2 on
-    the 2-call range, 12.1 and 14.1 on their own times; docs/few_steps.md, section 3). `sample` is the run's own
-    sampler (its bounds are kept); a run without the record keeps it, whatever the count."""
-    if info.grid is None:
-        return sample.override(steps=evaluations - 1)
+    the 2-call range, 12.1 and 14.1 on their own times; docs/few_steps.md, section 3). `info` is the student's
+    record, with its base grid; `sample` the run's own sampler, whose bounds are kept."""
     base = SolverConfig(solver=sample.solver, grid=info.grid, t_min=info.t_min, t_max=info.t_max, clip=sample.clip,
                         threshold=sample.threshold)
     return student_solver("consistency", consistency_times(schedule, evaluations, base), base)
@@ -387,13 +385,13 @@ def _check_out(out_dir: Path) -> None:
 
 
 def _student_config(teacher: Teacher, method: str, steps: int, sample: SolverConfig, minutes: float | None,
-                    max_steps: int | None, train: dict[str, Any], base: SolverConfig | None = None) -> RunConfig:
+                    max_steps: int | None, train: dict[str, Any], base: SolverConfig) -> RunConfig:
     """The teacher's config with the distillation's budget (the teacher's own when neither `minutes` nor
     `max_steps` is given) and train options, the student's sampler and the `distill` record (with `base`, the grid
     a consistency student's times come from)."""
     train_cfg = teacher.config.train.derived(minutes, max_steps, **train)
     info = DistillConfig(teacher=teacher.source, method=method, steps=steps)
-    if method == "consistency" and base is not None:  # so other step counts get their own times (consistency_sampler)
+    if method == "consistency":  # so that other step counts get their own times (consistency_sampler)
         info = info.model_copy(update={"grid": sample.grid, "t_min": base.t_min, "t_max": base.t_max})
     return teacher.config.model_copy(update={"train": train_cfg, "sample": sample, "distill": info})
 

@@ -146,10 +146,11 @@ class Pipeline:
 
     def _consistency_count(self, cfg: SolverConfig, steps: int | None, grid: Any) -> SolverConfig | None:
         """A consistency student asked for another step count, on no grid of the caller's: its own times for that
-        count (noisecraft.runs.distill.consistency_sampler); None otherwise."""
+        count (noisecraft.runs.distill.consistency_sampler); None otherwise, and for a student made before its run
+        recorded the grid they come from (it keeps its stored range)."""
         info = self.config.distill
-        if (info is None or info.method != "consistency" or cfg.solver != "consistency" or grid is not None
-                or steps is None or steps + 1 == info.steps):
+        if (info is None or info.method != "consistency" or info.grid is None or cfg.solver != "consistency"
+                or grid is not None or steps is None or steps + 1 == info.steps):
             return None
         from noisecraft.runs.distill import consistency_sampler
 
@@ -170,7 +171,7 @@ class Pipeline:
         stored = self._stored_grid(cfg, grid)
         if stored is not None:
             return stored.note
-        if self._consistency_count(cfg, steps, grid) is not None and self.config.distill.grid is not None:
+        if self._consistency_count(cfg, steps, grid) is not None:
             return f"the consistency student's times for {steps + 1} evaluation{'s' if steps else ''} ({cfg.grid} grid)"
         return f"{cfg.grid} grid" if isinstance(cfg.grid, str) else f"the given grid of {len(cfg.grid) - 1} steps"
 
