@@ -29,6 +29,8 @@ from noisecraft.metrics.distribution import sliced_w2, within_mode_w2
 from noisecraft.nets import NetConfig
 from noisecraft.runs.config import preset_config
 from noisecraft.runs.distill import (
+    LAST_SIGMA_TILDE,
+    RHO,
     Teacher,
     consistency_times,
     curriculum,
@@ -144,8 +146,8 @@ def test_the_sampler_grid_is_the_grid_the_student_learned(students):
 
 def test_a_consistency_student_asked_for_another_count_samples_on_that_counts_times(students, tmp_path):
     """K evaluations of a consistency student take the times distillation would give K (consistency_times on
-    the recorded base grid): its last jump starts at the K-interval grid's t_{K-1}, not the distilled count's. A
-    caller's grid, an optimised grid and a run without the record (made before it) keep theirs."""
+    the recorded base grid), not the distilled count's range. A caller's grid, an optimised grid and a run
+    without the record (made before it) keep theirs."""
     run = load_run(students["cd2"])
     info = run.config.distill
     assert (info.grid, info.t_min, info.t_max) == ("karras", None, None)
@@ -170,14 +172,19 @@ def test_a_consistency_student_asked_for_another_count_samples_on_that_counts_ti
 @pytest.mark.parametrize("schedule", [S.EDM(), S.DiscreteVP(), S.RectifiedFlow()], ids=["edm", "ddpm", "flow"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_a_consistency_student_starts_at_the_step_aware_start(schedule, k):
-    """t_0 is the step-aware start (sigma~ 25 for a few evaluations), t_{K-1} the progressive student's, the times
-    between on the named grid, reproduced by the stored sampler; a range the teacher's sampler gives is kept."""
+    """t_0 is the step-aware start (sigma~ 25 for a few evaluations), t_{K-1} sigma~ 0.5 (LAST_SIGMA_TILDE), the
+    times between on the named grid, reproduced by the stored sampler; a range the teacher's sampler gives is
+    kept, and a t_min above sigma~ 0.5 is honoured."""
     base = nc.SolverConfig(grid="karras")
-    times, full = consistency_times(schedule, k, base), student_times(schedule, k, base)
+    times = consistency_times(schedule, k, base)
     assert len(times) == k and float(times[0]) == pytest.approx(step_aware_range(schedule, k)[1], abs=1e-12)
     assert float(schedule.sigma_tilde(times[0])) == pytest.approx(25.0, rel=1e-9)
     if k > 1:
-        assert float(times[-1]) == pytest.approx(float(full[-1]), abs=1e-12)
+        assert float(schedule.sigma_tilde(times[-1])) == pytest.approx(LAST_SIGMA_TILDE, rel=1e-9)
+        gaps = (schedule.sigma_tilde(times).to(torch.float64) ** (1 / RHO)).diff()  # Karras: uniform in sigma~^(1/rho)
+        assert torch.allclose(gaps, gaps[0].expand_as(gaps), rtol=1e-9)
+        high = float(schedule.t_from_sigma_tilde(torch.tensor(2.0, dtype=torch.float64)))
+        assert float(consistency_times(schedule, k, base.override(t_min=high))[-1]) == pytest.approx(high, abs=1e-12)
     assert (times[1:] < times[:-1]).all()
     cfg = student_solver("consistency", times, base)
     grid = nc.timesteps.make_grid(schedule, cfg.steps, cfg.grid, cfg.t_min, cfg.t_max)

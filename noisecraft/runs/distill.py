@@ -23,9 +23,10 @@ use unchanged: its config's `sample` section holds its solver and grid, `distill
 Step count: `steps` K is the student's network evaluations per sample. A progressive student's grid is the K
 noisiest times of the teacher's named grid with K intervals, t_0 = t_max > ... > t_{K-1}: K - 1 solver steps and
 the driver's final clean estimate x0_hat(x, t_{K-1}), the last interval's jump to the clean end (K = 1:
-x0_hat(x_T, t_max)). A consistency student keeps that t_{K-1} but starts where noisecraft's few-step samplers
-start, the step-aware sigma~ = max(25, K^1.25) (noisecraft.core.timesteps.step_aware_range), when the teacher's
-sampler leaves t_max open (consistency_times): its level distribution trains the top of the range least.
+x0_hat(x_T, t_max)). A consistency student, when the teacher's sampler leaves t_max open (consistency_times),
+starts where noisecraft's few-step samplers start, the step-aware sigma~ = max(25, K^1.25)
+(noisecraft.core.timesteps.step_aware_range), because its level distribution trains the top of the range least,
+and its last jump starts at sigma~ = 0.5 (LAST_SIGMA_TILDE), where re-noising still washes out earlier errors.
 
 Boundary condition: the student keeps the teacher's parameterisation, whose c_skip(sigma_min) is 1 only up to
 sigma_min^2 / sigma_data^2 (EDM: 1 - 1.6e-5); the boundary f(x, sigma_min) = x / alpha is imposed exactly in
@@ -86,6 +87,9 @@ LEVEL_SEED = 7919
 P_MEAN, P_STD, HUBER_C = -1.1, 2.0, 0.00054
 #: Karras et al. 2022's rho for the consistency levels (Song et al. 2023, sec. 6)
 RHO = 7.0
+#: sigma~ where a consistency student's last jump starts at K >= 2: EDM's sigma_data (Karras et al. 2022, Table 1),
+#: the spread of unit-scale data (consistency_times)
+LAST_SIGMA_TILDE = 0.5
 
 DenoiseFn = Callable[..., Tensor]
 
@@ -147,23 +151,34 @@ def student_times(schedule: Schedule, steps: int, base: SolverConfig) -> Tensor:
 
 
 def consistency_times(schedule: Schedule, steps: int, base: SolverConfig) -> Tensor:
-    """A consistency student's K = steps times: t_{K-1} of student_times (where its last jump to the clean end
-    starts), t_0 lowered to the step-aware start sigma~ = max(25, K^1.25) (step_aware_range) when `base` leaves
-    t_max open, and K - 1 intervals of base's named grid between them (float64).
+    """A consistency student's K = steps times: t_0 the step-aware start sigma~ = max(25, K^1.25)
+    (step_aware_range), t_{K-1} at sigma~ = LAST_SIGMA_TILDE (not below base's t_min), and K - 1 intervals of
+    base's named grid between them (float64). A base that fixes t_max, or a schedule that starts below the
+    step-aware start, keeps student_times.
 
-    Why: Song & Dhariwal 2023's lognormal levels and 1/(sigma_{n+1} - sigma_n) weights give the intervals above
-    sigma~ = 10 about 0.04% of the loss (EDM, 80 levels), so a student is least consistent at sigma_max, the only
-    evaluation of a 1-step sample; from sigma~ = 25, inside its trained range, the data's alpha x_0 is 1/25 of the
-    prior's scale and the exact flow map still draws the mixture (docs/benchmarks/distill.md). With K >= 2 the
-    first estimate is noised again to t_1, so the start hardly matters there; t_1 ... t_{K-1} keep their spacing."""
+    Why the start: Song & Dhariwal 2023's lognormal levels and 1/(sigma_{n+1} - sigma_n) weights give the
+    intervals above sigma~ = 10 about 0.04% of the loss (EDM, 80 levels), so a student is least consistent at
+    sigma_max, the only evaluation of a 1-step sample; from sigma~ = 25 the data's alpha x_0 is 1/25 of the
+    prior's scale and the exact flow map still draws the mixture (docs/benchmarks/distill.md).
+
+    Why the end: each jump re-noises the last estimate to t_k and maps it back. Below sigma~ ~ sigma_data the
+    student's map is close to the identity (its Jacobian 0.6-1 on random directions), so a later jump keeps the
+    earlier jumps' errors and adds its own; far above it, the last jump's own error grows (against the teacher's
+    ODE end points, 0.04 at sigma~ 0.5 and 0.15 at 2.5 on digits). Ending at 0.5 beat the K-interval grid's
+    t_{K-1} (sigma~ 2.5, 0.47, 0.17 for K = 2, 3, 4 on EDM) in 8 of 9 cases: ring and 16-D oracles and
+    digits at K = 2, 3, 4 (docs/benchmarks/distill.md, "Where the last jump starts")."""
     times = student_times(schedule, steps, base)
     start = step_aware_range(schedule, steps)[1]
     if base.t_max is not None or start >= float(times[0]):
         return times
     if steps == 1:
         return torch.tensor([start], dtype=FLOAT64)
+    end = float(schedule.t_from_sigma_tilde(torch.tensor(LAST_SIGMA_TILDE, dtype=FLOAT64)))
+    end = max(end, base.t_min if base.t_min is not None else schedule.t_min)
+    if not end < start:
+        return times
     grid = base.grid if isinstance(base.grid, str) else "log_snr"
-    return make_grid(schedule, steps - 1, grid, float(times[-1]), start)
+    return make_grid(schedule, steps - 1, grid, end, start)
 
 
 def student_solver(method: str, times: Tensor, base: SolverConfig) -> SolverConfig:
@@ -180,10 +195,9 @@ def student_solver(method: str, times: Tensor, base: SolverConfig) -> SolverConf
 
 def consistency_sampler(schedule: Schedule, evaluations: int, info: DistillConfig, sample: SolverConfig) -> SolverConfig:
     """A consistency student's sampler at `evaluations` network calls: the times distillation would have chosen
-    for that count (consistency_times on the recorded base grid), so that K evaluations end their last jump at
-    the K-interval grid's t_{K-1}, not at the distilled count's (on digits, 3 and 4 calls: FD 14.1 and 16.2 on
-    the 2-call range, 12.1 and 14.1 on their own times; docs/few_steps.md, section 3). `info` is the student's
-    record, with its base grid; `sample` the run's own sampler, whose bounds are kept."""
+    for that count (consistency_times on the recorded base grid), not the distilled count's range stretched over
+    more calls. `info` is the student's record, with its base grid; `sample` the run's own sampler, whose bounds
+    are kept."""
     base = SolverConfig(solver=sample.solver, grid=info.grid, t_min=info.t_min, t_max=info.t_max, clip=sample.clip,
                         threshold=sample.threshold)
     return student_solver("consistency", consistency_times(schedule, evaluations, base), base)
@@ -529,5 +543,5 @@ class _Fit:
         return clipped(self.config.loss.denoiser(net), self.config.sample.clip, self.config.sample.threshold)
 
 
-__all__ = ["METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher", "consistency_sampler",
-           "consistency_times", "distill", "student_times"]
+__all__ = ["LAST_SIGMA_TILDE", "METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher",
+           "consistency_sampler", "consistency_times", "distill", "student_times"]
