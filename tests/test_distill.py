@@ -29,16 +29,19 @@ from noisecraft.metrics.distribution import sliced_w2, within_mode_w2
 from noisecraft.nets import NetConfig
 from noisecraft.runs.config import preset_config
 from noisecraft.runs.distill import (
+    BUDGET_FACTOR,
     LAST_SIGMA_TILDE,
     RHO,
     Teacher,
     consistency_times,
     curriculum,
+    default_budget,
     distill,
     lognormal_level_probabilities,
     student_solver,
     student_times,
 )
+from noisecraft.runs.checkpoint import checkpoints, training_seconds
 from noisecraft.runs.pipeline import load_run
 
 runner = CliRunner()
@@ -225,6 +228,25 @@ def test_consistency_sampling_with_the_exact_consistency_function_draws_the_data
     assert info.nfe == steps + 1
     assert torch.allclose(x.mean(0), mu, atol=0.03)  # std <= ~1, 20,000 draws: ~0.007 Monte-Carlo error
     assert torch.allclose(torch.cov(x.T), cov, atol=0.04)
+
+
+def test_with_no_budget_a_student_stops_at_twice_its_teachers_training_time(base, tmp_path):
+    """default_budget: the teacher's steps, ended at BUDGET_FACTOR x the training time its newest checkpoint
+    records (issue 17's bound on distillation cost); a teacher without that record keeps its own budget."""
+    recorded = json.loads((checkpoints(base["init"] / "checkpoints")[0] / "state.json").read_text())["elapsed_s"]
+    teacher = Teacher.from_run(base["init"])
+    assert recorded > 0 and teacher.seconds == training_seconds(base["init"] / "checkpoints") == pytest.approx(recorded)
+    assert default_budget(teacher) == (pytest.approx(BUDGET_FACTOR * recorded / 60.0), 300)
+    assert default_budget(_teacher(base)) == (None, 300)  # a denoiser function: no record
+    result = distill(base["init"], tmp_path / "student", "progressive", 1, teacher_steps=2, **FAST)
+    train = load_run(tmp_path / "student").config.train
+    assert (train.minutes, train.max_steps) == (pytest.approx(BUDGET_FACTOR * recorded / 60.0), 300)
+    assert result.step <= 300
+    blank = tmp_path / "blank"
+    shutil.copytree(base["init"] / "checkpoints", blank)
+    for state in blank.glob("step_*/state.json"):
+        state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "elapsed_s"}))
+    assert training_seconds(blank) is None and training_seconds(tmp_path / "none") is None
 
 
 @pytest.fixture(scope="module")

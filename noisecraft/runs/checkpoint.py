@@ -13,6 +13,7 @@ checkpoint), so the newest folder is always the last one saved.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -154,6 +155,14 @@ def _read_state(path: Path) -> dict:
         raise ValueError(  # noqa: TRY004 (a damaged file, not a caller's wrong type)
             f"checkpoint {file} is damaged: expected a JSON object with an integer 'step'")
     return meta
+
+
+def training_seconds(folder: str | Path) -> float | None:
+    """The training time recorded in the newest checkpoint's state.json (elapsed_s: all sessions of a resumed
+    run, on its config's clock), or None when there is no checkpoint or it records none."""
+    path = latest_checkpoint(folder)
+    seconds = _read_state(path).get("elapsed_s") if path is not None else None
+    return float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0 else None
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:

@@ -61,7 +61,7 @@ from noisecraft.core.schedules import Schedule
 from noisecraft.core.tensors import FLOAT64, expand_like
 from noisecraft.core.timesteps import make_grid, step_aware_range
 from noisecraft.data import Dataset
-from noisecraft.runs.checkpoint import check_new_run_dir, checkpoints
+from noisecraft.runs.checkpoint import check_new_run_dir, checkpoints, training_seconds
 from noisecraft.runs.config import DistillConfig, RunConfig, TrainConfig
 from noisecraft.runs.ema import EMA
 from noisecraft.runs.lock import run_lock
@@ -87,6 +87,8 @@ LEVEL_SEED = 7919
 P_MEAN, P_STD, HUBER_C = -1.1, 2.0, 0.00054
 #: Karras et al. 2022's rho for the consistency levels (Song et al. 2023, sec. 6)
 RHO = 7.0
+#: the default distillation budget is at most this many times the teacher's training time (issue 17)
+BUDGET_FACTOR = 2.0
 #: sigma~ where a consistency student's last jump starts at K >= 2: EDM's sigma_data (Karras et al. 2022, Table 1),
 #: the spread of unit-scale data (consistency_times)
 LAST_SIGMA_TILDE = 0.5
@@ -108,6 +110,7 @@ class Teacher:
     weights: dict[str, Tensor] | None = None
     module: nn.Module | None = None
     source: str = "a denoiser function"
+    seconds: float | None = None  # its training time (its config's clock), when known: bounds the default budget
 
     def __post_init__(self) -> None:
         if self.schedule != self.config.loss.schedule:
@@ -121,7 +124,8 @@ class Teacher:
 
         pipe = load_run(run_dir)
         return cls(clipped(pipe.network, *pipe.bounds), pipe.schedule, pipe.config,
-                   {k: v.clone() for k, v in pipe.net.state_dict().items()}, pipe.net, str(Path(run_dir)))
+                   {k: v.clone() for k, v in pipe.net.state_dict().items()}, pipe.net, str(Path(run_dir)),
+                   training_seconds(Path(run_dir) / "checkpoints"))
 
     def to(self, device: torch.device) -> Teacher:
         if self.module is not None:
@@ -161,12 +165,14 @@ def consistency_times(schedule: Schedule, steps: int, base: SolverConfig) -> Ten
     sigma_max, the only evaluation of a 1-step sample; from sigma~ = 25 the data's alpha x_0 is 1/25 of the
     prior's scale and the exact flow map still draws the mixture (docs/benchmarks/distill.md).
 
-    Why the end: each jump re-noises the last estimate to t_k and maps it back. Below sigma~ ~ sigma_data the
-    student's map is close to the identity (its Jacobian 0.6-1 on random directions), so a later jump keeps the
-    earlier jumps' errors and adds its own; far above it, the last jump's own error grows (against the teacher's
+    Why the end: each jump re-noises the last estimate to t_k and maps it back. Well below sigma~ ~ sigma_data
+    the student's map is close to the identity (gain 0.5-0.7 on random input directions at sigma~ 0.2, 0.7-1 at
+    0.02; 0.4 at 0.5), so a later jump keeps the earlier jumps' errors and adds its own; far above it, the last jump's own error grows (against the teacher's
     ODE end points, 0.04 at sigma~ 0.5 and 0.15 at 2.5 on digits). Ending at 0.5 beat the K-interval grid's
-    t_{K-1} (sigma~ 2.5, 0.47, 0.17 for K = 2, 3, 4 on EDM) in 8 of 9 cases: ring and 16-D oracles and
-    digits at K = 2, 3, 4 (docs/benchmarks/distill.md, "Where the last jump starts")."""
+    t_{K-1} (sigma~ 2.5, 0.47, 0.17 for K = 2, 3, 4 on EDM) in 7 of 9 cases (ring and 16-D oracles, digits; K =
+    2, 3, 4); the others: digits at K = 3, where 0.47 is nearly the same point, and the ring at K = 4 (W2 0.032
+    against 0.026, both below the teacher's 10-NFE sampler) (docs/benchmarks/distill.md, "Where the last jump
+    starts")."""
     times = student_times(schedule, steps, base)
     start = step_aware_range(schedule, steps)[1]
     if base.t_max is not None or start >= float(times[0]):
@@ -398,11 +404,24 @@ def _check_out(out_dir: Path) -> None:
     check_new_run_dir(out_dir, "out_dir", "the student")
 
 
+def default_budget(teacher: Teacher) -> tuple[float | None, int | None]:
+    """(minutes, max_steps) when the caller gives neither: the teacher's own budget, ended early at BUDGET_FACTOR
+    times the teacher's recorded training time (issue 17's bound; a consistency step costs about 2.9 teacher
+    steps on digits, so on the teacher's machine the time ends it, at about 70% of the teacher's steps)."""
+    own = teacher.config.train
+    if teacher.seconds is None:
+        return own.minutes, own.max_steps
+    minutes = BUDGET_FACTOR * teacher.seconds / 60.0
+    return (minutes if own.minutes is None else min(minutes, own.minutes)), own.max_steps
+
+
 def _student_config(teacher: Teacher, method: str, steps: int, sample: SolverConfig, minutes: float | None,
                     max_steps: int | None, train: dict[str, Any], base: SolverConfig) -> RunConfig:
-    """The teacher's config with the distillation's budget (the teacher's own when neither `minutes` nor
+    """The teacher's config with the distillation's budget (default_budget when neither `minutes` nor
     `max_steps` is given) and train options, the student's sampler and the `distill` record (with `base`, the grid
     a consistency student's times come from)."""
+    if minutes is None and max_steps is None:
+        minutes, max_steps = default_budget(teacher)
     train_cfg = teacher.config.train.derived(minutes, max_steps, **train)
     info = DistillConfig(teacher=teacher.source, method=method, steps=steps)
     if method == "consistency":  # so that other step counts get their own times (consistency_sampler)
@@ -422,13 +441,12 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     """Distil `teacher` (a run directory or a Teacher) into a student run in `out_dir` that samples in `steps`
     network evaluations, by `method` "consistency" or "progressive", for `minutes` (wall-clock, or the
     config's clock) or `max_steps` optimiser steps (all rounds together); neither given: the teacher's own
-    training budget (on digits, 1,600 steps; 2,030 steps in 18 CPU-minutes met issue 17's FD targets).
+    budget, ended at twice the teacher's recorded training time (default_budget; on digits 1,176 of the teacher's
+    1,600 steps met issue 17's FD targets).
 
     Consistency: `teacher_solver` takes the teacher's ODE step, `levels` = (s0, s1) is the discretisation
-    curriculum. The student's times are the K noisiest of the named `grid` with K intervals over the teacher's
-    sampling range (Karras et al. 2022's rho = 7 by default: on digits its 2-step time sigma~ 2.5 gave FD 21
-    against 36 at log-SNR's 0.4, docs/benchmarks/distill.md), the first lowered to the step-aware start
-    (consistency_times). Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R
+    curriculum. The student's times are consistency_times: K points of the named `grid` (Karras et al. 2022's
+    rho = 7 by default) from the step-aware start to sigma~ 0.5. Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R
     rounds share the budget equally. `groups` noise levels are drawn per optimiser step. `train`: fields of the run
     config's train section (batch_size, lr, seed, warmup_steps, ...; None keeps the teacher's).
     """
@@ -543,5 +561,5 @@ class _Fit:
         return clipped(self.config.loss.denoiser(net), self.config.sample.clip, self.config.sample.threshold)
 
 
-__all__ = ["LAST_SIGMA_TILDE", "METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher",
-           "consistency_sampler", "consistency_times", "distill", "student_times"]
+__all__ = ["BUDGET_FACTOR", "LAST_SIGMA_TILDE", "METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher",
+           "consistency_sampler", "consistency_times", "default_budget", "distill", "student_times"]
