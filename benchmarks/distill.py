@@ -6,8 +6,8 @@ Two suites, each printing a table and writing JSON beside it:
   schedule. The teacher is the exact denoiser, so every student is measured against the true mixture:
   within-mode W2, sliced W2 and mode-weight TV of 10,000 samples, beside the teacher's default 10-evaluation
   sampler (DPM-Solver++(2M), 9 steps, step-aware range), the teacher's DDIM at the same evaluations, and the
-  floor (fresh true samples). The students' network (MLP 256 x 3) starts from a denoiser trained briefly on
-  mixture samples (`--init-steps`), as a real student starts from its teacher's weights. Two references for
+  floor (fresh true samples). The students' network (MLP 256 x 3; `--width`, `--depth`) starts from a denoiser
+  trained briefly on mixture samples (`--init-steps`), as a real student starts from its teacher's weights. Two references for
   the 1-step rows: the exact flow map (the teacher's ODE solved finely from the same prior, what a perfect
   1-step student would draw) and, with `--regression`, the same network trained for the same steps by direct
   regression of its 1-step output onto exact ODE end points (Luhman & Luhman 2021; benchmark only, not a
@@ -141,8 +141,8 @@ def regression_student(args: argparse.Namespace, root: Path, mixture: nc.oracle.
 
 
 def oracle_suite(args: argparse.Namespace) -> dict:
-    return {name: oracle_case(args, name, mixture)
-            for name, mixture in (("ring8", nc.oracle.ring8()), ("mixture16d", nc.oracle.mixture16d()))}
+    cases = {"ring8": nc.oracle.ring8, "mixture16d": nc.oracle.mixture16d}
+    return {name: oracle_case(args, name, cases[name]()) for name in args.cases}
 
 
 def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.GaussianMixture) -> dict:
@@ -151,7 +151,7 @@ def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.Gaussian
     root.mkdir(parents=True, exist_ok=True)
     np.save(root / "data.npy", mixture.sample(50_000, torch.Generator().manual_seed(0))[0].float().numpy())
     config = preset_config(str(root / "data.npy"), "edm", max_steps=args.init_steps, batch_size=512)
-    config = config.model_copy(update={"model": NetConfig(width=256, depth=3)})
+    config = config.model_copy(update={"model": NetConfig(width=args.width, depth=args.depth)})
     if not (args.reuse and (root / "init" / "checkpoints").is_dir()):
         shutil.rmtree(root / "init", ignore_errors=True)
         nc.train(config, root / "init", progress=False)
@@ -251,6 +251,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_distill")
     parser.add_argument("--max-steps", type=int, default=3000, help="oracle: optimiser steps per distillation")
     parser.add_argument("--init-steps", type=int, default=1000, help="oracle: steps of the students' initial denoiser")
+    parser.add_argument("--cases", nargs="+", default=["ring8", "mixture16d"], choices=["ring8", "mixture16d"])
+    parser.add_argument("--width", type=int, default=256, help="oracle: the students' MLP width")
+    parser.add_argument("--depth", type=int, default=3, help="oracle: the students' MLP depth")
     parser.add_argument("--n", type=int, default=10_000, help="oracle: samples per measurement")
     parser.add_argument("--teacher", default="/work/runs/digits", help="digits: the teacher run")
     parser.add_argument("--minutes", type=float, default=10.0, help="digits: CPU minutes per distillation")
