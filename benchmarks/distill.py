@@ -7,10 +7,10 @@ Two suites, each printing a table and writing JSON beside it:
   within-mode W2, sliced W2 and mode-weight TV of 10,000 samples, beside the teacher's default 10-evaluation
   sampler (DPM-Solver++(2M), 9 steps, step-aware range), the teacher's DDIM at the same evaluations, and the
   floor (fresh true samples). The students' network (MLP 256 x 3; `--width`, `--depth`) starts from a denoiser
-  trained briefly on mixture samples (`--init-steps`), as a real student starts from its teacher's weights. Two references for
-  the 1-step rows: the exact flow map (the teacher's ODE solved finely from the same prior, what a perfect
-  1-step student would draw) and, with `--regression`, the same network trained for the same steps by direct
-  regression of its 1-step output onto exact ODE end points (Luhman & Luhman 2021; benchmark only, not a
+  trained briefly on mixture samples (`--init-steps`), as a real student starts from its teacher's weights. Two
+  references for the 1-step rows: the exact flow map (the teacher's ODE solved finely from the same prior, what
+  a perfect 1-step student would draw) and, with `--regression`, the same network trained for the same steps by
+  direct regression of its 1-step output onto exact ODE end points (Luhman & Luhman 2021; benchmark only, not a
   library method). The consistency student is also sampled at 1 NFE from sigma_max (its start before the
   step-aware start, noisecraft.runs.distill.consistency_times).
 - `digits`: the trained digits run `--teacher` (default /work/runs/digits, `noisecraft demo`'s model). Digits-FD

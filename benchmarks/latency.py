@@ -259,7 +259,8 @@ def table(per_threads: list[dict]) -> str:
     batches = list(per_threads[0]["rows"][0]["batches"])
     head = [f"{r['threads']} thr, batch {b}" for r in per_threads for b in batches]
     has_fd = "fd" in per_threads[0]["rows"][0]
-    lines = ["| sampler | NFE | measured NFE | " + ("FD (500, mean of 5 seeds) | " if has_fd else "") + " | ".join(head) + " |",
+    fd_head = f"FD ({FD_SAMPLES}, mean of {len(FD_SEEDS)} seeds) | " if has_fd else ""
+    lines = ["| sampler | NFE | measured NFE | " + fd_head + " | ".join(head) + " |",
              "|---|---|---|" + ("---|" if has_fd else "") + "---|" * len(head)]
     for i, row in enumerate(per_threads[0]["rows"]):
         measured = {json.dumps(r["rows"][i]["batches"][b]["nfe"]) for r in per_threads for b in batches}

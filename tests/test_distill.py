@@ -36,6 +36,7 @@ from noisecraft.runs.distill import (
     consistency_times,
     curriculum,
     default_budget,
+    describe_budget,
     distill,
     lognormal_level_probabilities,
     student_solver,
@@ -241,6 +242,9 @@ def test_with_no_budget_a_student_stops_at_twice_its_teachers_training_time(base
     result = distill(base["init"], tmp_path / "student", "progressive", 1, teacher_steps=2, **FAST)
     train = load_run(tmp_path / "student").config.train
     assert (train.minutes, train.max_steps) == (pytest.approx(BUDGET_FACTOR * recorded / 60.0), 300)
+    minutes = f"{BUDGET_FACTOR * recorded / 60.0:.1f}"
+    assert describe_budget(train) == f"budget: 300 steps or {minutes} minutes (wall clock), whichever comes first"
+    assert describe_budget(train.model_copy(update={"minutes": None})) == "budget: 300 steps"
     assert result.step <= 300
     blank = tmp_path / "blank"
     shutil.copytree(base["init"] / "checkpoints", blank)

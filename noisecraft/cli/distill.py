@@ -14,7 +14,8 @@ def distill(
     run: str = typer.Argument(..., help="The teacher: a trained run directory."),
     method: str = typer.Option("consistency", help="consistency (Song et al. 2023) or progressive (Salimans & Ho 2022)."),
     steps: int = typer.Option(2, help="Network evaluations per sample of the student (1-4 typical)."),
-    minutes: float = typer.Option(None, help="Distillation budget in minutes (all rounds of progressive together); default: the teacher's budget, ended at twice its training time."),
+    minutes: float = typer.Option(None, help="Distillation budget in minutes (all rounds of progressive together); "
+                                  "default: the teacher's budget, ended at twice its training time."),
     max_steps: int = typer.Option(None, help="Or a budget in optimiser steps."),
     out: str = typer.Option(..., "--run", help="Directory of the student run (new)."),
     batch_size: int = typer.Option(None, help="Global batch size (default: the teacher's)."),

@@ -167,12 +167,12 @@ def consistency_times(schedule: Schedule, steps: int, base: SolverConfig) -> Ten
 
     Why the end: each jump re-noises the last estimate to t_k and maps it back. Well below sigma~ ~ sigma_data
     the student's map is close to the identity (gain 0.5-0.7 on random input directions at sigma~ 0.2, 0.7-1 at
-    0.02; 0.4 at 0.5), so a later jump keeps the earlier jumps' errors and adds its own; far above it, the last jump's own error grows (against the teacher's
-    ODE end points, 0.04 at sigma~ 0.5 and 0.15 at 2.5 on digits). Ending at 0.5 beat the K-interval grid's
-    t_{K-1} (sigma~ 2.5, 0.47, 0.17 for K = 2, 3, 4 on EDM) in 7 of 9 cases (ring and 16-D oracles, digits; K =
-    2, 3, 4); the others: digits at K = 3, where 0.47 is nearly the same point, and the ring at K = 4 (W2 0.032
-    against 0.026, both below the teacher's 10-NFE sampler) (docs/benchmarks/distill.md, "Where the last jump
-    starts")."""
+    0.02; 0.4 at 0.5), so a later jump keeps the earlier jumps' errors and adds its own; far above it, the last
+    jump's own error grows (against the teacher's ODE end points, 0.04 at sigma~ 0.5 and 0.15 at 2.5 on digits).
+    Ending at 0.5 beat the K-interval grid's t_{K-1} (sigma~ 2.5, 0.47, 0.17 for K = 2, 3, 4 on EDM) in 7 of 9
+    cases (ring and 16-D oracles, digits; K = 2, 3, 4); the others: digits at K = 3, where 0.47 is nearly the
+    same point, and the ring at K = 4 (W2 0.032 against 0.026, both below the teacher's 10-NFE sampler)
+    (docs/benchmarks/distill.md, "Where the last jump starts")."""
     times = student_times(schedule, steps, base)
     start = step_aware_range(schedule, steps)[1]
     if base.t_max is not None or start >= float(times[0]):
@@ -415,6 +415,13 @@ def default_budget(teacher: Teacher) -> tuple[float | None, int | None]:
     return (minutes if own.minutes is None else min(minutes, own.minutes)), own.max_steps
 
 
+def describe_budget(cfg: TrainConfig) -> str:
+    """One line: the distillation's budget, and that the first limit reached ends it."""
+    parts = [f"{cfg.max_steps:,} steps"] if cfg.max_steps else []
+    parts += [f"{cfg.minutes:.1f} minutes ({cfg.clock} clock)"] if cfg.minutes else []
+    return "budget: " + " or ".join(parts) + (", whichever comes first" if len(parts) > 1 else "")
+
+
 def _student_config(teacher: Teacher, method: str, steps: int, sample: SolverConfig, minutes: float | None,
                     max_steps: int | None, train: dict[str, Any], base: SolverConfig) -> RunConfig:
     """The teacher's config with the distillation's budget (default_budget when neither `minutes` nor
@@ -446,9 +453,10 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
 
     Consistency: `teacher_solver` takes the teacher's ODE step, `levels` = (s0, s1) is the discretisation
     curriculum. The student's times are consistency_times: K points of the named `grid` (Karras et al. 2022's
-    rho = 7 by default) from the step-aware start to sigma~ 0.5. Progressive: the first teacher grid has steps * 2^R >= `teacher_steps` intervals, R
-    rounds share the budget equally. `groups` noise levels are drawn per optimiser step. `train`: fields of the run
-    config's train section (batch_size, lr, seed, warmup_steps, ...; None keeps the teacher's).
+    rho = 7 by default) from the step-aware start to sigma~ 0.5. Progressive: the first teacher grid has
+    steps * 2^R >= `teacher_steps` intervals, R rounds share the budget equally. `groups` noise levels are drawn
+    per optimiser step. `train`: fields of the run config's train section (batch_size, lr, seed, warmup_steps,
+    ...; None keeps the teacher's).
     """
     check_options(method, steps, minutes, max_steps, groups)
     out_dir = Path(out_dir)
@@ -485,6 +493,7 @@ class _Fit:
         threads = use_threads(config.train.num_threads)
         if progress and accelerator.is_main_process:
             print(threads, flush=True)
+            print(describe_budget(config.train), flush=True)
         self.data = config.data.load()
         torch.manual_seed(config.train.seed)
         self.net = config.model.build(self.data.sample_shape, config.loss.time_input)
@@ -561,5 +570,6 @@ class _Fit:
         return clipped(self.config.loss.denoiser(net), self.config.sample.clip, self.config.sample.threshold)
 
 
-__all__ = ["BUDGET_FACTOR", "LAST_SIGMA_TILDE", "METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep", "Teacher",
-           "consistency_sampler", "consistency_times", "default_budget", "distill", "student_times"]
+__all__ = ["BUDGET_FACTOR", "LAST_SIGMA_TILDE", "METHODS", "ConsistencyStep", "DistillResult", "ProgressiveStep",
+           "Teacher", "consistency_sampler", "consistency_times", "default_budget", "describe_budget", "distill",
+           "student_times"]
