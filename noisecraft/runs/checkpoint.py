@@ -159,9 +159,13 @@ def _read_state(path: Path) -> dict:
 
 def training_seconds(folder: str | Path) -> float | None:
     """The training time recorded in the newest checkpoint's state.json (elapsed_s: all sessions of a resumed
-    run, on its config's clock), or None when there is no checkpoint or it records none."""
+    run, on its config's clock), or None when there is no checkpoint, it records none, or its state.json is
+    damaged (load_run then skips that checkpoint with a warning; its time is no reason to refuse the run)."""
     path = latest_checkpoint(folder)
-    seconds = _read_state(path).get("elapsed_s") if path is not None else None
+    try:
+        seconds = _read_state(path).get("elapsed_s") if path is not None else None
+    except ValueError:
+        return None
     return float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0 else None
 
 
