@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 
@@ -29,3 +31,19 @@ def torchrun(script: Path, *args: object, processes: int = 2, timeout: float = 3
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+ROUTES = {(o, d): 300 + 170 * i + 90 * j for i, o in enumerate("ABC") for j, d in enumerate("PQRSTUVW")}
+
+
+def routes(n: int = 3000, strays: int = 2, seed: int = 0) -> pd.DataFrame:
+    """(origin, dest) -> distance except `strays` rows flown at another distance (0.07%: an approximate
+    dependency); cabin -> fee exactly; seats (three values) and delay independent of everything."""
+    rng = np.random.default_rng(seed)
+    origin, dest = rng.choice(list("ABC"), n), rng.choice(list("PQRSTUVW"), n)
+    distance = np.array([ROUTES[od] for od in zip(origin, dest)])
+    distance[:strays] += 7
+    cabin = rng.choice(["economy", "business"], n, p=[0.8, 0.2])
+    return pd.DataFrame({"origin": origin, "dest": dest, "distance": distance, "cabin": cabin,
+                         "fee": np.where(cabin == "business", 90.5, 20.0), "seats": rng.choice([100, 150, 200], n),
+                         "delay": rng.exponential(20.0, n)})

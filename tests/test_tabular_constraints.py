@@ -18,6 +18,7 @@ from noisecraft.tabular.constraints import (
 )
 from noisecraft.tabular.model import TabularConfig, TabularDiffusion
 from noisecraft.tabular.schema import infer_schema
+from tests._helpers import ROUTES, routes
 
 CITIES = {"Paris": "FR", "Lyon": "FR", "Nice": "FR", "Berlin": "DE", "Bonn": "DE", "Rome": "IT"}
 
@@ -59,13 +60,28 @@ def test_detection_finds_the_constraints_and_no_others():
     assert not any("noise" in g for g in found.combinations)
 
 
+def test_an_inequality_that_only_outliers_make_informative_is_left_to_the_marginals():
+    """As y (mm) <= depth (%) in ggplot2's diamonds: it holds in every row and the ranges overlap, but only
+    through one outlying width, so random pairs of values break it in 1 of n^2 (< IMPLIED_SHARE)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"width": rng.normal(5.7, 1.1, 2000), "depth": rng.normal(61.7, 1.4, 2000)})
+    frame.loc[0, "width"], frame.loc[1, "depth"] = 58.9, 58.0
+    assert (frame.width <= frame.depth).all() and frame.width.max() > frame.depth.min()
+    assert detect_constraints(frame, infer_schema(frame)).inequalities == []
+    frame["depth"] = frame.width + rng.exponential(1.0, 2000)  # now the pairing matters
+    assert detect_constraints(frame, infer_schema(frame)).inequalities == [("width", "depth")]
+
+
 def test_declared_constraints_are_checked():
     frame = _table(200)
     schema = infer_schema(frame)
     with pytest.raises(ValueError, match="constraint high <= low does not hold in the data: row"):
         check_constraints(Constraints(inequalities=[("high", "low")]), schema, frame)
-    with pytest.raises(ValueError, match="'start' is not a categorical column"):
-        check_constraints(Constraints(combinations=[["city", "start"]]), schema, frame)
+    with pytest.raises(ValueError, match="'nowhere' is not a categorical or numeric column"):
+        check_constraints(Constraints(combinations=[["city", "nowhere"]]), schema, frame)
+    with pytest.raises(ValueError, match="'start' is in two constraints"):
+        check_constraints(Constraints(combinations=[["city", "start"]], inequalities=[("start", "end")]), schema,
+                          frame)
     parsed = parse_constraints(["city -> country", "start <= end", "size & colour"])
     assert parsed.inequalities == [("start", "end")] and sorted(map(sorted, parsed.combinations)) == \
         [["city", "country"], ["colour", "size"]]
@@ -151,3 +167,65 @@ def test_without_constraints_the_same_model_breaks_them():
     synth = TabularDiffusion(_config(100)).fit(real, progress=False, detect=False).sample(1000, seed=0)
     assert (synth["country"] != synth["city"].map(CITIES)).any()
     assert (synth["start"] > synth["end"]).any() or (synth["low"] > synth["high"]).any()
+
+
+# -- numeric columns determined by one categorical column or a pair ------------------------------------------
+def test_numeric_dependencies_on_a_pair_are_detected_exact_or_approximate():
+    frame = routes()
+    found = detect_constraints(frame, infer_schema(frame))
+    assert found.approximate == [("origin & dest", "distance")]
+    assert ("cabin", "fee") in found.dependencies
+    assert sorted(map(sorted, found.combinations)) == [["cabin", "fee"], ["dest", "distance", "origin"]]
+    assert "origin & dest -> distance (in at least 99.9% of rows)" in found.describe()
+    exact = routes(strays=0)
+    found = detect_constraints(exact, infer_schema(exact))
+    assert ("origin & dest", "distance") in found.dependencies and not found.approximate
+    # one stray row in a hundred is not a dependency: distance stays numeric, free of the route
+    loose = routes(strays=60)
+    found = detect_constraints(loose, infer_schema(loose))
+    assert not found.approximate and ["cabin", "fee"] in found.combinations and len(found.combinations) == 1
+
+
+@pytest.fixture(scope="module")
+def routed():
+    real = routes()
+    return TabularDiffusion(_config(200)).fit(real, progress=False), real
+
+
+def _on_routes(frame: pd.DataFrame, real: pd.DataFrame) -> bool:
+    seen = set(zip(real.origin, real.dest, real.distance))
+    return all(t in seen for t in zip(frame.origin, frame.dest, frame.distance))
+
+
+def test_a_pair_determined_number_holds_its_observed_values_in_every_row(routed):
+    model, real = routed
+    synth = model.sample(2000, seed=0)
+    assert synth["distance"].dtype == np.int64 and synth["fee"].dtype == np.float64
+    assert _on_routes(synth, real) and set(synth.fee) <= {20.0, 90.5}
+    assert (synth.fee == np.where(synth.cabin == "business", 90.5, 20.0)).all()
+    assert synth.groupby(["origin", "dest"]).ngroups >= 20  # the routes are drawn, not one of them
+    rows = model.sample(200, where={"distance": ROUTES["B", "R"]}, seed=1)  # one route is that long
+    assert (rows.distance == 650).all() and set(zip(rows.origin, rows.dest)) == {("B", "R")}
+    rows = model.sample(100, where={"origin": "C", "distance": float(ROUTES["C", "W"])}, seed=2)
+    assert (rows.distance == 1270).all() and (rows.dest == "W").all()
+    rows = model.sample(100, where={"dest": "P"}, seed=3)
+    assert _on_routes(rows, real) and (rows.dest == "P").all()  # 300, 470 or 640, or the stray 477
+    with pytest.raises(ValueError, match="no combination of"):
+        model.sample(5, where={"distance": 651})
+    with pytest.raises(ValueError, match="holds integers"):
+        model.sample(5, where={"distance": 640.5})
+
+
+def test_a_declared_group_may_hold_a_numeric_column():
+    real = routes(600)
+    model = TabularDiffusion(_config(30)).fit(real, progress=False, detect=False,
+                                             constraints=parse_constraints(["origin & dest & distance"]))
+    assert model.constraints.combinations == [["origin", "dest", "distance"]]
+    assert _on_routes(model.sample(300, seed=0), real)
+
+
+def test_without_the_route_the_same_model_samples_distances_off_it():
+    """The checks above are not vacuous: with distance left numeric it is sampled near, not at, its route's."""
+    real = routes()
+    synth = TabularDiffusion(_config(200)).fit(real, progress=False, detect=False).sample(500, seed=0)
+    assert not _on_routes(synth, real)

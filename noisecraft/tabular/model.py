@@ -205,7 +205,7 @@ class TabularDiffusion:
         check_constraints(declared, schema, sample)
         proposed = merge(declared, detect_constraints(sample, schema)) if detect else declared
         summary = summarise(source, schema, proposed)
-        cons = holding(proposed, declared, summary)
+        cons = holding(proposed, declared, summary, schema)
         self.constraints = cons
         self.schema = complete(schema, summary, cons, proposed, model=False)
         model_sample = to_model_frame(sample, cons)
@@ -300,7 +300,10 @@ class TabularDiffusion:
             spec = self.schema.column(name)
             group = cons.group_of(name)
             if group is not None:
-                _check_category(spec, value)
+                if spec.kind == "numeric" and not is_missing(value):
+                    value = self._number(name, value)
+                else:
+                    _check_category(spec, value)
                 grouped.setdefault(group_name(group), {})[name] = value
             elif cons.lower_of(name) is not None:
                 self._fix_high(cond, name, value, where)

@@ -32,9 +32,12 @@ import noisecraft.tabular.data as table_data
 from noisecraft.io import csv_errors, is_parquet, parquet_file
 from noisecraft.tabular.constraints import (
     MAX_COMBINATIONS,
+    MIN_SHARE,
     Constraints,
+    _edges,
     _union,
     combination_labels,
+    determinant,
     group_name,
     to_model_frame,
 )
@@ -162,8 +165,9 @@ class Summary:
     columns: dict[str, _Column] = field(default_factory=dict)
     #: per proposed inequality (lo, hi): (the smallest and largest gap hi - lo); a negative low: broken
     gaps: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    #: per proposed group: the combinations seen (JSON labels), None once past MAX_COMBINATIONS
-    combos: dict[str, set[str] | None] = field(default_factory=dict)
+    #: per proposed group: the combinations seen (JSON labels) and their row counts, None once past
+    #: MAX_COMBINATIONS
+    combos: dict[str, dict[str, int] | None] = field(default_factory=dict)
 
 
 def summarise(source: TableSource, schema: TableSchema, proposed: Constraints) -> Summary:
@@ -171,7 +175,7 @@ def summarise(source: TableSource, schema: TableSchema, proposed: Constraints) -
     proposed inequalities and the combinations of the proposed groups."""
     out = Summary(columns={c.name: _Column() for c in schema.columns},
                   gaps={pair: [np.inf, -np.inf] for pair in proposed.inequalities},
-                  combos={json.dumps(g): set() for g in proposed.combinations})
+                  combos={json.dumps(g): {} for g in proposed.combinations})
     for chunk in source.chunks():
         check_table(chunk, schema.target)
         missing = [c for c in schema.names if c not in chunk.columns]
@@ -185,7 +189,8 @@ def summarise(source: TableSource, schema: TableSchema, proposed: Constraints) -
             span[0], span[1] = min(span[0], float(np.nanmin(gap))), max(span[1], float(np.nanmax(gap)))
         for name, seen in out.combos.items():
             if seen is not None:
-                seen.update(combination_labels(chunk, json.loads(name)).unique())
+                for label, count in combination_labels(chunk, json.loads(name)).value_counts().items():
+                    seen[label] = seen.get(label, 0) + int(count)
                 if len(seen) > MAX_COMBINATIONS:
                     out.combos[name] = None
     return out
@@ -204,8 +209,10 @@ def _update_column(col: _Column, spec: ColumnSpec, series: pd.Series) -> None:
             col.values.setdefault(_key(v), _python(v))
 
 
-def holding(proposed: Constraints, declared: Constraints, summary: Summary) -> Constraints:
-    """The proposed constraints that hold in every row; a declared one that does not is an error."""
+def holding(proposed: Constraints, declared: Constraints, summary: Summary, schema: TableSchema) -> Constraints:
+    """The proposed constraints that hold in every row; a declared one that does not is an error. A dependency
+    of a numeric column (noisecraft.tabular.constraints._numeric_dependencies) is exact when it holds in every
+    row, approximate when in at least MIN_SHARE of them, as measured over every row."""
     ineqs = []
     for pair in proposed.inequalities:
         if summary.gaps[pair][0] >= 0:
@@ -217,39 +224,46 @@ def holding(proposed: Constraints, declared: Constraints, summary: Summary) -> C
         if _combinations(summary, proposed, group) is None:
             raise ValueError(f"constraint combinations of {group}: more than {MAX_COMBINATIONS} combinations in "
                              f"{summary.n} rows; expected at most {MAX_COMBINATIONS} in a streamed table")
-    deps = []
-    for a, b in proposed.dependencies:
-        combos = _combinations(summary, proposed, [a, b])
-        if combos is not None and _determines(combos):
+    deps, approximate = [], []
+    for a, b in proposed.dependencies + proposed.approximate:
+        combos = _combinations(summary, proposed, [*determinant(a), b])
+        share = 0.0 if combos is None else _modal_share(combos)
+        if share == 1.0:
             deps.append((a, b))
         elif (a, b) in declared.dependencies:
             raise ValueError(f"constraint {a} -> {b} does not hold in the data: a value of {a!r} occurs with "
                              f"two values of {b!r}")
-    detected = [g for g in _union([d for d in deps if d not in declared.dependencies])
+        elif share >= MIN_SHARE and schema.column(b).kind == "numeric":
+            approximate.append((a, b))
+    detected = [g for g in _union(_edges([d for d in deps if d not in declared.dependencies] + approximate))
                 if _combinations(summary, proposed, g) is not None]
-    return Constraints(combinations=declared.combinations + detected, inequalities=ineqs, dependencies=deps)
+    return Constraints(combinations=declared.combinations + detected, inequalities=ineqs, dependencies=deps,
+                       approximate=approximate)
 
 
-def _determines(combos: set[str]) -> bool:
-    """Whether, in combinations [a, b] (JSON labels), each value of a occurs with one value of b."""
-    seen: dict[str, str] = {}
-    for label in combos:
-        a, b = (json.dumps(v) for v in json.loads(label))
-        if seen.setdefault(a, b) != b:
-            return False
-    return True
+def _modal_share(combos: dict[str, int]) -> float:
+    """The share of rows whose dependent (the last value of each label) is the most common one among the rows
+    with their determinant (the values before it): 1.0 when the determinant determines it."""
+    modal: dict[str, int] = {}
+    for label, count in combos.items():
+        key = json.dumps(json.loads(label)[:-1])
+        modal[key] = max(modal.get(key, 0), count)
+    return sum(modal.values()) / max(sum(combos.values()), 1)
 
 
-def _combinations(summary: Summary, proposed: Constraints, group: list[str]) -> set[str] | None:
-    """The combinations of `group` seen in every row: those of the proposed group holding it, projected;
-    None when they were not kept (past MAX_COMBINATIONS)."""
+def _combinations(summary: Summary, proposed: Constraints, group: list[str]) -> dict[str, int] | None:
+    """The combinations of `group` seen in every row and their counts: those of the proposed group holding it,
+    projected; None when they were not kept (past MAX_COMBINATIONS)."""
     parent = next(g for g in proposed.combinations if set(group) <= set(g))
     combos = summary.combos[json.dumps(parent)]
     if combos is None:
         return None
     idx = [parent.index(c) for c in group]
-    labels = {json.dumps([json.loads(label)[i] for i in idx]) for label in combos}
-    return labels if len(labels) <= MAX_COMBINATIONS else None
+    projected: dict[str, int] = {}
+    for label, count in combos.items():
+        key = json.dumps([json.loads(label)[i] for i in idx])
+        projected[key] = projected.get(key, 0) + count
+    return projected if len(projected) <= MAX_COMBINATIONS else None
 
 
 def complete(schema: TableSchema, summary: Summary, constraints: Constraints, proposed: Constraints,
