@@ -116,6 +116,15 @@ def smartnoise(method: str, train: pd.DataFrame, schema, epsilon: float, delta: 
     return synth
 
 
+def public_categories(schema):
+    """The category lists of `schema` declared public, numeric ranges left to the private preprocessing: what
+    smartnoise-synth's MST and AIM assume (its LabelTransformer reads a column's categories from the data and
+    spends no epsilon on them; its continuous bounds come from `preprocessor_eps`), so the DP rows compare like
+    with like."""
+    columns = [c.model_copy(update={"min": None, "max": None}) for c in schema.columns]
+    return schema.model_copy(update={"columns": columns})
+
+
 def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed: int, out: Path,
               dp: list[float] | None = None, smartnoise_python: str | None = None,
               methods: tuple[str, ...] = ("noisecraft", "gaussian-copula")) -> list[dict]:
@@ -133,7 +142,9 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
         extra, privacy = {"epsilon": eps}, None
         if method.startswith("noisecraft"):
             dp_cfg = None if eps is None else DPConfig(epsilon=eps)
-            model = TabularDiffusion().fit(train, target=target, minutes=minutes, seed=seed, progress=False, dp=dp_cfg)
+            public = None if eps is None else public_categories(schema)
+            model = TabularDiffusion().fit(train, target=target, minutes=minutes, seed=seed, progress=False, dp=dp_cfg,
+                                           public=public)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
             synth = model.sample(len(train), seed=seed)

@@ -76,7 +76,7 @@ from noisecraft.tabular.transform import QuantileNormal, TableCodec
 from noisecraft.validation import check_field
 
 #: the default sampler (docs/benchmarks/tabular_speed.md)
-SAMPLE_STEPS, SOLVER, GRID, REVEAL = 30, "ddim", "uniform", "one_per_step"
+SAMPLE_STEPS, SOLVER, GRID, REVEAL = 30, "ddim", "uniform", "target_first"
 #: the grid and reveal rule of models saved before those were fields (their config holds the steps and solver)
 LEGACY_SAMPLER = {"sample_grid": "uniform", "sample_reveal": "independent"}
 
@@ -102,7 +102,8 @@ class TabularConfig(BaseModel):
     #: stop after this many passes over the rows, whatever the step or time budget: past a few hundred
     #: epochs the denoiser starts reproducing training rows (docs/benchmarks/tabular.md); None: no cap
     max_epochs: float | None = Field(300.0, gt=0)
-    #: the default sampler: 30 DDIM steps on a grid uniform in t, at most one category revealed per row and step
+    #: the default sampler: 30 DDIM steps on a grid uniform in t, at most one category revealed per row and step,
+    #: the target's first
     #: (noisecraft.tabular.sampler; docs/benchmarks/tabular_speed.md); models saved before it keep theirs:
     #: ddpm, 100 steps, uniform grid, independent reveals
     sample_steps: int = Field(SAMPLE_STEPS, ge=1)
@@ -387,6 +388,17 @@ class TabularDiffusion:
         if indicator is not None:
             cond.tokens[:, indicator] = 0
 
+    def _target_token(self) -> int | None:
+        """The token column of the target (or of the group holding it); None for a numeric or no target."""
+        target = self.schema.target
+        if target is None:
+            return None
+        group = self.constraints.group_of(target)
+        try:
+            return self.codec.token_index(group_name(group) if group else target)
+        except KeyError:
+            return None
+
     def sample(self, n: int, where: dict[str, Any] | None = None, balance: str | None = None, seed: int = 0,
                steps: int | None = None, solver: str | None = None, grid: str | None = None,
                reveal: str | None = None, batch_size: int = DEFAULT_BATCH) -> pd.DataFrame:
@@ -400,7 +412,8 @@ class TabularDiffusion:
         cond = self.conditions(n, where, balance)
         steps = self.config.sample_steps if steps is None else steps
         x_num, tokens = sample_rows(self.net, self.config.loss, n, cond, steps, solver or self.config.solver, seed,
-                                    grid or self.config.sample_grid, batch_size, reveal or self.config.sample_reveal)
+                                    grid or self.config.sample_grid, batch_size, reveal or self.config.sample_reveal,
+                                    self._target_token())
         frame = self.codec.decode(x_num, tokens)
         cons = self.constraints
         highs_last = sorted(where.items(), key=lambda item: cons.lower_of(item[0]) is not None)

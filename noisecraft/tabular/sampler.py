@@ -21,7 +21,11 @@ per row and step, unless the steps left would not reach every token: each token 
 revealed before it, the any-order autoregressive reading of absorbing diffusion (Zheng et al. 2024, "first-hitting"
 sampler; Shi et al. 2024). Masks are drawn independently of the data, so revealing later or one at a time leaves
 the network's conditionals p(x_0 | x_t, z_t) exact: the categories carry no discretisation error of their own,
-which lets a few-step grid keep their joint distribution.
+which lets a few-step grid keep their joint distribution. "target_first" (the default) is "one_per_step" with
+one token, the target's, revealed at the first step for every row, from the first evaluation (numbers pure noise,
+every token masked: the model's marginal of the target); the rest of the row, numbers included, is then drawn
+given it, p(y) p(x | y): the class-conditional sampling of TabDDPM (Kotelnikov et al. 2023, sec. 3), with the
+class drawn from the model rather than the data. It is another order of the same any-order factorisation.
 
 Why the joint ODE is a valid sampler: the forward process noises numbers and masks tokens independently, so
 the generator of (x, z) is the sum of the two parts' generators; the probability-flow drift for x given z
@@ -57,8 +61,9 @@ JOINT_SOLVERS: tuple[str, ...] = ("ddpm", "ddim", "euler", "heun", "euler_maruya
 #: that the evaluations spend (noisecraft.core.timesteps.step_aware_range, docs/few_steps.md)
 JOINT_GRIDS: tuple[str, ...] = ("uniform", "log_snr", "karras", "step_aware")
 #: how a reveal step picks the tokens it draws: "independent", each masked token with probability
-#: (m(t) - m(s)) / m(t) (MDLM); "one_per_step", at most one of those per row (see `one_at_a_time`)
-REVEALS: tuple[str, ...] = ("independent", "one_per_step")
+#: (m(t) - m(s)) / m(t) (MDLM); "one_per_step", at most one of those per row (see `one_at_a_time`);
+#: "target_first", one_per_step after the `first` token (the target's) is drawn at the first step
+REVEALS: tuple[str, ...] = ("independent", "one_per_step", "target_first")
 #: rows per network call: large enough that a call's fixed costs vanish, small enough that its activations
 #: (rows x width floats per layer) stay in a few MB of cache-friendly memory
 DEFAULT_BATCH = 4096
@@ -118,8 +123,9 @@ class _Reveals:
     each from the logits of the latest evaluation at the interval's start time (MDLM, Sahoo et al. 2024, eq. 7)."""
 
     def __init__(self, discrete: MaskedDiffusion, times: Tensor, tokens: Tensor, conditions: Conditions,
-                 uniforms: _Uniforms, reveal: str = "one_per_step") -> None:
+                 uniforms: _Uniforms, reveal: str = "one_per_step", first: int | None = None) -> None:
         self.discrete, self.conditions, self.uniforms, self.reveal = discrete, conditions, uniforms, reveal
+        self.first = first if reveal == "target_first" else None
         self.times = [float(t) for t in times] + [0.0]
         self.k = 0  # the tokens are z at times[k]
         self.tokens = tokens
@@ -144,6 +150,9 @@ class _Reveals:
         u_reveal, u_draw = self.uniforms.draw(), self.uniforms.draw()
         if self.reveal == "independent" or not self.discrete.num_columns:
             chosen = self.discrete.reveal_mask(self.tokens, t, s, u_reveal)
+        elif self.k == 0 and self.first is not None:  # the target's token alone, for every row
+            chosen = torch.zeros_like(self.tokens, dtype=torch.bool)
+            chosen[:, self.first] = self.discrete.is_masked(self.tokens)[:, self.first]
         else:
             chosen = one_at_a_time(self.discrete, self.tokens, t, s, u_reveal, len(self.times) - 1 - self.k)
         # Which tokens reveal does not depend on the logits, so each column's are formed and drawn from only for
@@ -195,10 +204,11 @@ def joint_grid(loss: DenoisingLoss, steps: int, solver: str, grid: str) -> Tenso
 @torch.no_grad()
 def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditions, steps: int = 100,
                 solver: str = "ddpm", seed: int = 0, grid: str = "uniform", batch_size: int = DEFAULT_BATCH,
-                reveal: str = "independent") -> tuple[Tensor, Tensor]:
+                reveal: str = "independent", first: int | None = None) -> tuple[Tensor, Tensor]:
     """n rows (numeric scores (n, d_num), tokens (n, d_tok)) from the joint reverse process, `batch_size` rows
     per network call; row i depends only on (seed, i) and its conditions. The defaults here are the sampler of
-    models saved before the fast default; `TabularConfig` holds the default (20 ddim steps, "one_per_step")."""
+    models saved before the fast default; `TabularConfig` holds the default. `first`: the token column that
+    "target_first" reveals at the first step (None: as "one_per_step")."""
     if solver not in JOINT_SOLVERS:
         raise ValueError(f"solver {solver!r} cannot drive the joint process; expected one of {JOINT_SOLVERS}")
     if steps < 1:
@@ -212,20 +222,22 @@ def sample_rows(net: JointNet, loss: DenoisingLoss, n: int, conditions: Conditio
     gauss_seed, uniform_seed = base_seed(root), base_seed(root)  # what SampleNoise.from_generator draws, in order
     parts = [_sample_batch(net, loss, conditions.rows(start, min(start + batch_size, n)), times, solver,
                            SampleNoise(gauss_seed, min(batch_size, n - start), first=start),
-                           SampleNoise(uniform_seed, min(batch_size, n - start), first=start), reveal)
+                           SampleNoise(uniform_seed, min(batch_size, n - start), first=start), reveal, first)
              for start in range(0, n, batch_size)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _sample_batch(net: JointNet, loss: DenoisingLoss, conditions: Conditions, times: Tensor, solver: str,
-                  gauss: SampleNoise, uniform_noise: SampleNoise, reveal: str) -> tuple[Tensor, Tensor]:
+                  gauss: SampleNoise, uniform_noise: SampleNoise, reveal: str,
+                  first: int | None = None) -> tuple[Tensor, Tensor]:
     """One batch of rows: the solver over the whole grid, the reveal steps on its evaluations."""
     n, discrete, schedule = gauss.batch, net.discrete, loss.schedule
     spec = get_solver(solver)
     head = NumericHead(net, lazy=True)
     denoiser = loss.denoiser(head)
     start = conditions.apply_tokens(discrete.mask_ids.expand(n, -1).clone())
-    chain = _Reveals(discrete, times, start, conditions, _Uniforms(uniform_noise, discrete.num_columns), reveal)
+    chain = _Reveals(discrete, times, start, conditions, _Uniforms(uniform_noise, discrete.num_columns), reveal,
+                     first)
     x = prior_sample(schedule, (n, net.num_dim), gauss, torch.float32, "cpu", float(times[0]))
 
     def denoise(x_t: Tensor, t: float) -> Tensor:
