@@ -122,7 +122,7 @@ def _labels(series: pd.Series) -> pd.Series:
         return series.map(lambda v: json.dumps(_plain(v), default=str))
     codes, uniques = pd.factorize(series)
     names = np.array([json.dumps(_plain(v), default=str) for v in uniques] + ["null"], dtype=object)
-    return pd.Series(names[codes], index=series.index)
+    return pd.Series(names[codes], index=series.index, dtype=object)
 
 
 def detect_constraints(frame: pd.DataFrame, schema: TableSchema, min_support: float = 5.0) -> Constraints:
@@ -156,37 +156,38 @@ def _numeric_dependencies(frame: pd.DataFrame, schema: TableSchema, labels: dict
     column, else on a pair: the determinant with the largest share of rows holding its most common value, at
     least MIN_SHARE, with at most MAX_COMBINATIONS values each seen `min_support` times on average. A column
     whose own most common value fills MIN_SHARE of rows is skipped (any determinant would do)."""
-    codes = {c: pd.factorize(labels[c])[0] for c in labels}
-    candidates = [(c,) for c in codes] + list(itertools.combinations(codes, 2))
-    exact, approximate = [], []
+    dependents = {}
     for spec in schema.columns:
-        if spec.kind != "numeric":
+        if spec.kind == "numeric":
+            values = pd.factorize(pd.to_numeric(frame[spec.name]))[0] + 1  # missing (code -1) as a value, 0
+            counts = np.bincount(values)
+            if 2 <= np.count_nonzero(counts) <= MAX_COMBINATIONS and counts.max() < MIN_SHARE * len(values):
+                dependents[spec.name] = values
+    codes = {c: pd.factorize(labels[c])[0] for c in labels}
+    best: dict[str, tuple[float, tuple[str, ...]]] = {}
+    for det in [(c,) for c in codes] + list(itertools.combinations(codes, 2)):
+        open_ = [n for n in dependents if n not in best or len(best[n][1]) == len(det)]  # a single one beats pairs
+        if not open_:
+            break
+        key = codes[det[0]] if len(det) == 1 else codes[det[0]] * (codes[det[1]].max() + 1) + codes[det[1]]
+        n_keys = int(key.max()) + 1 if len(det) == 1 else len(np.unique(key))
+        if n_keys > MAX_COMBINATIONS or len(key) / n_keys < min_support:
             continue
-        values = pd.factorize(pd.to_numeric(frame[spec.name]))[0] + 1  # missing (code -1) as a value, 0
-        counts = np.bincount(values)
-        counts = counts[counts > 0]
-        if not 2 <= len(counts) <= MAX_COMBINATIONS or counts.max() >= MIN_SHARE * len(values):
-            continue
-        best: tuple[float, tuple[str, ...]] | None = None
-        for det in candidates:
-            if best is not None and len(det) > len(best[1]):
-                break  # one column determines it: no pair is needed
-            key = codes[det[0]] if len(det) == 1 else codes[det[0]] * (codes[det[1]].max() + 1) + codes[det[1]]
-            n_keys = len(np.unique(key))
-            if n_keys > MAX_COMBINATIONS or len(key) / n_keys < min_support:
-                continue
-            share = _modal_share(key, values)
-            if share >= MIN_SHARE and (best is None or share > best[0]):
-                best = (share, det)
-        if best is not None:
-            (exact if best[0] == 1.0 else approximate).append((group_name(list(best[1])), spec.name))
+        key = np.unique(key, return_inverse=True)[1]
+        for name in open_:
+            share = _modal_share(key, n_keys, dependents[name])
+            if share >= MIN_SHARE and share > best.get(name, (0.0,))[0]:
+                best[name] = (share, det)
+    exact = [(group_name(list(det)), n) for n, (share, det) in best.items() if share == 1.0]
+    approximate = [(group_name(list(det)), n) for n, (share, det) in best.items() if share < 1.0]
     return exact, approximate
 
 
-def _modal_share(key: np.ndarray, values: np.ndarray) -> float:
-    """The share of rows whose value is the most common one among the rows with their key."""
-    pairs = pd.DataFrame({"key": key, "value": values}).value_counts()
-    return float(pairs.groupby(level=0).max().sum() / len(key))
+def _modal_share(key: np.ndarray, n_keys: int, values: np.ndarray) -> float:
+    """The share of rows whose value is the most common one among the rows with their key (codes 0..n_keys-1)."""
+    n_values = int(values.max()) + 1
+    table = np.bincount(key * n_values + values, minlength=n_keys * n_values).reshape(n_keys, n_values)
+    return float(table.max(1).sum() / len(key))
 
 
 def _union(pairs: list[tuple[str, str]]) -> list[list[str]]:
