@@ -158,6 +158,27 @@ def test_dp_fit_end_to_end(tmp_path):
         TabularDiffusion.load(tmp_path / "m")
 
 
+def test_width_defaults_to_dp_width_under_dp_and_is_saved(tmp_path):
+    """No width given: DP_WIDTH (64) with DP, WIDTH (256) without; the width used is in the saved config, so the
+    model loads with it; a width given is kept under DP."""
+    from noisecraft.tabular.model import DP_WIDTH, WIDTH
+
+    frame = _table(600)
+    train = TrainConfig(max_steps=3, batch_size=100, warmup_steps=1, mixed_precision="no")
+    private = TabularDiffusion(TabularConfig(depth=1, train=train)).fit(frame, dp=DPConfig(epsilon=2.0),
+                                                                       progress=False)
+    plain = TabularDiffusion(TabularConfig(depth=1, train=train)).fit(frame, progress=False)
+    given = TabularDiffusion(TabularConfig(width=16, depth=1, train=train)).fit(frame, dp=DPConfig(epsilon=2.0),
+                                                                              progress=False)
+    assert (private.config.width, plain.config.width, given.config.width) == (DP_WIDTH, WIDTH, 16) == (64, 256, 16)
+    size = {m: sum(p.numel() for p in m.net.parameters()) for m in (private, plain)}
+    assert size[private] < size[plain] / 8  # the hidden layers' weights scale with width^2
+    private.save(tmp_path / "m")
+    again = TabularDiffusion.load(tmp_path / "m")
+    assert again.config.width == 64
+    pd.testing.assert_frame_equal(again.sample(20, seed=1), private.sample(20, seed=1))
+
+
 def test_dp_config_errors():
     with pytest.raises(ValueError):
         DPConfig(epsilon=0.0)

@@ -28,7 +28,7 @@ def fit(
     test_size: float = typer.Option(0.2, help="Share of rows held out for `eval` (0 trains on all rows)."),
     types: list[str] = typer.Option([], "--type", help="Override a column's kind: column=numeric|categorical|constant."),  # noqa: B008 (typer reads the list default)
     drop: list[str] = typer.Option([], help="Column to leave out (repeatable), e.g. a re-spelled target."),  # noqa: B008 (typer reads the list default)
-    width: int = typer.Option(256, help="MLP width."),
+    width: int = typer.Option(None, help="MLP width (default 256, or 64 with --dp-epsilon)."),
     depth: int = typer.Option(3, help="MLP residual blocks."),
     max_epochs: float = typer.Option(300.0, help="Stop after this many passes over the rows (0: no cap)."),
     seed: int = typer.Option(0, help="Training seed."),

@@ -77,6 +77,11 @@ from noisecraft.validation import check_field
 
 #: the default sampler (docs/benchmarks/tabular_speed.md)
 SAMPLE_STEPS, SOLVER, GRID, REVEAL = 30, "ddim", "uniform", "target_first"
+#: the network's width, and its width under DP-SGD: the noise added to a clipped gradient has the same
+#: standard deviation in every weight, so its norm grows with the square root of the number of weights while
+#: the clipped signal does not (Tramer & Boneh 2021; De et al. 2022); at width 64 the 4,000 planned steps also
+#: fit the suite's 10-minute budget, which width 256 does not (docs/benchmarks/tabular_privacy.md)
+WIDTH, DP_WIDTH = 256, 64
 #: the grid and reveal rule of models saved before those were fields (their config holds the steps and solver)
 LEGACY_SAMPLER = {"sample_grid": "uniform", "sample_reveal": "independent"}
 
@@ -91,7 +96,8 @@ class TabularConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    width: int = Field(256, ge=2)
+    #: the MLP's width; None: WIDTH, or DP_WIDTH when fitted with DP (set at fit, so a saved config holds it)
+    width: int | None = Field(None, ge=2)
     depth: int = Field(3, ge=1)
     #: integer columns with at most this many distinct values are categorical
     max_categories: int = Field(10, ge=1)
@@ -148,6 +154,8 @@ class TabularDiffusion:
         """
         check_field(TrainConfig, "max_steps", steps, "steps")  # before any work, named as the argument
         check_field(TrainConfig, "minutes", minutes)
+        if self.config.width is None:
+            self.config = self.config.model_copy(update={"width": WIDTH if dp is None else DP_WIDTH})
         source = as_source(data)
         if source is not None and dp is not None:
             raise ValueError(f"--dp-epsilon needs the table in memory, and {str(source.path)!r} has more than "
@@ -523,7 +531,7 @@ def parse_pairs(items: list[str], what: str) -> dict[str, str]:
 
 def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, test_size: float = 0.2,
               drop: Sequence[str] = (), types: dict[str, str] | None = None, minutes: float | None = None,
-              steps: int | None = None, seed: int = 0, width: int = 256, depth: int = 3,
+              steps: int | None = None, seed: int = 0, width: int | None = None, depth: int = 3,
               max_epochs: float | None = 300.0, progress: bool = True, dp: DPConfig | None = None,
               public: TableSchema | None = None, constraints: Constraints | None = None,
               detect: bool = True) -> tuple[TabularDiffusion, pd.DataFrame]:
@@ -532,7 +540,8 @@ def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, tes
 
     Reads the CSV (or copies the frame), leaves out the `drop` columns, checks the table, keeps the fixed
     train split of `split_table` (all rows when `test_size` is 0, so `evaluate_files` on the same table
-    tests on rows the model never saw) and fits a `TabularDiffusion` of the given width and depth; `types`
+    tests on rows the model never saw) and fits a `TabularDiffusion` of the given width (None: the config's
+    default, WIDTH or DP_WIDTH with `dp`) and depth; `types`
     overrides column kinds, `max_epochs` 0 or None means no epoch cap; `dp` makes the fit differentially
     private, with `public` declaring category lists and ranges (noisecraft.tabular.privacy); `constraints`
     and `detect` are `TabularDiffusion.fit`'s.
