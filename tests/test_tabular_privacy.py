@@ -179,6 +179,16 @@ def test_width_defaults_to_dp_width_under_dp_and_is_saved(tmp_path):
     pd.testing.assert_frame_equal(again.sample(20, seed=1), private.sample(20, seed=1))
 
 
+def test_a_time_budget_ends_the_default_dp_plan_early_and_does_not_replace_it():
+    """With `minutes` and no `steps`, DP-SGD's noise is set for the default plan (4,000 steps, under the epoch
+    cap), not for the epoch cap alone (4,688 steps here), and the time budget only stops it early, spending less."""
+    frame = _table(4000)
+    model = TabularDiffusion(TabularConfig(depth=1)).fit(frame, dp=DPConfig(epsilon=2.0), minutes=0.01,
+                                                        progress=False)
+    assert model.config.train.max_steps == 4000 < math.ceil(300 * 3999 / 256)
+    assert model.stats.steps < 4000 and model.privacy.epsilon < 2.0
+
+
 def test_dp_config_errors():
     with pytest.raises(ValueError):
         DPConfig(epsilon=0.0)

@@ -240,12 +240,14 @@ class TabularDiffusion:
             updates["max_steps"] = steps
         if seed is not None:
             updates["seed"] = seed
+        if dp is not None and updates.get("max_steps", train.max_steps) is None:
+            # DP-SGD's noise is set for a planned number of steps: the default plan, before the epoch cap, which
+            # a time budget can only end early (not the epoch cap alone, which may be far more than fits)
+            updates["max_steps"] = _default_train().max_steps
         if self.config.max_epochs is not None:
             cap = max(1, math.ceil(self.config.max_epochs * n_rows / train.batch_size))
             current = updates.get("max_steps", train.max_steps)
             updates["max_steps"] = cap if current is None else min(current, cap)
-        if dp is not None and updates.get("max_steps", train.max_steps) is None:
-            updates["max_steps"] = _default_train().max_steps  # DP-SGD's noise is set for a planned number of steps
         if updates:
             train = TrainConfig.model_validate({**train.model_dump(), **updates})
             self.config = self.config.model_copy(update={"train": train})
