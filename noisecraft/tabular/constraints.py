@@ -170,12 +170,11 @@ def _numeric_dependencies(frame: pd.DataFrame, schema: TableSchema, labels: dict
         if not open_:
             break
         key = codes[det[0]] if len(det) == 1 else codes[det[0]] * (codes[det[1]].max() + 1) + codes[det[1]]
-        n_keys = int(key.max()) + 1 if len(det) == 1 else len(np.unique(key))
-        if n_keys > MAX_COMBINATIONS or len(key) / n_keys < min_support:
+        keys, key = np.unique(key, return_inverse=True)
+        if len(keys) > MAX_COMBINATIONS or len(key) / len(keys) < min_support:
             continue
-        key = np.unique(key, return_inverse=True)[1]
         for name in open_:
-            share = _modal_share(key, n_keys, dependents[name])
+            share = modal_share(key, dependents[name])
             if share >= MIN_SHARE and share > best.get(name, (0.0,))[0]:
                 best[name] = (share, det)
     exact = [(group_name(list(det)), n) for n, (share, det) in best.items() if share == 1.0]
@@ -183,11 +182,12 @@ def _numeric_dependencies(frame: pd.DataFrame, schema: TableSchema, labels: dict
     return exact, approximate
 
 
-def _modal_share(key: np.ndarray, n_keys: int, values: np.ndarray) -> float:
-    """The share of rows whose value is the most common one among the rows with their key (codes 0..n_keys-1)."""
-    n_values = int(values.max()) + 1
-    table = np.bincount(key * n_values + values, minlength=n_keys * n_values).reshape(n_keys, n_values)
-    return float(table.max(1).sum() / len(key))
+def modal_share(key: np.ndarray, values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The share of rows whose value is the most common one among the rows with their key (key and value codes
+    from 0; `weights`: rows per entry, when entries are counted combinations)."""
+    n_keys, n_values = int(key.max()) + 1, int(values.max()) + 1
+    table = np.bincount(key * n_values + values, weights, n_keys * n_values).reshape(n_keys, n_values)
+    return float(table.max(1).sum() / table.sum())
 
 
 def _union(pairs: list[tuple[str, str]]) -> list[list[str]]:

@@ -39,6 +39,7 @@ from noisecraft.tabular.constraints import (
     combination_labels,
     determinant,
     group_name,
+    modal_share,
     to_model_frame,
 )
 from noisecraft.tabular.data import row_split
@@ -227,7 +228,7 @@ def holding(proposed: Constraints, declared: Constraints, summary: Summary, sche
     deps, approximate = [], []
     for a, b in proposed.dependencies + proposed.approximate:
         combos = _combinations(summary, proposed, [*determinant(a), b])
-        share = 0.0 if combos is None else _modal_share(combos)
+        share = 0.0 if not combos else _share(combos)
         if share == 1.0:
             deps.append((a, b))
         elif (a, b) in declared.dependencies:
@@ -241,14 +242,13 @@ def holding(proposed: Constraints, declared: Constraints, summary: Summary, sche
                        approximate=approximate)
 
 
-def _modal_share(combos: dict[str, int]) -> float:
-    """The share of rows whose dependent (the last value of each label) is the most common one among the rows
-    with their determinant (the values before it): 1.0 when the determinant determines it."""
-    modal: dict[str, int] = {}
-    for label, count in combos.items():
-        key = json.dumps(json.loads(label)[:-1])
-        modal[key] = max(modal.get(key, 0), count)
-    return sum(modal.values()) / max(sum(combos.values()), 1)
+def _share(combos: dict[str, int]) -> float:
+    """`modal_share` of counted combinations: the dependent is each label's last value, the determinant the
+    values before it; 1.0 when the determinant determines it."""
+    rows = [json.loads(label) for label in combos]
+    key = pd.factorize(np.array([json.dumps(r[:-1]) for r in rows], dtype=object))[0]
+    values = pd.factorize(np.array([json.dumps(r[-1]) for r in rows], dtype=object))[0]
+    return modal_share(key, values, np.fromiter(combos.values(), float, len(combos)))
 
 
 def _combinations(summary: Summary, proposed: Constraints, group: list[str]) -> dict[str, int] | None:
