@@ -126,6 +126,24 @@ def test_private_preprocessing_sources_and_selection():
     assert (private.column("y").min, private.column("y").max) == (-10.0, 10.0)
 
 
+def test_private_range_spans_a_zero_inflated_column_and_ignores_a_lone_outlier():
+    """Fertility's `work` (weeks worked: 0 in 45% of rows, else 1 ... 52): no integer falls in the grid's bins
+    inside (0, 1), and a range grown only through contiguous bins from the zero bin stopped at [0, 1]."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    work = np.where(rng.random(n) < 0.45, 0, rng.integers(1, 53, n))
+    balance = np.where(rng.random(n) < 0.1, 0.0, rng.gamma(8.0, 100.0, n))  # zeros, then hundreds
+    frame = pd.DataFrame({"work": work, "balance": balance})
+    frame.loc[0, "balance"] = 3e9  # one far outlier: its bin holds one row, not enough to stretch the range
+    private, transforms, *_ = private_preprocessing(frame, infer_schema(frame), DPConfig(epsilon=1.0), 1000)
+    work_col, balance_col = private.column("work"), private.column("balance")
+    assert (work_col.min, work_col.max) == (0, 64)
+    assert balance_col.min == 0.0 and 2048 <= balance_col.max <= 4096
+    # the transform then keeps the zero mass and the values above it
+    z = transforms["work"].forward(np.array([0.0, 20.0, 52.0]))
+    assert np.all(np.diff(z) > 0)
+
+
 def test_dp_fit_end_to_end(tmp_path):
     frame = _table(3000)
     train = TrainConfig(max_steps=30, batch_size=200, lr=3e-3, warmup_steps=5, ema_decay=0.9, mixed_precision="no")

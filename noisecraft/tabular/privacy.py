@@ -50,6 +50,8 @@ QUANTILE_BINS = 200
 #: the data-independent grid of round 1: 0 and +-2^k, k = -8 ... 48
 _POWERS = 2.0 ** np.arange(-8, 49)
 UNIVERSAL_EDGES = np.concatenate([-_POWERS[::-1], [0.0], _POWERS])
+#: a round-1 bin starts a column's private range above this many noise std, and widens it above this many
+RANGE_SEED_STD, RANGE_GROW_STD = 5.0, 2.0
 
 
 class DPConfig(BaseModel):
@@ -197,17 +199,24 @@ def _noisy(counts: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarr
 
 
 def _grid_range(values: np.ndarray, std: float, rng: np.random.Generator, integer: bool) -> tuple[float, float]:
-    """The private [min, max] of a column from its round-1 histogram over the universal grid (post-processing):
-    the bin of the largest noisy count, widened over neighbouring bins while their noisy counts exceed 2 std.
-    Growing only through contiguous bins keeps a lone noise spike far out on the grid (which a global
-    threshold over ~100 bins would let through now and then) from stretching the range to +-2^48."""
+    """The private [min, max] of a column from its round-1 histogram over the universal grid (post-processing),
+    by hysteresis thresholding (Canny 1986): the bins whose noisy count exceeds RANGE_SEED_STD std (else the
+    largest one), each widened over neighbouring bins above RANGE_GROW_STD std; the range spans them all.
+    Gaps between them stay inside it: a zero-inflated column (0, then 1 ... 52) has empty bins between its
+    zero bin and its values (an integer fills no bin inside (0, 1)), which a range grown only through
+    contiguous bins stopped at, clipping the column to [0, 1]. A bin with no rows passes RANGE_SEED_STD with
+    probability 3e-7, so a lone noise spike far out (a range stretched to +-2^48) comes about once in 30,000
+    columns of 114 bins."""
     edges = UNIVERSAL_EDGES
     idx = np.clip(np.searchsorted(edges, np.clip(values, edges[0], edges[-1]), side="right") - 1, 0, len(edges) - 2)
     noisy = _noisy(np.bincount(idx, minlength=len(edges) - 1).astype(float), std, rng)
-    first = last = int(np.argmax(noisy))
-    while first > 0 and noisy[first - 1] > 2 * std:
+    seeds = np.flatnonzero(noisy > RANGE_SEED_STD * std)
+    if seeds.size == 0:
+        seeds = np.array([int(np.argmax(noisy))])
+    first, last = int(seeds.min()), int(seeds.max())
+    while first > 0 and noisy[first - 1] > RANGE_GROW_STD * std:
         first -= 1
-    while last < len(noisy) - 1 and noisy[last + 1] > 2 * std:
+    while last < len(noisy) - 1 and noisy[last + 1] > RANGE_GROW_STD * std:
         last += 1
     lo, hi = float(edges[first]), float(edges[last + 1])
     return (math.floor(lo), math.ceil(hi)) if integer else (lo, hi)
