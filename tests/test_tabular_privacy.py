@@ -207,6 +207,33 @@ def test_a_time_budget_ends_the_default_dp_plan_early_and_does_not_replace_it():
     assert model.stats.steps < 4000 and model.privacy.epsilon < 2.0
 
 
+def test_the_default_dp_plan_grows_with_the_table_only_while_sigma_stays_below_the_knee():
+    """DP_PLANS: a long table (small q) plans 12,000 steps, a short one keeps 4,000; each plan's sigma is the
+    accountant's for that many steps, and the chosen one is the longest at sigma <= 1."""
+    from noisecraft.tabular.model import DP_KNEE_SIGMA, DP_PLANS, dp_plan
+
+    dp = DPConfig(epsilon=3.0)
+    prefix = [(20.0, 1.0, 2)]
+    sigmas = {t: noise_for_epsilon(prefix, 256 / 200_000, t, 3.0, 1e-5) for t in DP_PLANS}
+    assert dp_plan(list(DP_PLANS), prefix, 256 / 200_000, dp, 1e-5) == (12_000, sigmas[12_000])
+    assert sigmas[4000] < sigmas[12_000] <= DP_KNEE_SIGMA
+    steps, sigma = dp_plan(list(DP_PLANS), prefix, 256 / 8_000, dp, 1e-5)
+    assert steps == 4000 and sigma > DP_KNEE_SIGMA  # every plan is above the knee: the first
+    # a long table through fit: the plan, its noise and the record agree (a time budget stops it early)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"g": rng.choice(["a", "b"], 200_000), "y": rng.normal(size=200_000)})
+    model = TabularDiffusion(TabularConfig(depth=1)).fit(frame, dp=DPConfig(epsilon=3.0), minutes=0.01,
+                                                        progress=False)
+    assert model.config.train.max_steps == 12_000
+    dpsgd = model.privacy.mechanisms[-1]
+    planned = model.privacy.history[:-1] + [(dpsgd.noise_multiplier, dpsgd.sample_rate, 12_000)]
+    delta = model.privacy.delta - model.privacy.delta_selection
+    assert epsilon_of(planned, delta) == pytest.approx(3.0, rel=2e-3)
+    # steps given are the plan, whatever the table
+    given = TabularDiffusion(TabularConfig(depth=1)).fit(frame, dp=DPConfig(epsilon=3.0), steps=5, progress=False)
+    assert given.config.train.max_steps == 5 and given.stats.steps == 5
+
+
 def test_dp_config_errors():
     with pytest.raises(ValueError):
         DPConfig(epsilon=0.0)

@@ -82,6 +82,12 @@ SAMPLE_STEPS, SOLVER, GRID, REVEAL = 30, "ddim", "uniform", "target_first"
 #: the clipped signal does not (Tramer & Boneh 2021; De et al. 2022); at width 64 the 4,000 planned steps also
 #: fit the suite's 10-minute budget, which width 256 does not (docs/benchmarks/tabular_privacy.md)
 WIDTH, DP_WIDTH = 256, 64
+#: DP-SGD's default plans: the longest whose noise multiplier stays at most DP_KNEE_SIGMA, else the first. Below
+#: sigma ~ 1 the subsampled Gaussian's privacy cost grows slowly with the steps (its RDP is about q^2 alpha /
+#: sigma^2 per step there; Mironov et al. 2019), so a long table (small sample rate q) buys three times the
+#: steps for a little more noise: Fertility (203,723 rows, epsilon 3) plans 12,000 at sigma 0.84 against 4,000
+#: at 0.73, macro-F1 0.537 against 0.508 (docs/benchmarks/tabular_privacy.md); a short one keeps 4,000
+DP_PLANS, DP_KNEE_SIGMA = (4000, 8000, 12000), 1.0
 #: the grid and reveal rule of models saved before those were fields (their config holds the steps and solver)
 LEGACY_SAMPLER = {"sample_grid": "uniform", "sample_reveal": "independent"}
 
@@ -240,24 +246,28 @@ class TabularDiffusion:
             updates["max_steps"] = steps
         if seed is not None:
             updates["seed"] = seed
-        if dp is not None and updates.get("max_steps", train.max_steps) is None:
-            # DP-SGD's noise is set for a planned number of steps: the default plan, before the epoch cap, which
-            # a time budget can only end early (not the epoch cap alone, which may be far more than fits)
-            updates["max_steps"] = _default_train().max_steps
+        # DP-SGD's noise is set for a planned number of steps, which a time budget can only end early: with no
+        # steps chosen (none given, the default config's), the default plan, not the epoch cap alone
+        default_plan = dp is not None and steps is None and train.max_steps == _default_train().max_steps
+        if default_plan:
+            updates["max_steps"] = DP_PLANS[-1]
+        cap = None
         if self.config.max_epochs is not None:
             cap = max(1, math.ceil(self.config.max_epochs * n_rows / train.batch_size))
             current = updates.get("max_steps", train.max_steps)
             updates["max_steps"] = cap if current is None else min(current, cap)
-        if updates:
-            train = TrainConfig.model_validate({**train.model_dump(), **updates})
-            self.config = self.config.model_copy(update={"train": train})
         dpsgd = None
         if dp is not None:
             mechanisms, sources, delta_sel, dropped = prep
             q = min(1.0, train.batch_size / n_rows)
-            sigma = noise_for_epsilon([(m.noise_multiplier, m.sample_rate, m.steps) for m in mechanisms], q,
-                                      train.max_steps, dp.epsilon, dp.delta - delta_sel, dp.accountant)
+            prefix = [(m.noise_multiplier, m.sample_rate, m.steps) for m in mechanisms]
+            plans = [min(t, cap or t) for t in DP_PLANS] if default_plan else [updates.get("max_steps",
+                                                                                           train.max_steps)]
+            updates["max_steps"], sigma = dp_plan(plans, prefix, q, dp, dp.delta - delta_sel)
             dpsgd = DPSGD(sigma, dp.max_grad_norm, q)
+        if updates:
+            train = TrainConfig.model_validate({**train.model_dump(), **updates})
+            self.config = self.config.model_copy(update={"train": train})
         ema, self.stats = fit_joint(self.net, self.config.loss, x_num, tokens, train, progress, dpsgd)
         ema.copy_to(self.net)
         if dp is not None:
@@ -566,6 +576,20 @@ def fit_table(data: str | Path | pd.DataFrame, target: str | None = None, *, tes
     model.fit(train, target=target, types=types, minutes=minutes, steps=steps, seed=seed, progress=progress, dp=dp,
               public=public, constraints=constraints, detect=detect)
     return model, train if source is None else source.sample(table_data.MAX_MEMORY_ROWS, seed, target)[0]
+
+
+def dp_plan(plans: list[int], prefix: list[tuple[float, float, int]], sample_rate: float, dp: DPConfig,
+            delta: float) -> tuple[int, float]:
+    """(steps, noise multiplier) of DP-SGD: the longest of `plans` whose multiplier (the smallest keeping the
+    total at dp.epsilon after `prefix`) is at most DP_KNEE_SIGMA, else the first (DP_PLANS)."""
+    best = None
+    for steps in sorted(set(plans)):
+        sigma = noise_for_epsilon(prefix, sample_rate, steps, dp.epsilon, delta, dp.accountant)
+        if best is None or sigma <= DP_KNEE_SIGMA:
+            best = (steps, sigma)
+        if sigma > DP_KNEE_SIGMA:
+            break
+    return best
 
 
 def _record(dp: DPConfig, mechanisms: list[Mechanism], sources: dict[str, str], delta_sel: float,
