@@ -249,8 +249,6 @@ class TabularDiffusion:
         # DP-SGD's noise is set for a planned number of steps, which a time budget can only end early: with no
         # steps chosen (none given, the default config's), the default plan, not the epoch cap alone
         default_plan = dp is not None and steps is None and train.max_steps == _default_train().max_steps
-        if default_plan:
-            updates["max_steps"] = DP_PLANS[-1]
         cap = None
         if self.config.max_epochs is not None:
             cap = max(1, math.ceil(self.config.max_epochs * n_rows / train.batch_size))
