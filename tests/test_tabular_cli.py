@@ -44,3 +44,22 @@ def test_cli_errors_are_clear(tmp_path):
     assert res.exit_code == 2 and "no rows" in res.output
     res = runner.invoke(app, ["tabular", "sample", str(tmp_path), "--out", str(tmp_path / "s.csv")])
     assert res.exit_code == 2 and "not a saved tabular model" in res.output
+
+
+def test_fit_names_the_numbers_drawn_from_their_values_and_sample_holds_them(tmp_path):
+    from tests.test_tabular_model import _parity_table
+
+    data = tmp_path / "levels.csv"
+    _parity_table(n=3000).to_csv(data, index=False)  # 2,400 train rows: 120 a level
+    model = tmp_path / "model"
+    res = runner.invoke(app, ["tabular", "fit", str(data), "--target", "label", "--steps", "30", "--width", "32",
+                              "--depth", "1", "--out", str(model)])
+    assert res.exit_code == 0, res.output
+    assert "drawn from their observed values: x (20)" in res.output
+    synth = tmp_path / "synth.csv"
+    res = runner.invoke(app, ["tabular", "sample", str(model), "--n", "50", "--out", str(synth), "--where", "x=3"])
+    assert res.exit_code == 0, res.output
+    assert (pd.read_csv(synth)["x"] == 3.0).all()
+    res = runner.invoke(app, ["tabular", "sample", str(model), "--n", "50", "--out", str(synth), "--where", "x=3.2"])
+    assert res.exit_code != 0
+    assert "column 'x' takes only the 20 values seen in training; 3.2 is not one of them (nearest: 3, 3.5)" in res.output

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from noisecraft.tabular.schema import TableSchema, infer_schema, read_table
+from noisecraft.tabular.schema import TableSchema, infer_schema, lattice_columns, read_table
 from noisecraft.tabular.transform import QuantileNormal, TableCodec
 
 
@@ -89,3 +89,19 @@ def test_missing_file_and_missing_target_and_unknown_override():
         infer_schema(_frame(), types={"real": "text"})
     with pytest.raises(ValueError, match="no columns"):
         infer_schema(pd.DataFrame())
+
+
+def test_lattice_columns_are_numeric_columns_on_few_well_filled_levels():
+    rng = np.random.default_rng(0)
+    n = 2000
+    frame = pd.DataFrame({
+        "depth": rng.integers(600, 620, n) / 10,  # 20 levels of 0.1, 100 rows each
+        "count": rng.integers(0, 40, n),  # 40 levels, 50 rows each: too few rows per level
+        "price": rng.gamma(2.0, size=n),  # continuous
+        "grade": rng.integers(0, 5, n) * 1.5,  # a numeric target on 5 levels stays the target's kind
+        "kept": rng.integers(0, 4, n) + 0.5,  # on levels, but its kind is declared
+    })
+    schema = infer_schema(frame, target="grade")
+    assert lattice_columns(frame, schema, 256, 100, exclude={"kept"}) == ["depth"]
+    assert lattice_columns(frame, schema, 256, 50) == ["depth", "count", "kept"]
+    assert lattice_columns(frame, schema, 19, 100, exclude={"kept"}) == []  # depth has 20 levels

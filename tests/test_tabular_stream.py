@@ -18,7 +18,7 @@ from noisecraft.cli import app
 from noisecraft.tabular import stream
 from noisecraft.tabular.constraints import parse_constraints
 from noisecraft.tabular.data import split_table
-from noisecraft.tabular.model import TabularDiffusion, fit_table
+from noisecraft.tabular.model import TabularConfig, TabularDiffusion, fit_table
 from noisecraft.tabular.stream import TableSource, as_source, encode_to_disk
 from tests._helpers import routes
 
@@ -207,3 +207,21 @@ def test_a_numeric_dependency_is_measured_over_every_row(tmp_path, strays, kept)
     on_routes = all(t in set(zip(frame.origin, frame.dest, frame.distance))
                     for t in zip(rows.origin, rows.dest, rows.distance))
     assert on_routes if kept else not on_routes
+
+
+def test_a_column_on_levels_is_completed_over_every_row_or_left_numeric(tmp_path):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"lv": rng.integers(0, 4, N) + 0.5, "u": rng.normal(size=N), "g": rng.choice(["a", "b"], N)})
+    frame.loc[2993, "lv"] = 9.5  # a fifth level in one row
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    sample, _ = TableSource(tmp_path / "t.csv").sample(SAMPLE, 0, "g")
+    assert 9.5 not in set(sample.lv)  # the fit's sample (seed 0) sees four levels, 125 rows each
+    model = TabularDiffusion().fit(TableSource(tmp_path / "t.csv"), target="g", steps=5, seed=0, progress=False)
+    spec = model.codec.schema.column("lv")
+    assert spec.kind == "categorical" and spec.categories == [0.5, 1.5, 2.5, 3.5, 9.5]
+    assert model.schema.column("lv").kind == "numeric" and model.schema.column("lv").max == 9.5
+    assert set(model.sample(200, seed=0).lv) <= {0.5, 1.5, 2.5, 3.5, 9.5}
+    # at most four levels: a candidate on the sample, five over every row, so diffused as a number
+    capped = TabularDiffusion(TabularConfig(max_levels=4)).fit(TableSource(tmp_path / "t.csv"), target="g", steps=5,
+                                                               seed=0, progress=False)
+    assert capped.codec.schema.column("lv").kind == "numeric" and capped.codec.schema.column("lv").max == 9.5

@@ -62,7 +62,14 @@ from noisecraft.tabular.sampler import (
     Conditions,
     sample_rows,
 )
-from noisecraft.tabular.schema import TableSchema, check_table, infer_schema, is_missing, read_table
+from noisecraft.tabular.schema import (
+    TableSchema,
+    check_table,
+    infer_schema,
+    is_missing,
+    lattice_columns,
+    read_table,
+)
 from noisecraft.tabular.stream import (
     TableSource,
     as_source,
@@ -107,6 +114,11 @@ class TabularConfig(BaseModel):
     depth: int = Field(3, ge=1)
     #: integer columns with at most this many distinct values are categorical
     max_categories: int = Field(10, ge=1)
+    #: a numeric column with at most this many distinct values, seen at least min_rows_per_level times each on
+    #: average, is modelled as categories of its values (noisecraft.tabular.schema.lattice_columns; not with
+    #: DP, where the value list would be read from the data); 0: never
+    max_levels: int = Field(256, ge=0)
+    min_rows_per_level: float = Field(100.0, gt=0)
     n_quantiles: int = Field(1000, ge=2)
     #: the numeric part's diffusion: VP cosine schedule, v-prediction (Salimans & Ho 2022)
     loss: DenoisingLoss = Field(default_factory=lambda: preset("v"))
@@ -190,7 +202,7 @@ class TabularDiffusion:
         self.constraints = cons
         model_frame = to_model_frame(frame, cons)
         model_target = target if target in model_frame.columns else None
-        model_schema = infer_schema(model_frame, model_target, model_types(cons, types), self.config.max_categories)
+        model_schema = self._model_schema(model_frame, model_target, model_types(cons, types), dp is None)
         self.privacy, prep = None, None
         if dp is None:
             self.codec = TableCodec.fit(model_frame, model_schema, self.config.n_quantiles)
@@ -208,6 +220,19 @@ class TabularDiffusion:
             prep = (mechanisms, sources, delta_sel, int((~keep).sum()))
         return *self.codec.encode(model_frame), prep
 
+    def _model_schema(self, model_frame: pd.DataFrame, model_target: str | None, kinds: dict[str, str],
+                      lattice: bool) -> TableSchema:
+        """The network's table schema: `kinds` (declared types, groups, gaps) and, with `lattice`, the numeric
+        columns on few levels as categories (noisecraft.tabular.schema.lattice_columns)."""
+        schema = infer_schema(model_frame, model_target, kinds, self.config.max_categories)
+        if not lattice or not self.config.max_levels:
+            return schema
+        levels = lattice_columns(model_frame, schema, self.config.max_levels, self.config.min_rows_per_level, kinds)
+        if not levels:
+            return schema
+        return infer_schema(model_frame, model_target, {**kinds, **dict.fromkeys(levels, "categorical")},
+                            self.config.max_categories)
+
     def _prepare_stream(self, source: TableSource, target: str | None, types: dict[str, str] | None,
                         constraints: Constraints | None, detect: bool, seed: int | None,
                         folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,13 +244,15 @@ class TabularDiffusion:
         declared = constraints or Constraints()
         check_constraints(declared, schema, sample)
         proposed = merge(declared, detect_constraints(sample, schema)) if detect else declared
-        summary = summarise(source, schema, proposed)
+        candidates = lattice_columns(sample, schema, self.config.max_levels, self.config.min_rows_per_level,
+                                     types or {}) if self.config.max_levels else []
+        summary = summarise(source, schema, proposed, dict.fromkeys(candidates, self.config.max_levels))
         cons = holding(proposed, declared, summary, schema)
         self.constraints = cons
         self.schema = complete(schema, summary, cons, proposed, model=False)
         model_sample = to_model_frame(sample, cons)
         model_target = target if target in model_sample.columns else None
-        model_schema = infer_schema(model_sample, model_target, model_types(cons, types), self.config.max_categories)
+        model_schema = self._model_schema(model_sample, model_target, model_types(cons, types), True)
         model_schema = complete(model_schema, summary, cons, proposed, model=True)
         self.codec = TableCodec.fit(model_sample, model_schema, self.config.n_quantiles)
         self.privacy = None
@@ -328,6 +355,8 @@ class TabularDiffusion:
                 self._fix_high(cond, name, value, where)
             elif spec.kind == "categorical":
                 cond.tokens[:, codec.token_index(name)] = codec.category_code(name, value)
+            elif spec.kind == "numeric" and self._on_levels(name):
+                self._fix_level(cond, name, value)
             elif spec.kind == "numeric":
                 self._fix_numeric(cond, name, value)
             elif not _same(value, spec.categories[0]):
@@ -384,6 +413,31 @@ class TabularDiffusion:
         if not spec.min <= number <= spec.max:
             raise ValueError(f"column {name!r} = {number} lies outside the observed range [{spec.min}, {spec.max}]")
         return number
+
+    def levels(self) -> dict[str, int]:
+        """The numeric columns drawn as categories of their observed values, with how many values each."""
+        self._require_fitted()
+        return {c.name: len(self.codec.schema.column(c.name).categories) for c in self.schema.columns
+                if self._on_levels(c.name)}
+
+    def _on_levels(self, name: str) -> bool:
+        """Whether a numeric column of the user's table is drawn as a category of its observed values."""
+        return (self.schema.column(name).kind == "numeric" and name in self.codec.schema.names
+                and self.codec.schema.column(name).kind == "categorical")
+
+    def _fix_level(self, cond: Conditions, name: str, value: Any) -> None:
+        """`where` on a numeric column modelled on its levels: the value must be one of them."""
+        codec = self.codec
+        if not is_missing(value):
+            number = self._number(name, value)
+            categories = codec.schema.column(name).categories
+            distance = np.abs(np.asarray(categories, dtype=float) - number)
+            if distance.min() > 1e-9 * max(1.0, abs(number)):
+                near = sorted(float(categories[i]) for i in np.argsort(distance)[:2])
+                raise ValueError(f"column {name!r} takes only the {len(categories)} values seen in training; {number:g} "
+                                 f"is not one of them (nearest: {', '.join(f'{v:g}' for v in near)})")
+            value = categories[int(distance.argmin())]
+        cond.tokens[:, codec.token_index(name)] = codec.category_code(name, value)
 
     def _fix_numeric(self, cond: Conditions, name: str, value: Any, model_space: bool = False) -> None:
         j = [c.name for c in self.codec.numeric].index(name)
@@ -458,7 +512,8 @@ class TabularDiffusion:
         privacy budget, trained on `rows` for `steps` (default: this model's) or `minutes`: the generator a
         shadow-model attack refits (noisecraft.tabular.attacks.shadow_attack)."""
         self._require_fitted()
-        types = {c.name: c.kind for c in self.schema.columns}
+        # the kinds of this fit, columns on levels left to the same rule on the shadow's rows
+        types = {c.name: c.kind for c in self.schema.columns if not self._on_levels(c.name)}
         dp = None
         if self.privacy is not None:
             dp = DPConfig(epsilon=self.privacy.target_epsilon, delta=self.privacy.delta,
@@ -487,8 +542,8 @@ class TabularDiffusion:
                 "stats": None if self.stats is None else vars(self.stats),
                 "privacy": None if self.privacy is None else self.privacy.model_dump(mode="json"),
                 "constraints": self.constraints.model_dump(mode="json"),
-                # the network's table (groups merged, gaps for highs) when constraints change it
-                "model_schema": None if self.constraints.empty else json.loads(self.codec.schema.to_json())}
+                # the network's table (groups merged, gaps for highs, columns on levels) when it differs
+                "model_schema": None if self.codec.schema == self.schema else json.loads(self.codec.schema.to_json())}
         write_text_atomic(folder / "model.json", json.dumps(meta, indent=1))
         return folder
 

@@ -115,6 +115,24 @@ def infer_kind(series: pd.Series, max_categories: int = 10) -> Kind:
     return "numeric"
 
 
+def lattice_columns(frame: pd.DataFrame, schema: TableSchema, max_levels: int, min_rows_per_level: float,
+                    exclude: Any = ()) -> list[str]:
+    """The numeric columns (the target and `exclude` aside) whose values sit on at most `max_levels` levels,
+    each seen `min_rows_per_level` times on average: depths in steps of 0.1 %, years, counts. The model draws
+    such a column as a category of its observed values (TabDDPM's discrete part, Kotelnikov et al. 2023,
+    sec. 3): one softmax over the levels given the rest of the row, in place of a density learned through a
+    quantile transform that must put its mass on the levels (docs/tabular.md, "Column kinds")."""
+    out = []
+    for spec in schema.columns:
+        if spec.kind != "numeric" or spec.name == schema.target or spec.name in exclude:
+            continue
+        observed = frame[spec.name].dropna()
+        levels = observed.nunique()
+        if 1 < levels <= max_levels and len(observed) >= min_rows_per_level * levels:
+            out.append(spec.name)
+    return out
+
+
 def infer_schema(
     frame: pd.DataFrame,
     target: str | None = None,

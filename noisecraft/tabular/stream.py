@@ -155,7 +155,8 @@ class _Column:
     low: float = np.inf
     high: float = -np.inf
     fractional: bool = False
-    values: dict[tuple[str, Any], Any] = field(default_factory=dict)
+    #: the values seen (a numeric column's only while it is a candidate on levels; None once past the cap)
+    values: dict[tuple[str, Any], Any] | None = field(default_factory=dict)
 
 
 @dataclass
@@ -171,9 +172,12 @@ class Summary:
     combos: dict[str, dict[str, int] | None] = field(default_factory=dict)
 
 
-def summarise(source: TableSource, schema: TableSchema, proposed: Constraints) -> Summary:
+def summarise(source: TableSource, schema: TableSchema, proposed: Constraints, levels: dict[str, int] | None = None
+              ) -> Summary:
     """One pass over every row of `source`: exact category lists, missing counts, ranges, the gaps of the
-    proposed inequalities and the combinations of the proposed groups."""
+    proposed inequalities and the combinations of the proposed groups; the values of the numeric columns in
+    `levels` (name: at most how many) while they stay under their cap."""
+    levels = levels or {}
     out = Summary(columns={c.name: _Column() for c in schema.columns},
                   gaps={pair: [np.inf, -np.inf] for pair in proposed.inequalities},
                   combos={json.dumps(g): {} for g in proposed.combinations})
@@ -184,7 +188,7 @@ def summarise(source: TableSource, schema: TableSchema, proposed: Constraints) -
             raise ValueError(f"{str(source.path)!r}: rows from {chunk.index[0]} lack column(s) {missing}")
         out.n += len(chunk)
         for spec in schema.columns:
-            _update_column(out.columns[spec.name], spec, chunk[spec.name])
+            _update_column(out.columns[spec.name], spec, chunk[spec.name], levels.get(spec.name, 0))
         for (lo, hi), span in out.gaps.items():
             gap = pd.to_numeric(chunk[hi]).to_numpy(float) - pd.to_numeric(chunk[lo]).to_numpy(float)
             span[0], span[1] = min(span[0], float(np.nanmin(gap))), max(span[1], float(np.nanmax(gap)))
@@ -197,7 +201,7 @@ def summarise(source: TableSource, schema: TableSchema, proposed: Constraints) -
     return out
 
 
-def _update_column(col: _Column, spec: ColumnSpec, series: pd.Series) -> None:
+def _update_column(col: _Column, spec: ColumnSpec, series: pd.Series, max_levels: int = 0) -> None:
     observed = series.dropna()
     col.missing += len(series) - len(observed)
     if spec.kind == "numeric":
@@ -205,6 +209,12 @@ def _update_column(col: _Column, spec: ColumnSpec, series: pd.Series) -> None:
         if values.size:
             col.low, col.high = min(col.low, float(values.min())), max(col.high, float(values.max()))
             col.fractional |= bool(np.any(np.mod(values, 1.0) != 0))
+        if not max_levels or col.values is None:
+            return
+        for v in observed.unique():
+            col.values.setdefault(_key(v), _python(v))
+        if len(col.values) > max_levels:
+            col.values = None
     else:
         for v in observed.unique():
             col.values.setdefault(_key(v), _python(v))
@@ -283,6 +293,8 @@ def complete(schema: TableSchema, summary: Summary, constraints: Constraints, pr
             continue
         col = summary.columns[spec.name]
         spec = spec.model_copy(update={"missing_rate": col.missing / max(summary.n, 1)})
+        if spec.kind == "categorical" and col.values is None:  # on levels in the sample, not in every row
+            spec = spec.model_copy(update={"kind": "numeric", "categories": []})
         if spec.kind == "numeric":
             low, high = gaps.get(spec.name, (col.low, col.high))
             spec = spec.model_copy(update={"min": low, "max": high,
