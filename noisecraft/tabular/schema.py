@@ -121,7 +121,7 @@ def lattice_columns(frame: pd.DataFrame, schema: TableSchema, max_levels: int, m
     each seen `min_rows_per_level` times on average: depths in steps of 0.1 %, years, counts. The model draws
     such a column as a category of its observed values (TabDDPM's discrete part, Kotelnikov et al. 2023,
     sec. 3): one softmax over the levels given the rest of the row, in place of a density learned through a
-    quantile transform that must put its mass on the levels (docs/tabular.md, "Column kinds")."""
+    quantile transform that must put its mass on the levels (docs/tabular.md, "The model")."""
     out = []
     for spec in schema.columns:
         if spec.kind != "numeric" or spec.name == schema.target or spec.name in exclude:
