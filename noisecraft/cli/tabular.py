@@ -65,8 +65,9 @@ def fit(
                                                         "drop": list(drop), "rows": rows}, indent=1))
     typer.echo(f"fitted {rows} rows x {train.shape[1]} columns in {model.stats.seconds:.0f} s "
                f"({model.stats.steps} steps, final loss {model.stats.loss:.4f}); saved to {out}")
-    if model.levels():
-        typer.echo("drawn from their observed values: " + ", ".join(f"{k} ({v})" for k, v in model.levels().items()))
+    levels = model.levels()
+    if levels:
+        typer.echo("drawn from their observed values: " + ", ".join(f"{k} ({v})" for k, v in levels.items()))
     if not model.constraints.empty:
         typer.echo(f"constraints: {'; '.join(model.constraints.describe())}")
     if model.privacy is not None:

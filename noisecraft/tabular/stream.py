@@ -211,13 +211,17 @@ def _update_column(col: _Column, spec: ColumnSpec, series: pd.Series, max_levels
             col.fractional |= bool(np.any(np.mod(values, 1.0) != 0))
         if not max_levels or col.values is None:
             return
-        for v in observed.unique():
-            col.values.setdefault(_key(v), _python(v))
+        _collect(col.values, observed)
         if len(col.values) > max_levels:
             col.values = None
     else:
-        for v in observed.unique():
-            col.values.setdefault(_key(v), _python(v))
+        _collect(col.values, observed)
+
+
+def _collect(values: dict[tuple[str, Any], Any], observed: pd.Series) -> None:
+    """Add the distinct values of `observed` to `values`, keyed so that 1 and 1.0 meet and True and 1 do not."""
+    for v in observed.unique():
+        values.setdefault(_key(v), _python(v))
 
 
 def holding(proposed: Constraints, declared: Constraints, summary: Summary, schema: TableSchema) -> Constraints:
