@@ -7,27 +7,26 @@ Two suites, each printing a table and writing JSON beside it:
   within-mode W2, sliced W2 and mode-weight TV of 10,000 samples, beside the teacher's default 10-evaluation
   sampler (DPM-Solver++(2M), 9 steps, step-aware range), the teacher's DDIM at the same evaluations, and the
   floor (fresh true samples). The students' network (MLP 256 x 3; `--width`, `--depth`) starts from a denoiser
-  trained briefly on mixture samples (`--init-steps`), as a real student starts from its teacher's weights. Two
-  references for the 1-step rows: the exact flow map (the teacher's ODE solved finely from the same prior, what
-  a perfect 1-step student would draw) and, with `--regression`, the same network trained for the same steps by
-  direct regression of its 1-step output onto exact ODE end points (Luhman & Luhman 2021; benchmark only, not a
-  library method). The consistency student is also sampled at 1 NFE from sigma_max (its start before the
-  step-aware start, noisecraft.runs.distill.consistency_times).
+  trained briefly on mixture samples (`--init-steps`), as a real student starts from its teacher's weights. A
+  reference for the 1-step rows: the exact flow map (the teacher's ODE solved finely from the same prior, what a
+  perfect 1-step student would draw). The consistency student is also sampled at 1 NFE from sigma_max (its start
+  before the step-aware start, noisecraft.runs.distill.consistency_times).
 - `digits`: the trained digits run `--teacher` (default /work/runs/digits, `noisecraft demo`'s model). Digits-FD
-  of 500 samples (noisecraft.metrics.digits) at 1, 2, 4 evaluations for both methods, beside the teacher's FD
-  at 20 steps (its default sampler) and at 1, 2, 4 evaluations. Consistency distils one student, sampled at
-  each count; progressive distils one student per count. Each distillation has `--minutes` of this process's
+  of 500 samples (noisecraft.metrics.digits) at 1, 2, 4 evaluations, beside the teacher's FD at 20 steps (its
+  default sampler) and at 1, 2, 4 evaluations. Consistency distils one student, sampled at each count;
+  progressive distils one student per count; regression (onto the teacher's ODE ends, `--pairs` of them) one
+  1-evaluation student. Each distillation has `--minutes` of this process's
   CPU time (train.clock "process") on one thread, so a budget holds on a shared machine.
 
     .venv/bin/python benchmarks/distill.py oracle --max-steps 3000
-    .venv/bin/python benchmarks/distill.py oracle --methods consistency --max-steps 10000 --regression
+    .venv/bin/python benchmarks/distill.py oracle --methods regression --cases mixture16d --width 512 --depth 4 \
+        --max-steps 10000
     .venv/bin/python benchmarks/distill.py digits --minutes 10
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import platform
 import shutil
@@ -46,11 +45,10 @@ from noisecraft.nets import NetConfig
 from noisecraft.runs.config import preset_config
 from noisecraft.runs.distill import Teacher, consistency_times, distill
 from noisecraft.runs.pipeline import load_run
-from noisecraft.runs.train import DiffusionStep
 from noisecraft.solvers.driver import solve
 
 NFES = (1, 2, 4)
-METHODS = ("consistency", "progressive")
+METHODS = ("consistency", "progressive", "regression")
 
 
 def _machine() -> str:
@@ -64,7 +62,7 @@ def _students(make: callable, root: Path, methods: tuple[str, ...], reuse: bool 
     already distilled in its folder (record.json)."""
     out = {}
     for method in methods:
-        for k in (2,) if method == "consistency" else NFES:
+        for k in {"consistency": (2,), "regression": (1,)}.get(method, NFES):
             path = root / f"{method}_{k}"
             if reuse and (path / "record.json").is_file():
                 record = json.loads((path / "record.json").read_text())
@@ -88,7 +86,7 @@ def student_sample(path: Path, method: str, nfe: int, n: int, seed: int, times: 
     range), or on `times`."""
     pipe = load_run(path)
     with torch.no_grad():
-        if method == "progressive":
+        if method != "consistency":
             return pipe.sample(n, seed=seed)
         base = pipe.config.sample.model_copy(update={"t_min": None, "t_max": None})
         times = consistency_times(pipe.schedule, nfe, base).tolist() if times is None else times
@@ -102,42 +100,6 @@ def flow_map(mixture: nc.oracle.GaussianMixture, schedule: EDM, x: torch.Tensor,
     uniform in log-SNR (on both oracles within 0.0005 of the floor's within-mode W2 from sigma~ 80)."""
     times = make_grid(schedule, 200, "log_snr", None, t_from)
     return solve(mixture.denoiser(schedule), schedule, x.double(), times, "dpm++2m")[0]
-
-
-class RegressionStep(DiffusionStep):
-    """Direct regression of the 1-step output f(sigma_max z, t_max) onto the exact ODE end of z (Luhman & Luhman
-    2021): the data are the end points, `z` their noises, row for row. Squared error, as theirs."""
-
-    def __init__(self, *args, z: torch.Tensor, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.z = z
-
-    def loss(self, x0: torch.Tensor, cond: torch.Tensor | None, d: dict, part: slice) -> torch.Tensor:
-        s = self.config.loss.schedule
-        z = self.z[d["idx"][part]].to(x0.device)
-        t = torch.full((z.shape[0],), s.t_max, dtype=torch.float64)
-        pred = self.denoiser(float(s.sigma(s.t_max)) * z, t, cond)
-        return ((pred.float() - x0.float()) ** 2).flatten(1).sum(1).mean()
-
-
-def regression_student(args: argparse.Namespace, root: Path, mixture: nc.oracle.GaussianMixture, config,
-                       weights: dict) -> tuple[Path, dict]:
-    """The Luhman & Luhman reference: 50,000 (z, exact end) pairs, the students' network, start and budget."""
-    schedule, path = config.loss.schedule, root / "regression_1"
-    if args.reuse and (path / "record.json").is_file():
-        return path, json.loads((path / "record.json").read_text())
-    z = torch.randn((50_000, mixture.dim), generator=torch.Generator().manual_seed(21), dtype=torch.float64)
-    ends = flow_map(mixture, schedule, float(schedule.sigma(schedule.t_max)) * z, schedule.t_max)
-    np.save(root / "ends.npy", ends.float().numpy())
-    train = config.train.model_copy(update={"max_steps": args.max_steps, "warmup_steps": 50})
-    cfg = config.model_copy(update={"data": config.data.model_copy(update={"name": str(root / "ends.npy")}),
-                                    "train": train})
-    shutil.rmtree(path, ignore_errors=True)
-    start = time.process_time()
-    nc.train(cfg, path, progress=False, make_step=functools.partial(RegressionStep, z=z.float()), init=weights)
-    record = {"optimizer_steps": args.max_steps, "cpu_s": round(time.process_time() - start, 1)}
-    (path / "record.json").write_text(json.dumps(record))
-    return path, record
 
 
 def oracle_suite(args: argparse.Namespace) -> dict:
@@ -167,7 +129,7 @@ def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.Gaussian
 
     def make(method: str, k: int, path: Path):
         return distill(teacher, path, method, k, max_steps=args.max_steps, batch_size=512, warmup_steps=50,
-                       progress=False)
+                       progress=False, **({"pairs": args.pairs} if method == "regression" and args.pairs else {}))
 
     students = _students(make, root, tuple(args.methods), args.reuse)
     shape = (args.n, mixture.dim)
@@ -181,11 +143,6 @@ def oracle_case(args: argparse.Namespace, name: str, mixture: nc.oracle.Gaussian
     for sigma in (80.0, 25.0):
         t = float(schedule.t_from_sigma_tilde(torch.tensor(sigma, dtype=torch.float64)))
         rows[f"exact flow map from sigma~ {sigma:g} (1-step ideal)"] = report(flow_map(mixture, schedule, sigma * prior, t))
-    if args.regression:
-        path, record = regression_student(args, root, mixture, config, teacher.weights)
-        with torch.no_grad():
-            x = load_run(path).sample(args.n, steps=0, grid=[schedule.t_max], seed=3)
-        rows["regression onto exact ends (Luhman & Luhman) 1 NFE from sigma~ 80"] = {**report(x), **record}
     for (method, nfe), (path, record) in students.items():
         rows[f"{method} {nfe} NFE"] = {**report(student_sample(path, method, nfe, args.n, 3)), **record}
         if method == "consistency" and nfe == 1:
@@ -260,8 +217,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the teacher's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="digits: sampling seeds")
     parser.add_argument("--reuse", action="store_true", help="keep students already distilled in --out")
-    parser.add_argument("--regression", action="store_true",
-                        help="oracle: also train the direct-regression reference (Luhman & Luhman 2021)")
+    parser.add_argument("--pairs", type=int, default=None, help="regression: pairs (default: the library's)")
     args = parser.parse_args()
     out = Path(args.out) / args.suite
     args.out = str(out)

@@ -45,6 +45,7 @@ _EXPORTS = {
     "Teacher": "noisecraft.runs.distill",
     "reflow": "noisecraft.runs.reflow",
     "straightness": "noisecraft.runs.reflow",
+    "regress": "noisecraft.runs.regress",
     "finetune": "noisecraft.hf.lora",
     "with_lora": "noisecraft.hf.lora",
     "merge_lora": "noisecraft.hf.lora",

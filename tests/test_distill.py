@@ -71,12 +71,13 @@ def _teacher(base: dict) -> Teacher:
 
 @pytest.fixture(scope="module")
 def students(base) -> dict:
-    """Students of the exact ring teacher: consistency (2 evaluations) and progressive (1 and 2)."""
+    """Students of the exact ring teacher: consistency (2 evaluations), progressive (1 and 2), regression (1)."""
     root = base["root"]
     distill(_teacher(base), root / "cd2", "consistency", 2, max_steps=300, **FAST)
     distill(_teacher(base), root / "pd2", "progressive", 2, max_steps=300, teacher_steps=8, **FAST)
     distill(_teacher(base), root / "pd1", "progressive", 1, max_steps=300, teacher_steps=4, **FAST)
-    return {"cd2": root / "cd2", "pd2": root / "pd2", "pd1": root / "pd1"}
+    distill(_teacher(base), root / "rg1", "regression", 1, max_steps=300, **FAST)
+    return {"cd2": root / "cd2", "pd2": root / "pd2", "pd1": root / "pd1", "rg1": root / "rg1"}
 
 
 def _scores(x: torch.Tensor) -> tuple[float, float]:
@@ -98,7 +99,7 @@ def _initial(student: Path, base: dict, nfe: int) -> tuple[float, float]:
     return _scores(cfg.run(init.network, SCHEDULE, (N, 2), gen(3)))
 
 
-@pytest.mark.parametrize("name, nfe", [("cd2", 1), ("cd2", 2), ("pd1", 1), ("pd2", 2)])
+@pytest.mark.parametrize("name, nfe", [("cd2", 1), ("cd2", 2), ("pd1", 1), ("pd2", 2), ("rg1", 1)])
 def test_student_beats_ddim_and_its_start_at_equal_nfe(students, base, name, nfe):
     student = load_run(students[name])
     got = _scores(student.sample(N, steps=nfe - 1, seed=3))
@@ -121,7 +122,8 @@ def test_student_is_an_ordinary_run(students):
     assert rounds == {1, 2}  # 8 -> 4 -> 2 steps
 
 
-@pytest.mark.parametrize("name, steps, nfe", [("cd2", None, 2), ("cd2", 0, 1), ("cd2", 3, 4), ("pd1", None, 1)])
+@pytest.mark.parametrize("name, steps, nfe", [("cd2", None, 2), ("cd2", 0, 1), ("cd2", 3, 4), ("pd1", None, 1),
+                                              ("rg1", None, 1)])
 def test_a_k_evaluation_sample_calls_the_network_k_times(students, name, steps, nfe):
     run = load_run(students[name])
     calls = []
@@ -130,6 +132,36 @@ def test_a_k_evaluation_sample_calls_the_network_k_times(students, name, steps, 
     calls.clear()
     run.sample(16, steps=steps)
     assert len(calls) == nfe
+
+
+def test_a_regression_student_is_an_ordinary_run_that_keeps_its_pairs(students, base):
+    from noisecraft.runs.reflow import PAIRS_FILE, Pairs
+    from noisecraft.runs.regress import EPOCHS
+
+    run = load_run(students["rg1"])
+    assert run.config.distill.method == "regression" and run.config.distill.steps == 1
+    assert run.config.sample.solver == "ddim" and run.config.sample.nfe() == 1
+    assert run.config.sample.t_max == SCHEDULE.t_max  # sampled where it was trained: the pairs' start
+    pairs = Pairs.load(students["rg1"] / PAIRS_FILE)
+    # by default as many pairs as 300 steps of 256 rows see EPOCHS times each
+    assert len(pairs) == 300 * 256 // EPOCHS and pairs.x.shape == (len(pairs), 2)
+    # it learned the map from noise to the teacher's ODE end: on its pairs, far closer than where it started
+    z, x = pairs.z.double(), pairs.x.double()
+    t = torch.full((len(pairs),), SCHEDULE.t_max, dtype=torch.float64)
+    scale = float(SCHEDULE.sigma(SCHEDULE.t_max))
+    with torch.no_grad():
+        err, initial = (float(((load_run(path).float64_denoiser()(scale * z, t) - x) ** 2).sum(1).mean())
+                        for path in (students["rg1"], base["init"]))
+    assert err < 0.25 * initial, (err, initial)
+
+
+def test_the_default_pairs_follow_the_step_budget():
+    from noisecraft.runs.config import TrainConfig
+    from noisecraft.runs.regress import EPOCHS, MIN_PAIRS, PAIRS, default_pairs
+
+    assert default_pairs(TrainConfig(max_steps=20_000, batch_size=512)) == 20_000 * 512 // EPOCHS
+    assert default_pairs(TrainConfig(max_steps=10, batch_size=16)) == MIN_PAIRS
+    assert default_pairs(TrainConfig(max_steps=None, minutes=5.0)) == PAIRS
 
 
 def test_the_sampler_grid_is_the_grid_the_student_learned(students):
@@ -274,6 +306,18 @@ def test_cli_distill_then_sample(cli_student, base, tmp_path):
     assert np.load(tmp_path / "s.npy").shape == (16, 2)
 
 
+def test_cli_distill_by_regression_then_sample(base, tmp_path):
+    out = tmp_path / "rg"
+    res = runner.invoke(app, ["distill", str(base["init"]), "--method", "regression", "--steps", "1", "--pairs", "300",
+                              "--max-steps", "10", "--run", str(out), "--batch-size", "64"])
+    assert res.exit_code == 0, res.output
+    assert "by regression distillation into 1-evaluation sampling" in res.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["distill"]["method"] == "regression"
+    res = runner.invoke(app, ["sample", str(out), "--n", "16", "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0, res.output
+    assert np.load(tmp_path / "s.npy").shape == (16, 2)
+
+
 def test_a_student_cannot_be_resumed_as_a_diffusion_run(cli_student):
     res = runner.invoke(app, ["train", "--resume", "--run", str(cli_student), "--steps", "20"])
     assert res.exit_code == 2 and "is a student made by progressive distillation" in res.output, res.output
@@ -284,6 +328,11 @@ def test_a_student_cannot_be_resumed_as_a_diffusion_run(cli_student):
     (["{teacher}", "--method", "magic", "--max-steps", "5", "--run", "{out}"], "unknown --method 'magic'"),
     (["{teacher}", "--steps", "0", "--max-steps", "5", "--run", "{out}"], "--steps must be an integer >= 1"),
     (["{teacher}", "--minutes", "0", "--run", "{out}"], "--minutes must be > 0"),
+    (["{teacher}", "--method", "regression", "--steps", "2", "--max-steps", "5", "--run", "{out}"],
+     "--steps must be 1 for method 'regression'"),
+    (["{teacher}", "--pairs", "100", "--max-steps", "5", "--run", "{out}"], "--pairs is an option of method 'regression'"),
+    (["{teacher}", "--method", "regression", "--steps", "1", "--pairs", "0", "--max-steps", "5", "--run", "{out}"],
+     "--pairs must be an integer >= 1"),
     (["{teacher}", "--max-steps", "5", "--run", "{teacher}"], "already holds a trained run"),
     (["{teacher}", "--max-steps", "5", "--run", "{out}", "--lr", "-1"], "--lr must be > 0"),
 ])

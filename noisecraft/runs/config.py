@@ -72,7 +72,7 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     teacher: str = Field(description="the teacher's run directory, or a description of a teacher given as a function")
-    method: Literal["consistency", "progressive", "reflow"]
+    method: Literal["consistency", "progressive", "regression", "reflow"]
     steps: int = Field(ge=1, description="network evaluations per sample of the student")
     grid: str | None = Field(None, description="consistency: the named grid the student's times were cut from "
                                                "(None in runs made before it was recorded)")

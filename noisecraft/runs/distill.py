@@ -1,7 +1,7 @@
 """Distillation of a diffusion model into a student that samples in 1-4 network evaluations.
 
-Two methods, each a replacement of the diffusion loss inside the one training loop (noisecraft.runs.loop,
-driven through noisecraft.runs.train.DiffusionStep):
+Two methods here, each a replacement of the diffusion loss inside the one training loop (noisecraft.runs.loop,
+driven through noisecraft.runs.train.DiffusionStep), and a third for one evaluation:
 
 - consistency distillation (Song et al. 2023, "Consistency Models", Alg. 2) with the choices of Song &
   Dhariwal 2023 ("Improved Techniques for Training Consistency Models") that carry over to distillation:
@@ -14,6 +14,8 @@ driven through noisecraft.runs.train.DiffusionStep):
   DDIM on a grid of steps * 2^R intervals; each student starts from the previous one (the teacher's weights
   for the first), regresses in x0-space onto the x that two teacher DDIM steps reach from z_t, with the
   truncated-SNR weight max(alpha^2 / sigma^2, 1); it samples with DDIM.
+- regression onto the teacher's ODE ends (Luhman & Luhman 2021), 1 evaluation only: noisecraft.runs.regress,
+  which `distill(method="regression")` calls (it trains on reflow's coupling rather than in this loop).
 
 Noise levels are the schedule's sigma~ = sigma / alpha (Karras et al. 2022), so the same code serves VP, VE,
 EDM and flow schedules. The student keeps the teacher's network, loss parameterisation and schedule, so it is
@@ -80,7 +82,7 @@ from noisecraft.solvers.driver import final_step
 from noisecraft.solvers.registry import get_solver
 from noisecraft.validation import check_field
 
-METHODS: tuple[str, ...] = ("consistency", "progressive")
+METHODS: tuple[str, ...] = ("consistency", "progressive", "regression")
 #: offset of the seed whose streams draw the noise levels (apart from DiffusionStep's streams of `seed`)
 LEVEL_SEED = 7919
 #: Song & Dhariwal 2023, sec. 3.5: the discretised lognormal over sigma and the pseudo-Huber constant per sqrt(d)
@@ -392,6 +394,9 @@ def check_options(method: str, steps: int, minutes: float | None, max_steps: int
         raise ValueError(f"unknown `method` {method!r}; expected one of {list(METHODS)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be an integer >= 1 (network evaluations per sample), got {steps!r}")
+    if method == "regression" and steps != 1:
+        raise ValueError(f"`steps` must be 1 for method 'regression' (its student is trained at t_max only and "
+                         f"samples in one evaluation), got {steps!r}")
     if minutes is not None and not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"`minutes` must be > 0, got {minutes!r}")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
@@ -444,9 +449,10 @@ def _rounds(steps: int, teacher_steps: int) -> int:
 def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "consistency", steps: int = 2,
             minutes: float | None = None, max_steps: int | None = None, *, grid: str = "karras", groups: int = 8,
             teacher_solver: str = "heun", levels: tuple[int, int] = (10, 80), teacher_steps: int = 64,
-            progress: bool = True, **train: Any) -> DistillResult:
+            pairs: int | None = None, progress: bool = True, **train: Any) -> DistillResult:
     """Distil `teacher` (a run directory or a Teacher) into a student run in `out_dir` that samples in `steps`
-    network evaluations, by `method` "consistency" or "progressive", for `minutes` (wall-clock, or the
+    network evaluations, by `method` "consistency", "progressive" or "regression" (steps 1 only:
+    noisecraft.runs.regress with its defaults, onto the teacher's ODE ends), for `minutes` (wall-clock, or the
     config's clock) or `max_steps` optimiser steps (all rounds together); neither given: the teacher's own
     budget, ended at twice the teacher's recorded training time (default_budget; on digits 1,176 of the teacher's
     1,600 steps met issue 17's FD targets).
@@ -455,10 +461,15 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     curriculum. The student's times are consistency_times: K points of the named `grid` (Karras et al. 2022's
     rho = 7 by default) from the step-aware start to sigma~ 0.5. Progressive: the first teacher grid has
     steps * 2^R >= `teacher_steps` intervals, R rounds share the budget equally. `groups` noise levels are drawn
-    per optimiser step. `train`: fields of the run config's train section (batch_size, lr, seed, warmup_steps,
-    ...; None keeps the teacher's).
+    per optimiser step. Regression: `pairs` (z, ODE end) pairs of the teacher (default
+    noisecraft.runs.regress.default_pairs of its budget). `train`: fields of the run config's train section (batch_size, lr, seed,
+    warmup_steps, ...; None keeps the teacher's).
     """
     check_options(method, steps, minutes, max_steps, groups)
+    if pairs is not None and method != "regression":
+        raise ValueError(f"`pairs` is an option of method 'regression', not of {method!r}")
+    if method == "regression":
+        return _regression(teacher, out_dir, minutes, max_steps, pairs, progress, train)
     out_dir = Path(out_dir)
     _check_out(out_dir)
     if method == "consistency":
@@ -481,6 +492,21 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
         if method == "consistency":
             return fit.consistency(teacher_solver, levels)
         return fit.progressive(steps, _rounds(steps, teacher_steps))
+
+
+def _regression(teacher: str | Path | Teacher, out_dir: str | Path, minutes: float | None, max_steps: int | None,
+                pairs: int | None, progress: bool, train: dict[str, Any]) -> DistillResult:
+    """distill(method="regression"): noisecraft.runs.regress (its defaults where `pairs` is None), its result as a
+    DistillResult."""
+    # regress builds on this module and on reflow: imported here, when asked for
+    from noisecraft.runs.regress import regress
+
+    given = {k: v for k, v in train.items() if v is not None}  # a `seed` seeds the pairs (regress's own seed)
+    done = regress(teacher, out_dir, pairs, minutes=minutes, max_steps=max_steps, progress=progress, **given)
+    fit = done.train
+    rounds = [{"method": "regression", "pairs": done.pairs, "pair_seconds": done.pair_seconds, "steps": fit.step,
+               "loss": fit.loss}]
+    return DistillResult(done.run_dir, "regression", 1, fit.step, fit.loss, done.seconds, fit.checkpoint, rounds)
 
 
 class _Fit:

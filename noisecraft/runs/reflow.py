@@ -272,12 +272,24 @@ def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pair
     `sample_steps`: Euler steps of the new run's default sampler. `seed` draws the pairs' noise and labels;
     `train_options`: fields of the train section (batch_size, lr, seed, warmup_steps, ...; None keeps the
     teacher's). Returns where the run went and how long each part took."""
-    check_pair_options(len(pairs) if isinstance(pairs, Pairs) else pairs, steps, batch)
-    minutes = None if minutes is None else check_field(TrainConfig, "minutes", minutes)
-    max_steps = None if max_steps is None else check_field(TrainConfig, "max_steps", max_steps)
     check_field(SolverConfig, "steps", sample_steps, "sample_steps")
     if time_distribution is not None:
         check_field(DenoisingLoss, "time_distribution", time_distribution)
+    teacher, out_dir, minutes, max_steps, train_options = checked_coupling(
+        teacher, out_dir, pairs, steps, solver, batch, minutes, max_steps, train_options)
+    config = reflow_config(teacher, minutes, max_steps, time_distribution, sample_steps, train_options)
+    return train_on_pairs(teacher, out_dir, config, pairs, steps, seed, solver, batch, progress, ReflowStep)
+
+
+def checked_coupling(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pairs, steps: int,
+                     solver: str | None, batch: int, minutes: float | None, max_steps: int | None,
+                     train_options: dict[str, Any]) -> tuple[Teacher, Path, float | None, int | None, dict[str, Any]]:
+    """The options of a run trained on pairs, checked before any work (one ValueError naming the first bad one):
+    (the teacher, loaded and checked; out_dir as a new run directory; minutes; max_steps; the train fields
+    given, None dropped)."""
+    check_pair_options(len(pairs) if isinstance(pairs, Pairs) else pairs, steps, batch)
+    minutes = None if minutes is None else check_field(TrainConfig, "minutes", minutes)
+    max_steps = None if max_steps is None else check_field(TrainConfig, "max_steps", max_steps)
     train_options = {k: check_field(TrainConfig, k, v) for k, v in train_options.items() if v is not None}
     out_dir = Path(out_dir)
     _check_out(out_dir)
@@ -285,7 +297,14 @@ def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pair
     check_teacher(teacher)
     if solver is not None:
         pair_solver(teacher, steps, solver)
-    config = reflow_config(teacher, minutes, max_steps, time_distribution, sample_steps, train_options)
+    return teacher, out_dir, minutes, max_steps, train_options
+
+
+def train_on_pairs(teacher: Teacher, out_dir: Path, config: RunConfig, pairs: int | Pairs, steps: int, seed: int,
+                   solver: str | None, batch: int, progress: bool, step: type[DiffusionStep]) -> ReflowResult:
+    """The coupling (`pairs` pairs from the teacher's ODE at `steps` steps, or given ones), saved in out_dir as
+    pairs.safetensors, then `config` trained from the teacher's weights with the per-step loss `step(config, data,
+    model, accelerator, pairs)`: reflow's and regression distillation's common driver."""
     if isinstance(pairs, Pairs):
         check_pairs_fit(pairs, config)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -297,11 +316,12 @@ def reflow(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pair
     coupling.save(out_dir / PAIRS_FILE, {"teacher": teacher.source, "steps": str(steps), "seed": str(seed),
                                          "solver": pair_solver(teacher, steps, solver).solver})
 
-    def make_step(cfg: RunConfig, data: Dataset, model: nn.Module, accelerator: Any) -> ReflowStep:
-        return ReflowStep(cfg, data, model, accelerator, coupling)
+    def make_step(cfg: RunConfig, data: Dataset, model: nn.Module, accelerator: Any) -> DiffusionStep:
+        return step(cfg, data, model, accelerator, coupling)
 
     result = train(config, out_dir, progress=progress, make_step=make_step, init=teacher.weights)
     return ReflowResult(out_dir, len(coupling), pair_seconds, result, time.perf_counter() - start)
 
 
-__all__ = ["Pairs", "ReflowResult", "ReflowStep", "make_pairs", "pair_solver", "reflow", "straightness"]
+__all__ = ["Pairs", "ReflowResult", "ReflowStep", "checked_coupling", "make_pairs", "pair_solver", "reflow", "straightness",
+           "train_on_pairs"]
