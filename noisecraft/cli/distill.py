@@ -19,7 +19,7 @@ def distill(
                                   "default: the teacher's budget, ended at twice its training time."),
     max_steps: int = typer.Option(None, help="Or a budget in optimiser steps."),
     pairs: int = typer.Option(None, help="regression: (noise, ODE end) pairs drawn from the teacher (default: "
-                              "max steps x batch size / 50, so that training sees each about 50 times)."),
+                              "max steps x batch size / 20, so that training sees each about 20 times)."),
     out: str = typer.Option(..., "--run", help="Directory of the student run (new)."),
     batch_size: int = typer.Option(None, help="Global batch size (default: the teacher's)."),
     lr: float = typer.Option(None, help="Peak learning rate (default: the teacher's)."),

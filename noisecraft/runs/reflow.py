@@ -137,7 +137,7 @@ def make_pairs(teacher: Teacher, n: int, steps: int = 32, seed: int = 0, solver:
     shape = teacher.config.data.load().sample_shape  # the data the teacher's config names
     labels = pair_labels(teacher.config, n, seed)
     scale = float(teacher.schedule.sigma(float(times[0])))
-    bar = _bar(n, progress, f"reflow pairs ({cfg.solver}, {steps} steps)")
+    bar = _bar(n, progress, f"ODE pairs ({cfg.solver}, {steps} steps)")
     zs, xs = [], []
     with torch.no_grad():
         for first in range(0, n, batch):

@@ -38,11 +38,13 @@ from noisecraft.runs.distill import Teacher, default_budget, student_solver
 from noisecraft.runs.reflow import Pairs, ReflowResult, checked_coupling, train_on_pairs
 from noisecraft.runs.train import DiffusionStep
 
-#: epochs over the pairs that set their default number (default_pairs). On the 16-D oracle (MLP 512 x 4) a student
-#: that saw each of 50,000 pairs 100 times fit them (squared error 0.002 on its pairs) but not fresh noise (0.42,
-#: from a few samples between the modes); 200,000 pairs seen 51 times each: 0.17, and within-mode W2 0.104 -> 0.063
-#: (docs/benchmarks/distill.md)
-EPOCHS = 50
+#: epochs over the pairs that set their default number (default_pairs). Fewer epochs over more pairs measured
+#: better wherever tried: on the 16-D oracle (MLP 512 x 4) 50,000 pairs seen 100 times each gave within-mode W2
+#: 0.104, 200,000 seen 51 times 0.063 (a student that saw its pairs 100 times fit them, squared error 0.002, but
+#: not fresh noise, 0.42); on digits 4,096 pairs seen 75 times gave FD 17.7 at 1 NFE, 20,000 seen 16 times 15.0.
+#: A pair costs the teacher's ODE (32 evaluations), a use about 3 (forward and backward), so at 20 epochs the
+#: pairs cost about half the training (docs/benchmarks/distill.md)
+EPOCHS = 20
 #: pairs when no step budget is set (training bounded by time only), and the fewest by default
 PAIRS, MIN_PAIRS = 50_000, 1_000
 
