@@ -356,13 +356,16 @@ def test_without_a_budget_the_student_gets_the_teachers():
     assert given.minutes == 1.5 and given.max_steps is None
 
 
-def test_guidance_works_on_a_class_conditional_student(tmp_path):
+@pytest.mark.parametrize("method, steps", [("consistency", 2), ("regression", 1)])
+def test_guidance_works_on_a_class_conditional_student(tmp_path, method, steps):
     """A class-conditional teacher with label dropout gives a student conditioned the same way, which samples
-    a class with classifier-free guidance through the normal pipeline."""
+    a class with classifier-free guidance through the normal pipeline (a regression student's pairs carry the
+    labels they were drawn for)."""
     cfg = preset_config("digits", "edm", max_steps=2, batch_size=16, warmup_steps=1)
     model = NetConfig(block_channels=[8, 16], attention=[False, False], layers_per_block=1, num_classes=10,
                       label_dropout=0.2)
     nc.train(cfg.model_copy(update={"model": model}), tmp_path / "teacher", progress=False)
-    distill(tmp_path / "teacher", tmp_path / "student", "consistency", 2, max_steps=2, batch_size=16, progress=False)
+    distill(tmp_path / "teacher", tmp_path / "student", method, steps, max_steps=2, batch_size=16, progress=False,
+            **({"pairs": 32} if method == "regression" else {}))
     x = load_run(tmp_path / "student").sample(4, label=3, guidance=2.0)
     assert x.shape == (4, 1, 8, 8) and x.abs().max() <= 1.0
