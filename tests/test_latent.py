@@ -111,6 +111,27 @@ def test_the_run_names_its_autoencoder_and_samples_images(runs: Path) -> None:
     assert x.shape == (3, 1, 32, 32) and x.dtype == torch.float32 and x.abs().max() <= 1.0
 
 
+@pytest.mark.parametrize("method, steps", [("consistency", 2), ("progressive", 1), ("regression", 1), ("reflow", 1)])
+def test_a_latent_run_distils_into_a_latent_student_that_samples_images(runs: Path, tmp_path: Path, method: str,
+                                                                       steps: int) -> None:
+    """Distillation and reflow of a latent run train on its latents (pairs of latents for regression and reflow),
+    and the student keeps the autoencoder: it samples images through the decoder."""
+    from noisecraft.runs.reflow import PAIRS_FILE, Pairs
+
+    out = tmp_path / method
+    if method == "reflow":
+        nc.reflow(runs / "plain", out, pairs=16, max_steps=2, batch_size=8, progress=False)
+    else:
+        nc.distill(runs / "plain", out, method, steps, max_steps=2, batch_size=8, progress=False,
+                   **({"pairs": 16} if method == "regression" else {}))
+    student = nc.load_run(out)
+    assert student.config.latent == nc.load_run(runs / "plain").config.latent
+    assert student.sample_shape == (2, 16, 16)
+    assert student.sample(2).shape == (2, 1, 32, 32)
+    if method in ("regression", "reflow"):
+        assert Pairs.load(out / PAIRS_FILE).x.shape == (16, 2, 16, 16)
+
+
 def test_a_different_autoencoder_is_refused(runs: Path, tmp_path: Path) -> None:
     moved = tmp_path / "runs"
     shutil.copytree(runs, moved)

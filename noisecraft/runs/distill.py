@@ -66,6 +66,7 @@ from noisecraft.data import Dataset
 from noisecraft.runs.checkpoint import check_new_run_dir, checkpoints, training_seconds
 from noisecraft.runs.config import DistillConfig, RunConfig, TrainConfig
 from noisecraft.runs.ema import EMA
+from noisecraft.runs.latent import training_data
 from noisecraft.runs.lock import run_lock
 from noisecraft.runs.loop import Loop, LoopState, make_optimizer
 from noisecraft.runs.threads import use_threads
@@ -520,7 +521,7 @@ class _Fit:
         if progress and accelerator.is_main_process:
             print(threads, flush=True)
             print(describe_budget(config.train), flush=True)
-        self.data = config.data.load()
+        self.data = training_data(config)  # a latent run's: its autoencoder's scaled latents
         torch.manual_seed(config.train.seed)
         self.net = config.model.build(self.data.sample_shape, config.loss.time_input)
         if teacher.weights is not None:

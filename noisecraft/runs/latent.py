@@ -266,6 +266,14 @@ def latent_run(config: RunConfig, vae_dir: str | Path) -> RunConfig:
     return config.model_copy(update={"latent": latent_config(vae_dir), "sample": sample})
 
 
+def model_shape(config: RunConfig) -> tuple[int, ...]:
+    """The shape of one sample the run's network acts on: its autoencoder's latent shape for a latent run, else
+    its data's sample shape."""
+    if config.latent is None:
+        return config.data.load().sample_shape
+    return load_codec(config.latent).latent_shape
+
+
 def training_data(config: RunConfig) -> Dataset:
     """The run's training data: the images of config.data, or for a latent run their scaled latents."""
     data = config.data.load()
@@ -279,4 +287,4 @@ def training_data(config: RunConfig) -> Dataset:
 
 
 __all__ = ["DecodedDPS", "DecodedMomentMatched", "DecodedOperator", "DecodedProjection", "LatentCodec", "codec_from_run", "guided", "latent_config",
-           "latent_run", "load_codec", "training_data"]
+           "latent_run", "load_codec", "model_shape", "training_data"]

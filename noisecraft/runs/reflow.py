@@ -50,6 +50,7 @@ from noisecraft.data import Dataset
 from noisecraft.io import atomic_path
 from noisecraft.runs.config import DistillConfig, RunConfig, TrainConfig
 from noisecraft.runs.distill import Teacher, _check_out, check_teacher_run
+from noisecraft.runs.latent import model_shape
 from noisecraft.runs.train import DiffusionStep, TrainResult, train
 from noisecraft.solvers.config import SolverConfig
 from noisecraft.solvers.driver import solve
@@ -134,7 +135,7 @@ def make_pairs(teacher: Teacher, n: int, steps: int = 32, seed: int = 0, solver:
     check_pair_options(n, steps, batch)
     cfg = pair_solver(teacher, steps, solver)
     times = make_grid(teacher.schedule, cfg.steps, cfg.grid, cfg.t_min, cfg.t_max)
-    shape = teacher.config.data.load().sample_shape  # the data the teacher's config names
+    shape = model_shape(teacher.config)  # a latent run's pairs are latents
     labels = pair_labels(teacher.config, n, seed)
     scale = float(teacher.schedule.sigma(float(times[0])))
     bar = _bar(n, progress, f"ODE pairs ({cfg.solver}, {steps} steps)")
@@ -226,7 +227,7 @@ def check_pair_options(pairs: int, steps: int, batch: int = 500) -> None:
 def check_pairs_fit(pairs: Pairs, config: RunConfig) -> None:
     """A ValueError when given pairs do not fit the run: another sample shape, or labels where the run has none
     (or none where it has classes)."""
-    shape = config.data.load().sample_shape
+    shape = model_shape(config)
     if tuple(pairs.x.shape[1:]) != tuple(shape):
         raise ValueError(f"`pairs` hold samples of shape {tuple(pairs.x.shape[1:])}; the teacher's data have {shape}")
     if (pairs.labels is None) != (config.model.num_classes is None):
