@@ -157,7 +157,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, runs):
         reflow(teacher, tmp_path / "out", steps=0, progress=False)
     with pytest.raises(ValueError, match="already holds a trained run"):
         reflow(teacher, runs["flow"], progress=False)
-    with pytest.raises(ValueError, match=r"`pairs` hold samples of shape \(3,\); the teacher's data have \(2,\)"):
+    with pytest.raises(ValueError, match=r"`pairs` hold samples of shape \(3,\); the teacher's network takes \(2,\)"):
         reflow(teacher, tmp_path / "out", pairs=Pairs(torch.zeros(4, 3), torch.zeros(4, 3)), progress=False)
     with pytest.raises(ValueError, match="`pairs` hold labels but the teacher is unconditional"):
         reflow(teacher, tmp_path / "out", pairs=Pairs(torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4)),

@@ -463,8 +463,8 @@ def distill(teacher: str | Path | Teacher, out_dir: str | Path, method: str = "c
     rho = 7 by default) from the step-aware start to sigma~ 0.5. Progressive: the first teacher grid has
     steps * 2^R >= `teacher_steps` intervals, R rounds share the budget equally. `groups` noise levels are drawn
     per optimiser step. Regression: `pairs` (z, ODE end) pairs of the teacher (default
-    noisecraft.runs.regress.default_pairs of its budget). `train`: fields of the run config's train section (batch_size, lr, seed,
-    warmup_steps, ...; None keeps the teacher's).
+    noisecraft.runs.regress.default_pairs of its budget). `train`: fields of the run config's train section
+    (batch_size, lr, seed, warmup_steps, ...; None keeps the teacher's).
     """
     check_options(method, steps, minutes, max_steps, groups)
     if pairs is not None and method != "regression":

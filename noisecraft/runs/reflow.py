@@ -229,7 +229,7 @@ def check_pairs_fit(pairs: Pairs, config: RunConfig) -> None:
     (or none where it has classes)."""
     shape = model_shape(config)
     if tuple(pairs.x.shape[1:]) != tuple(shape):
-        raise ValueError(f"`pairs` hold samples of shape {tuple(pairs.x.shape[1:])}; the teacher's data have {shape}")
+        raise ValueError(f"`pairs` hold samples of shape {tuple(pairs.x.shape[1:])}; the teacher's network takes {shape}")
     if (pairs.labels is None) != (config.model.num_classes is None):
         raise ValueError("`pairs` " + ("lack labels for a class-conditional teacher" if pairs.labels is None else
                                        "hold labels but the teacher is unconditional"))

@@ -1,7 +1,7 @@
 """Distillation by regression onto the teacher's ODE ends: a student that samples in one network evaluation.
 
-Luhman & Luhman 2021 ("Knowledge distillation in iterative generative models for improved sampling speed",
-sec. 3) and the one-step distillation of Liu et al. 2022 ("Flow Straight and Fast", sec. 2.3): the teacher's
+Luhman & Luhman 2021 ("Knowledge distillation in iterative generative models for improved sampling speed") and
+the one-step distillation that follows reflow in Liu et al. 2022 ("Flow Straight and Fast"): the teacher's
 probability-flow ODE defines a deterministic map from prior noise to a sample, and the student learns that
 map directly.
 
@@ -59,7 +59,7 @@ def default_pairs(train: TrainConfig) -> int:
 
 class RegressionStep(DiffusionStep):
     """Squared error between the student's one evaluation x0_hat(sigma(t_max) z, t_max) and the teacher's ODE
-    end x of the same z (Luhman & Luhman 2021, eq. 6), mean over elements; batches and label dropout are
+    end x of the same z (Luhman & Luhman 2021), mean over elements; batches and label dropout are
     drawn as in training, the step's noise and times are left unused."""
 
     def __init__(self, config: RunConfig, data: Dataset, model: nn.Module, accelerator: Any, pairs: Pairs) -> None:
@@ -92,9 +92,10 @@ def regress(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pai
             batch: int = 500, progress: bool = True, **train_options: Any) -> ReflowResult:
     """Distil `teacher` (a run directory or a Teacher) into a 1-evaluation student in `out_dir` by regression
     onto `pairs` ODE ends of the teacher at `steps` steps (`solver`: default the teacher's deterministic
-    sampler; `pairs` may be a Pairs made before; default: default_pairs of the student's budget), trained from the teacher's weights for `minutes` or
-    `max_steps` (default: distillation's, the teacher's budget ended at twice its training time; making the
-    pairs comes on top). `train_options`: fields of the train section (None keeps the teacher's)."""
+    sampler; `pairs` may be a Pairs made before; default: default_pairs of the student's budget), trained from
+    the teacher's weights for `minutes` or `max_steps` (default: distillation's, the teacher's budget ended at
+    twice its training time; making the pairs comes on top). `seed` draws the pairs' noise and labels;
+    `train_options`: fields of the train section (None keeps the teacher's)."""
     teacher, out_dir, minutes, max_steps, train_options = checked_coupling(
         teacher, out_dir, PAIRS if pairs is None else pairs, steps, solver, batch, minutes, max_steps, train_options)
     config = regression_config(teacher, minutes, max_steps, train_options)
