@@ -16,8 +16,8 @@ map directly.
 
 When to pick it over consistency distillation (docs/few_steps.md): the target is exact, so nothing is
 bootstrapped and every optimiser step trains the one evaluation a 1-step sample makes; the price is the
-pairs (one ODE solve of the teacher each) and a student that is trained at t_max only, so it does not
-improve with more evaluations (a consistency student does). Where the map from noise to data has sharp
+pairs (one ODE solve of the teacher each) and a student that is trained at t_max only, so more evaluations
+add little (a consistency student improves with them). Where the map from noise to data has sharp
 boundaries (between well separated modes), the student generalises from the pairs it saw: the error on fresh
 noise falls with their number (docs/benchmarks/distill.md).
 """
