@@ -164,6 +164,19 @@ def test_the_default_pairs_follow_the_step_budget():
     assert default_pairs(TrainConfig(max_steps=None, minutes=5.0)) == PAIRS
 
 
+def test_a_regression_budget_in_minutes_includes_making_its_pairs(base, tmp_path):
+    from noisecraft.runs.config import TrainConfig
+    from noisecraft.runs.reflow import MIN_TRAIN_SHARE, remaining_budget
+
+    cfg = TrainConfig(max_steps=100, minutes=2.0)
+    assert remaining_budget(cfg, 30.0).minutes == pytest.approx(1.5)
+    assert remaining_budget(cfg, 600.0).minutes == pytest.approx(MIN_TRAIN_SHARE * 2.0)  # training always runs
+    assert remaining_budget(TrainConfig(max_steps=100), 30.0).minutes is None
+    distill(_teacher(base), tmp_path / "rg", "regression", 1, minutes=1.0, max_steps=5, pairs=2000, **FAST)
+    recorded = yaml.safe_load((tmp_path / "rg" / "config.yaml").read_text())["train"]["minutes"]
+    assert MIN_TRAIN_SHARE <= recorded < 1.0  # the pairs' time came off the training's
+
+
 def test_the_sampler_grid_is_the_grid_the_student_learned(students):
     """The stored named grid over [t_{K-1}, t_0] reproduces the times distillation trained at, and the grids nest."""
     base = nc.SolverConfig()

@@ -15,8 +15,9 @@ def distill(
     method: str = typer.Option("consistency", help="consistency (Song et al. 2023), progressive (Salimans & Ho 2022) "
                                 "or regression (Luhman & Luhman 2021; --steps 1)."),
     steps: int = typer.Option(2, help="Network evaluations per sample of the student (1-4 typical)."),
-    minutes: float = typer.Option(None, help="Distillation budget in minutes (all rounds of progressive together); "
-                                  "default: the teacher's budget, ended at twice its training time."),
+    minutes: float = typer.Option(None, help="Distillation budget in minutes (all rounds of progressive together; "
+                                  "regression's pairs included); default: the teacher's budget, ended at twice its "
+                                  "training time."),
     max_steps: int = typer.Option(None, help="Or a budget in optimiser steps."),
     pairs: int = typer.Option(None, help="regression: (noise, ODE end) pairs drawn from the teacher (default: "
                               "max steps x batch size / 20, so that training sees each about 20 times)."),

@@ -60,6 +60,8 @@ from noisecraft.validation import check_field
 #: offset of the seed whose stream draws the pairs' labels (apart from the noise streams of `seed`)
 LABEL_SEED = 104729
 PAIRS_FILE = "pairs.safetensors"
+#: with a budget shared by the pairs and training, training keeps at least this share of it (remaining_budget)
+MIN_TRAIN_SHARE = 0.25
 DenoiseFn = Callable[..., Tensor]
 
 
@@ -301,18 +303,32 @@ def checked_coupling(teacher: str | Path | Teacher, out_dir: str | Path, pairs: 
     return teacher, out_dir, minutes, max_steps, train_options
 
 
+def remaining_budget(train_cfg: TrainConfig, spent_seconds: float) -> TrainConfig:
+    """The train section with `minutes` less what was spent before training (on `train_cfg.clock`), keeping at
+    least MIN_TRAIN_SHARE of it so that training always runs; unchanged without a time budget."""
+    if train_cfg.minutes is None:
+        return train_cfg
+    left = max(train_cfg.minutes - spent_seconds / 60.0, MIN_TRAIN_SHARE * train_cfg.minutes)
+    return train_cfg.model_copy(update={"minutes": left})
+
+
 def train_on_pairs(teacher: Teacher, out_dir: Path, config: RunConfig, pairs: int | Pairs, steps: int, seed: int,
-                   solver: str | None, batch: int, progress: bool, step: type[DiffusionStep]) -> ReflowResult:
+                   solver: str | None, batch: int, progress: bool, step: type[DiffusionStep],
+                   shared_budget: bool = False) -> ReflowResult:
     """The coupling (`pairs` pairs from the teacher's ODE at `steps` steps, or given ones), saved in out_dir as
     pairs.safetensors, then `config` trained from the teacher's weights with the per-step loss `step(config, data,
-    model, accelerator, pairs)`: reflow's and regression distillation's common driver."""
+    model, accelerator, pairs)`: reflow's and regression distillation's common driver. With `shared_budget` the
+    config's `minutes` bounds making the pairs and training together (remaining_budget)."""
     if isinstance(pairs, Pairs):
         check_pairs_fit(pairs, config)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    start = time.perf_counter()
+    clock = time.process_time if config.train.clock == "process" else time.perf_counter
+    start, started = time.perf_counter(), clock()
     coupling = pairs if isinstance(pairs, Pairs) else make_pairs(teacher.to(device), pairs, steps, seed, solver,
                                                                  batch, device, progress)
     pair_seconds = time.perf_counter() - start
+    if shared_budget:
+        config = config.model_copy(update={"train": remaining_budget(config.train, clock() - started)})
     out_dir.mkdir(parents=True, exist_ok=True)
     coupling.save(out_dir / PAIRS_FILE, {"teacher": teacher.source, "steps": str(steps), "seed": str(seed),
                                          "solver": pair_solver(teacher, steps, solver).solver})
@@ -324,5 +340,5 @@ def train_on_pairs(teacher: Teacher, out_dir: Path, config: RunConfig, pairs: in
     return ReflowResult(out_dir, len(coupling), pair_seconds, result, time.perf_counter() - start)
 
 
-__all__ = ["Pairs", "ReflowResult", "ReflowStep", "checked_coupling", "make_pairs", "pair_solver", "reflow", "straightness",
-           "train_on_pairs"]
+__all__ = ["Pairs", "ReflowResult", "ReflowStep", "checked_coupling", "make_pairs", "pair_solver", "reflow",
+           "remaining_budget", "straightness", "train_on_pairs"]

@@ -94,13 +94,15 @@ def regress(teacher: str | Path | Teacher, out_dir: str | Path, pairs: int | Pai
     onto `pairs` ODE ends of the teacher at `steps` steps (`solver`: default the teacher's deterministic
     sampler; `pairs` may be a Pairs made before; default: default_pairs of the student's budget), trained from
     the teacher's weights for `minutes` or `max_steps` (default: distillation's, the teacher's budget ended at
-    twice its training time; making the pairs comes on top). `seed` draws the pairs' noise and labels;
+    twice its training time); `minutes` bounds making the pairs and training together (training keeps at least
+    a quarter of it, reflow.remaining_budget). `seed` draws the pairs' noise and labels;
     `train_options`: fields of the train section (None keeps the teacher's)."""
     teacher, out_dir, minutes, max_steps, train_options = checked_coupling(
         teacher, out_dir, PAIRS if pairs is None else pairs, steps, solver, batch, minutes, max_steps, train_options)
     config = regression_config(teacher, minutes, max_steps, train_options)
     pairs = default_pairs(config.train) if pairs is None else pairs
-    return train_on_pairs(teacher, out_dir, config, pairs, steps, seed, solver, batch, progress, RegressionStep)
+    return train_on_pairs(teacher, out_dir, config, pairs, steps, seed, solver, batch, progress, RegressionStep,
+                          shared_budget=True)
 
 
 __all__ = ["EPOCHS", "PAIRS", "RegressionStep", "default_pairs", "regress", "regression_config"]
