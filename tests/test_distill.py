@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tests._helpers import gen
 from typer.testing import CliRunner
 
 import noisecraft as nc
@@ -27,6 +26,7 @@ from noisecraft.cli import app
 from noisecraft.core.timesteps import step_aware_range
 from noisecraft.metrics.distribution import sliced_w2, within_mode_w2
 from noisecraft.nets import NetConfig
+from noisecraft.runs.checkpoint import checkpoints, training_seconds
 from noisecraft.runs.config import preset_config
 from noisecraft.runs.distill import (
     BUDGET_FACTOR,
@@ -42,8 +42,8 @@ from noisecraft.runs.distill import (
     student_solver,
     student_times,
 )
-from noisecraft.runs.checkpoint import checkpoints, training_seconds
 from noisecraft.runs.pipeline import load_run
+from tests._helpers import gen
 
 runner = CliRunner()
 RING = nc.oracle.ring8()

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from tests._helpers import gen
 from typer.testing import CliRunner
 
 import noisecraft as nc
@@ -29,6 +28,7 @@ from noisecraft.runs.config import preset_config
 from noisecraft.runs.distill import Teacher
 from noisecraft.runs.pipeline import load_run
 from noisecraft.runs.reflow import Pairs, ReflowStep, make_pairs, reflow, straightness
+from tests._helpers import gen
 
 runner = CliRunner()
 RING = nc.oracle.ring8()
