@@ -64,13 +64,13 @@ class RegressionStep(DiffusionStep):
 
     def __init__(self, config: RunConfig, data: Dataset, model: nn.Module, accelerator: Any, pairs: Pairs) -> None:
         super().__init__(config, pairs.dataset(data.name), model, accelerator)
-        self.z = pairs.z
+        s = config.loss.schedule
+        self.z, self.t_max, self.scale = pairs.z, s.t_max, float(s.sigma(s.t_max))  # fixed: taken once, not per step
 
     def loss(self, x0: Tensor, cond: Tensor | None, d: dict, part: slice) -> Tensor:
-        s = self.config.loss.schedule
         z = self.z[d["idx"][part]].to(x0.device)
-        t = torch.full((z.shape[0],), s.t_max, dtype=FLOAT64, device=x0.device)
-        pred = self.denoiser(float(s.sigma(s.t_max)) * z, t, cond)
+        t = torch.full((z.shape[0],), self.t_max, dtype=FLOAT64, device=x0.device)
+        pred = self.denoiser(self.scale * z, t, cond)
         return ((pred.float() - x0.float()) ** 2).flatten(1).mean(1).mean()
 
 
